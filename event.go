@@ -1,0 +1,168 @@
+package estuite
+
+import (
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+)
+
+// DataFormat says how an event's data is to be read back.
+type DataFormat uint8
+
+const (
+	// JSON data must be valid JSON (or empty); it reads back as the same JSON text.
+	JSON DataFormat = iota
+	// Binary data is any bytes; it reads back as the same bytes.
+	Binary
+)
+
+func (f DataFormat) String() string {
+	switch f {
+	case JSON:
+		return "json"
+	case Binary:
+		return "binary"
+	}
+	return fmt.Sprintf("DataFormat(%d)", uint8(f))
+}
+
+// EventData is an event to append.
+type EventData struct {
+	// ID identifies the event. The zero UUID means "generate one". An ID given by the caller
+	// is deduplicated within the stream: appending it again is an ErrDuplicateEvent (unless
+	// the whole commit is a retry, which is answered as a duplicate commit). Each caller-given
+	// ID costs one more row in the append's batch (see MaxAppendRows).
+	ID uuid.UUID
+	// Type names the event, e.g. "OrderPlaced": 1–MaxEventTypeLength characters, no control
+	// characters.
+	Type string
+	// Data is the event's payload, in Format.
+	Data []byte
+	// Format says whether Data is JSON (the zero value) or binary.
+	Format DataFormat
+	// Metadata is empty or a JSON object, e.g. correlation and causation IDs.
+	Metadata json.RawMessage
+}
+
+// RecordedEvent is an event as stored in a stream.
+type RecordedEvent struct {
+	Stream     string
+	Version    int64 // 1 for the stream's first event
+	ID         uuid.UUID
+	Type       string
+	Data       []byte
+	Format     DataFormat
+	Metadata   json.RawMessage // nil when the event had none
+	CommitID   string
+	RecordedAt time.Time // UTC, microsecond precision; the same for every event of one commit
+}
+
+// ExpectedVersion is an append's optimistic-concurrency condition. The zero value is Any.
+type ExpectedVersion struct {
+	kind    expectKind
+	version int64
+}
+
+type expectKind uint8
+
+const (
+	expectAny expectKind = iota
+	expectNoStream
+	expectExists
+	expectExact
+)
+
+var (
+	// Any appends whatever the stream's version.
+	Any = ExpectedVersion{kind: expectAny}
+	// NoStream appends only to a stream that has no events yet.
+	NoStream = ExpectedVersion{kind: expectNoStream}
+	// StreamExists appends only to a stream that has at least one event.
+	StreamExists = ExpectedVersion{kind: expectExists}
+)
+
+// Exactly appends only when the stream's version is v (its number of events). Exactly(0) is
+// the same condition as NoStream.
+func Exactly(v int64) ExpectedVersion {
+	return ExpectedVersion{kind: expectExact, version: v}
+}
+
+// Version returns the exact version expected and true, or 0 and false for Any, NoStream and
+// StreamExists.
+func (e ExpectedVersion) Version() (int64, bool) {
+	return e.version, e.kind == expectExact
+}
+
+func (e ExpectedVersion) String() string {
+	switch e.kind {
+	case expectNoStream:
+		return "no stream"
+	case expectExists:
+		return "stream exists"
+	case expectExact:
+		return fmt.Sprint(e.version)
+	}
+	return "any"
+}
+
+// expectsNoStream reports whether e admits only a stream without events.
+func (e ExpectedVersion) expectsNoStream() bool {
+	return e.kind == expectNoStream || (e.kind == expectExact && e.version == 0)
+}
+
+// admits reports whether a stream at version current satisfies e.
+func (e ExpectedVersion) admits(current int64) bool {
+	switch e.kind {
+	case expectNoStream:
+		return current == 0
+	case expectExists:
+		return current > 0
+	case expectExact:
+		return current == e.version
+	}
+	return true
+}
+
+// AppendOptions are the per-call knobs of Store.Append. nil means defaults.
+type AppendOptions struct {
+	// Expected is the concurrency condition; the zero value is Any.
+	Expected ExpectedVersion
+	// CommitID identifies the append for idempotency: 1–MaxCommitIDLength characters, no
+	// control characters. Empty means a generated UUID. Retrying an append with the same
+	// commit ID in the same stream returns the original result, marked Duplicate, and writes
+	// nothing.
+	CommitID string
+}
+
+// AppendResult describes a committed append.
+type AppendResult struct {
+	Stream       string
+	FirstVersion int64 // version of the append's first event
+	LastVersion  int64 // version of its last event: the stream's version right after it
+	CommitID     string
+	// Duplicate is true when the commit ID had already been committed by an earlier call, and
+	// this call wrote nothing.
+	Duplicate bool
+}
+
+// Direction is the order of a stream read.
+type Direction uint8
+
+const (
+	// Forward reads from older to newer events.
+	Forward Direction = iota
+	// Backward reads from newer to older events.
+	Backward
+)
+
+// ReadOptions are the per-call knobs of Store.Read. nil means: forward from the first event,
+// without limit.
+type ReadOptions struct {
+	Direction Direction
+	// From is the first version read. 0 means the first event (Forward) or the last (Backward).
+	From int64
+	// Limit is the most events read; 0 means no limit.
+	Limit int
+}

@@ -1,0 +1,147 @@
+package estuite
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/estuite/estuite/table"
+)
+
+// Defaults of Options.
+const (
+	DefaultTablePrefix   = "estuite"
+	DefaultHeadCacheSize = 10000
+)
+
+// Options configure a Store. nil means defaults.
+type Options struct {
+	// TablePrefix starts the name of every table the store uses: the stream table is
+	// TablePrefix+"streams". Letters and digits, starting with a letter. Default "estuite".
+	TablePrefix string
+	// HeadCacheSize is how many stream heads (version and ETag) the store remembers, so that an
+	// append to a stream it has seen costs one storage request. Default DefaultHeadCacheSize;
+	// negative turns the cache off.
+	HeadCacheSize int
+	// Retry bounds the retries of transient storage failures. Zero means DefaultRetryPolicy.
+	Retry RetryPolicy
+	// Now returns the time recorded on events. Default time.Now.
+	Now func() time.Time
+}
+
+// Store is an event store: streams of events in a stream table, one partition per stream. It is
+// safe for concurrent use, and several Stores (in one process or many) may share one backend.
+type Store struct {
+	backend table.Backend
+	streams storage
+	counts  *counter
+	now     func() time.Time
+	heads   *headCache
+	closed  atomic.Bool
+}
+
+// Open opens the event store kept in backend, creating its tables when missing. The store owns
+// the backend from then on: Close closes it.
+func Open(ctx context.Context, backend table.Backend, opts *Options) (*Store, error) {
+	var o Options
+	if opts != nil {
+		o = *opts
+	}
+	if o.TablePrefix == "" {
+		o.TablePrefix = DefaultTablePrefix
+	}
+	if o.HeadCacheSize == 0 {
+		o.HeadCacheSize = DefaultHeadCacheSize
+	}
+	if o.Retry == (RetryPolicy{}) {
+		o.Retry = DefaultRetryPolicy
+	}
+	if o.Retry.MaxAttempts < 1 {
+		o.Retry.MaxAttempts = 1
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	name := o.TablePrefix + "streams"
+	if err := table.ValidateTableName(name); err != nil {
+		return nil, invalid("table prefix", "%v", err)
+	}
+	counts := &counter{}
+	t, err := withRetry(ctx, o.Retry, func() (table.Table, error) { return backend.OpenTable(ctx, name) })
+	if err != nil {
+		return nil, fmt.Errorf("estuite: opening table %s: %w", name, err)
+	}
+	return &Store{
+		backend: backend,
+		streams: storage{t: t, retry: o.Retry, counts: counts},
+		counts:  counts,
+		now:     o.Now,
+		heads:   newHeadCache(o.HeadCacheSize),
+	}, nil
+}
+
+// Close closes the store and its backend.
+func (s *Store) Close() error {
+	if s.closed.Swap(true) {
+		return nil
+	}
+	return s.backend.Close()
+}
+
+// RequestCounts returns how many storage requests the store has made so far, by kind.
+func (s *Store) RequestCounts() RequestCounts { return s.counts.snapshot() }
+
+func (s *Store) checkOpen() error {
+	if s.closed.Load() {
+		return ErrClosed
+	}
+	return nil
+}
+
+// headCache remembers stream heads by partition key. It is bounded: when full, an arbitrary entry
+// makes room.
+type headCache struct {
+	mu    sync.Mutex
+	max   int
+	heads map[string]head
+}
+
+func newHeadCache(max int) *headCache {
+	return &headCache{max: max, heads: make(map[string]head)}
+}
+
+func (c *headCache) get(pk string) (head, bool) {
+	if c.max < 0 {
+		return head{}, false
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	h, ok := c.heads[pk]
+	return h, ok
+}
+
+func (c *headCache) put(pk string, h head) {
+	if c.max < 0 {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, ok := c.heads[pk]; !ok && len(c.heads) >= c.max {
+		for k := range c.heads {
+			delete(c.heads, k)
+			break
+		}
+	}
+	if cur, ok := c.heads[pk]; ok && cur.version > h.version {
+		return // never move a cached head backwards
+	}
+	c.heads[pk] = h
+}
+
+func (c *headCache) forget(pk string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.heads, pk)
+}

@@ -1,0 +1,84 @@
+package table
+
+import (
+	"maps"
+	"time"
+)
+
+// Write is one row change that a planned batch makes: Entity is the row's new content, or nil
+// when the row is deleted.
+type Write struct {
+	RowKey string
+	Entity *Entity
+}
+
+// PlanBatch is a helper for backends that store rows themselves (memory, bbolt). It validates a
+// batch, checks every op against the current rows (lookup returns a row of partitionKey by row
+// key), and returns the writes that apply it and the new ETag of each op. newETag is called once
+// per written row. Nothing is written by PlanBatch: the caller applies the writes, all of them,
+// inside one atomic step.
+func PlanBatch(partitionKey string, ops []Op, lookup func(rowKey string) (Entity, bool), newETag func() string) ([]Write, []string, error) {
+	if err := ValidateBatch(partitionKey, ops); err != nil {
+		return nil, nil, err
+	}
+	writes := make([]Write, len(ops))
+	etags := make([]string, len(ops))
+	for i, op := range ops {
+		rk := op.Entity.RowKey
+		cur, exists := lookup(rk)
+		ifMatch := op.IfMatch
+		if ifMatch == "" {
+			ifMatch = AnyETag
+		}
+		switch op.Kind {
+		case Insert:
+			if exists {
+				return nil, nil, &BatchError{Index: i, Code: "EntityAlreadyExists", Err: ErrAlreadyExists}
+			}
+		case Replace, Merge, Delete:
+			if !exists {
+				return nil, nil, &BatchError{Index: i, Code: "ResourceNotFound", Err: ErrNotFound}
+			}
+			if ifMatch != AnyETag && ifMatch != cur.ETag {
+				return nil, nil, &BatchError{Index: i, Code: "UpdateConditionNotSatisfied", Err: ErrPreconditionFailed}
+			}
+		}
+		if op.Kind == Delete {
+			writes[i] = Write{RowKey: rk}
+			continue
+		}
+		props := CloneProperties(op.Entity.Properties)
+		if op.Kind == Merge {
+			merged := CloneProperties(cur.Properties)
+			maps.Copy(merged, props)
+			props = merged
+		}
+		etag := newETag()
+		writes[i] = Write{RowKey: rk, Entity: &Entity{PartitionKey: partitionKey, RowKey: rk, ETag: etag, Properties: props}}
+		etags[i] = etag
+	}
+	return writes, etags, nil
+}
+
+// CloneProperties returns a deep copy of props, with times in UTC truncated to the microsecond,
+// so that a stored entity shares no memory with its caller.
+func CloneProperties(props map[string]any) map[string]any {
+	out := make(map[string]any, len(props))
+	for k, v := range props {
+		switch v := v.(type) {
+		case []byte:
+			out[k] = append([]byte(nil), v...)
+		case time.Time:
+			out[k] = v.UTC().Truncate(time.Microsecond)
+		default:
+			out[k] = v
+		}
+	}
+	return out
+}
+
+// CloneEntity returns a deep copy of e.
+func CloneEntity(e Entity) Entity {
+	e.Properties = CloneProperties(e.Properties)
+	return e
+}
