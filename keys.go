@@ -24,12 +24,11 @@ const (
 
 // Row keys of the stream table. Each stream is one partition; see docs/storage-format.md.
 const (
-	headRowKey      = "H"  // the stream head: version, and the ETag that fences appends
-	commitKeyPrefix = "C"  // C<sha-256 of the commit ID, hex>: one per commit, for idempotency
-	eventKeyPrefix  = "E"  // E<version, 19 digits>: one per event
-	eventIDPrefix   = "I"  // I<event UUID>: one per caller-given event ID, for deduplication
-	versionDigits   = 19   // enough for every positive int64
-	eventKeyEnd     = "E:" // sorts after every event key (':' follows the digits)
+	headRowKey      = "H" // the stream head: version, and the ETag that fences appends
+	commitKeyPrefix = "C" // C<sha-256 of the commit ID, hex>: one per commit, for idempotency
+	eventKeyPrefix  = "E" // E<version, 19 digits>: one per event
+	eventIDPrefix   = "I" // I<event UUID>: one per caller-given event ID, for deduplication
+	versionDigits   = 19  // enough for every positive int64
 )
 
 // streamKey maps a stream name to its partition key. The mapping is reversible and keeps

@@ -16,25 +16,24 @@ import (
 	"github.com/google/uuid"
 )
 
-// backendCase names a way to make a fresh backend for a store test.
+// backendCase names a way to open a store on a fresh backend.
 type backendCase struct {
 	name string
-	new  func(t *testing.T) table.Backend
+	open func(t *testing.T) *estuite.Store
 }
 
-// backends lists the backends every store test runs on. Slow ones join in backends_test.go
-// files with build-independent registration (see init functions there).
+// backends lists the backends every store test runs on; backends_test.go adds bbolt and Azurite.
 var backends = []backendCase{
-	{"mem", func(t *testing.T) table.Backend { return mem.New(nil) }},
-	{"mem-paged", func(t *testing.T) table.Backend { return mem.New(&mem.Options{PageSize: 3, EmptyPages: true}) }},
+	{"mem", func(t *testing.T) *estuite.Store { return openStore(t, mem.New(nil), nil) }},
+	{"mem-paged", func(t *testing.T) *estuite.Store {
+		return openStore(t, mem.New(&mem.Options{PageSize: 3, EmptyPages: true}), nil)
+	}},
 }
 
 // forEachBackend runs f once per backend, each with a fresh store.
 func forEachBackend(t *testing.T, f func(t *testing.T, s *estuite.Store)) {
 	for _, b := range backends {
-		t.Run(b.name, func(t *testing.T) {
-			f(t, openStore(t, b.new(t), nil))
-		})
+		t.Run(b.name, func(t *testing.T) { f(t, b.open(t)) })
 	}
 }
 
