@@ -3,7 +3,6 @@ package table
 import (
 	"bytes"
 	"encoding/base64"
-	"encoding/json"
 	"strconv"
 	"time"
 	"unicode/utf16"
@@ -253,10 +252,32 @@ func odataTypeLen(name, typ string) int {
 	return 1 + jsonStringLen(name+"@odata.type") + 1 + jsonStringLen(typ)
 }
 
+// jsonStringLen is the length of s as writeJSONString writes it.
 func jsonStringLen(s string) int {
-	var buf bytes.Buffer
-	writeJSONString(&buf, s)
-	return buf.Len()
+	n := 2
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c >= utf8.RuneSelf {
+			r, size := utf8.DecodeRuneInString(s[i:])
+			if (r == utf8.RuneError && size == 1) || r == '\u2028' || r == '\u2029' {
+				n += len(`\ufffd`)
+			} else {
+				n += size
+			}
+			i += size
+			continue
+		}
+		switch {
+		case c == '"' || c == '\\' || c == '\n' || c == '\r' || c == '\t':
+			n += 2
+		case c < 0x20 || c == '<' || c == '>' || c == '&':
+			n += len(`\u0000`)
+		default:
+			n++
+		}
+		i++
+	}
+	return n
 }
 
 // TimeLayout is how times are written in Azure's JSON: UTC with seven fractional digits.
@@ -311,10 +332,49 @@ func EncodeJSON(e Entity) []byte {
 	return buf.Bytes()
 }
 
-// writeJSONString writes s as a JSON string without HTML escaping.
+// writeJSONString writes s as a JSON string, escaped exactly as encoding/json escapes it (with
+// HTML escaping, as the Azure SDK re-encodes every entity that way), so that JSONSize also
+// measures what the SDK sends.
 func writeJSONString(buf *bytes.Buffer, s string) {
-	enc := json.NewEncoder(buf)
-	enc.SetEscapeHTML(false)
-	_ = enc.Encode(s)           // a string always encodes
-	buf.Truncate(buf.Len() - 1) // Encode appends a newline
+	const hex = "0123456789abcdef"
+	buf.WriteByte('"')
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c >= utf8.RuneSelf {
+			r, size := utf8.DecodeRuneInString(s[i:])
+			switch {
+			case r == utf8.RuneError && size == 1:
+				buf.WriteString(`\ufffd`)
+			case r == '\u2028':
+				buf.WriteString(`\u2028`)
+			case r == '\u2029':
+				buf.WriteString(`\u2029`)
+			default:
+				buf.WriteString(s[i : i+size])
+			}
+			i += size
+			continue
+		}
+		switch c {
+		case '"', '\\':
+			buf.WriteByte('\\')
+			buf.WriteByte(c)
+		case '\n':
+			buf.WriteString(`\n`)
+		case '\r':
+			buf.WriteString(`\r`)
+		case '\t':
+			buf.WriteString(`\t`)
+		default:
+			if c < 0x20 || c == '<' || c == '>' || c == '&' {
+				buf.WriteString(`\u00`)
+				buf.WriteByte(hex[c>>4])
+				buf.WriteByte(hex[c&0xf])
+			} else {
+				buf.WriteByte(c)
+			}
+		}
+		i++
+	}
+	buf.WriteByte('"')
 }

@@ -1,0 +1,168 @@
+package azure
+
+import (
+	"context"
+	"net/http"
+	"net/url"
+	"strings"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/runtime"
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/to"
+	"github.com/Azure/azure-sdk-for-go/sdk/data/aztables"
+
+	"github.com/estuite/estuite/table"
+)
+
+// Table is one Azure table. It implements table.Table; get it from Backend.OpenTable.
+type Table struct {
+	client *aztables.Client
+}
+
+var _ table.Table = (*Table)(nil)
+
+// Get returns the entity with the given keys, or an error wrapping table.ErrNotFound.
+func (t *Table) Get(ctx context.Context, partitionKey, rowKey string) (table.Entity, error) {
+	if err := table.ValidateKey("partition key", partitionKey); err != nil {
+		return table.Entity{}, err
+	}
+	if err := table.ValidateKey("row key", rowKey); err != nil {
+		return table.Entity{}, err
+	}
+	resp, err := t.client.GetEntity(ctx, partitionKey, rowKey, nil)
+	if err != nil {
+		return table.Entity{}, mapError(ctx, err)
+	}
+	return decodeEntity(resp.Value, string(resp.ETag))
+}
+
+// Query returns one page of a partition's key range: exactly one request, whose page may be
+// empty and still carry a continuation.
+func (t *Table) Query(ctx context.Context, q table.Query) (table.Page, error) {
+	if err := table.ValidateQuery(q); err != nil {
+		return table.Page{}, err
+	}
+	opts := &aztables.ListEntitiesOptions{
+		Filter: to.Ptr(rangeFilter(q.PartitionKey, q.From, q.To)),
+		Top:    to.Ptr(int32(table.PageLimit(q))),
+	}
+	if q.Continuation != "" {
+		var err error
+		if opts.NextPartitionKey, opts.NextRowKey, err = decodeContinuation(q.Continuation); err != nil {
+			return table.Page{}, err
+		}
+	}
+	resp, err := t.client.NewListEntitiesPager(opts).NextPage(ctx)
+	if err != nil {
+		return table.Page{}, mapError(ctx, err)
+	}
+	page := table.Page{
+		Entities:     make([]table.Entity, 0, len(resp.Entities)),
+		Continuation: encodeContinuation(resp.NextPartitionKey, resp.NextRowKey),
+	}
+	for _, data := range resp.Entities {
+		e, err := decodeEntity(data, "")
+		if err != nil {
+			return table.Page{}, err
+		}
+		page.Entities = append(page.Entities, e)
+	}
+	return page, nil
+}
+
+// rangeFilter is the OData filter of the rows of partitionKey with from <= RowKey < to (no
+// bound for an empty from or to).
+func rangeFilter(partitionKey, from, to string) string {
+	f := "PartitionKey eq " + quote(partitionKey)
+	if from != "" {
+		f += " and RowKey ge " + quote(from)
+	}
+	if to != "" {
+		f += " and RowKey lt " + quote(to)
+	}
+	return f
+}
+
+// quote writes s as an OData string literal: in single quotes, with single quotes doubled.
+func quote(s string) string {
+	return "'" + strings.ReplaceAll(s, "'", "''") + "'"
+}
+
+// encodeContinuation packs the service's continuation headers into one opaque string; "" when
+// there is no continuation.
+func encodeContinuation(nextPartitionKey, nextRowKey *string) string {
+	v := url.Values{}
+	if nextPartitionKey != nil && *nextPartitionKey != "" {
+		v.Set("npk", *nextPartitionKey)
+	}
+	if nextRowKey != nil && *nextRowKey != "" {
+		v.Set("nrk", *nextRowKey)
+	}
+	return v.Encode()
+}
+
+// decodeContinuation unpacks what encodeContinuation wrote.
+func decodeContinuation(s string) (nextPartitionKey, nextRowKey *string, err error) {
+	v, err := url.ParseQuery(s)
+	if err != nil || (v.Get("npk") == "" && v.Get("nrk") == "") {
+		return nil, nil, table.Invalidf("azure: malformed query continuation %q", s)
+	}
+	if pk := v.Get("npk"); pk != "" {
+		nextPartitionKey = &pk
+	}
+	if rk := v.Get("nrk"); rk != "" {
+		nextRowKey = &rk
+	}
+	return nextPartitionKey, nextRowKey, nil
+}
+
+// Submit applies ops atomically as one entity group transaction and returns the new ETags.
+func (t *Table) Submit(ctx context.Context, partitionKey string, ops []table.Op) ([]string, error) {
+	// Azurite does not check everything Azure checks (one partition, for one): the contract's
+	// rules are enforced here, before anything is sent.
+	if err := table.ValidateBatch(partitionKey, ops); err != nil {
+		return nil, err
+	}
+	actions := make([]aztables.TransactionAction, len(ops))
+	for i, op := range ops {
+		a := aztables.TransactionAction{Entity: table.EncodeJSON(op.Entity)}
+		ifMatch := azcore.ETag(op.IfMatch)
+		if ifMatch == "" {
+			ifMatch = azcore.ETagAny
+		}
+		switch op.Kind {
+		case table.Insert:
+			a.ActionType = aztables.TransactionTypeAdd
+		case table.Replace:
+			// The If-Match header must be set: without it, the SDK sends an upsert.
+			a.ActionType, a.IfMatch = aztables.TransactionTypeUpdateReplace, &ifMatch
+		case table.Merge:
+			a.ActionType, a.IfMatch = aztables.TransactionTypeUpdateMerge, &ifMatch
+		case table.Upsert:
+			a.ActionType = aztables.TransactionTypeInsertReplace
+		case table.Delete:
+			keys := table.Entity{PartitionKey: op.Entity.PartitionKey, RowKey: op.Entity.RowKey}
+			a.ActionType, a.IfMatch, a.Entity = aztables.TransactionTypeDelete, &ifMatch, table.EncodeJSON(keys)
+		}
+		actions[i] = a
+	}
+	// The SDK's TransactionResponse is empty: the ETags are read from the raw response.
+	var raw *http.Response
+	_, err := t.client.SubmitTransaction(runtime.WithCaptureResponse(withBatchKeys(ctx, ops), &raw), actions, nil)
+	if err != nil && ctx.Err() == nil && raw != nil && raw.StatusCode == http.StatusAccepted {
+		// The batch failed (or the SDK could not read its answer): the body says which op.
+		body, perr := runtime.Payload(raw)
+		if perr != nil {
+			return nil, &table.TransientError{Err: perr}
+		}
+		return nil, batchFailure(body, len(ops))
+	}
+	if err != nil {
+		return nil, mapError(ctx, err)
+	}
+	body, err := runtime.Payload(raw)
+	if err != nil {
+		return nil, &table.TransientError{Err: err}
+	}
+	return batchETags(body, ops)
+}
