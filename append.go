@@ -236,6 +236,18 @@ func (s *Store) commit(ctx context.Context, a *appendPlan) (AppendResult, error)
 			}
 		case errors.As(err, &be) && be.Index >= firstOp+len(a.events) && errors.Is(err, table.ErrAlreadyExists):
 			return AppendResult{}, &DuplicateEventError{Stream: a.stream, EventID: a.eventIDs[be.Index-firstOp-len(a.events)].id}
+		case errors.As(err, &be) && be.Index < 0:
+			// The backend could not say which operation failed (Cosmos DB may not): find out.
+			if res, found, ferr := s.findCommit(ctx, a); found || ferr != nil {
+				return res, ferr
+			}
+			if ferr := s.findDuplicateEventID(ctx, a); ferr != nil {
+				return AppendResult{}, ferr
+			}
+			conflicts++ // otherwise it was the head: read it again
+			if conflicts > maxConflictRetries {
+				return AppendResult{}, &unavailableError{err: fmt.Errorf("stream %q: batch kept failing: %w", a.stream, err)}
+			}
 		case errors.Is(err, table.ErrTransient):
 			// The batch may or may not have committed; the next round looks at what is stored.
 			lastErr = err
@@ -302,4 +314,19 @@ func (s *Store) findCommit(ctx context.Context, a *appendPlan) (res AppendResult
 		// A row written by this very call (its response was lost) is not a duplicate to the caller.
 		Duplicate: c.attempt != a.attempt,
 	}, true, nil
+}
+
+// findDuplicateEventID returns a *DuplicateEventError for the first caller-given event ID of the
+// append that the stream already holds, a storage error, or nil when there is none.
+func (s *Store) findDuplicateEventID(ctx context.Context, a *appendPlan) error {
+	for _, id := range a.eventIDs {
+		_, err := s.streams.get(ctx, a.pk, eventIDKey(id.id))
+		if err == nil {
+			return &DuplicateEventError{Stream: a.stream, EventID: id.id}
+		}
+		if !errors.Is(err, table.ErrNotFound) {
+			return err
+		}
+	}
+	return nil
 }

@@ -9,7 +9,9 @@ import (
 	"time"
 
 	"github.com/estuite/estuite"
+	"github.com/estuite/estuite/table"
 	"github.com/estuite/estuite/table/mem"
+	"github.com/google/uuid"
 )
 
 func TestConcurrentExactAppendsWinEachVersionOnce(t *testing.T) {
@@ -148,5 +150,48 @@ func checkEachCommitOnce(t *testing.T, s *estuite.Store, want map[string][]strin
 		if fmt.Sprint(got) != fmt.Sprint(commits) {
 			t.Fatalf("%s holds commits %v; want %v each once", stream, got, commits)
 		}
+	}
+}
+
+// blindBackend hides which operation of a failed batch failed, as the Cosmos DB Table API may.
+type blindBackend struct{ *mem.Backend }
+
+func (b blindBackend) OpenTable(ctx context.Context, name string) (table.Table, error) {
+	t, err := b.Backend.OpenTable(ctx, name)
+	return blindTable{t}, err
+}
+
+type blindTable struct{ table.Table }
+
+func (t blindTable) Submit(ctx context.Context, pk string, ops []table.Op) ([]string, error) {
+	etags, err := t.Table.Submit(ctx, pk, ops)
+	var be *table.BatchError
+	if errors.As(err, &be) {
+		return nil, &table.BatchError{Index: -1, Code: be.Code, Err: be.Err}
+	}
+	return etags, err
+}
+
+func TestFailedOperationOfUnknownIndexIsResolved(t *testing.T) {
+	b := blindBackend{mem.New(nil)}
+	s1 := openStore(t, b, nil)
+	s2 := openStore(t, b, nil)
+	ctx := context.Background()
+	id := uuid.New()
+	events := []estuite.EventData{{ID: id, Type: "A"}}
+	mustAppend(t, s1, "blind", events, &estuite.AppendOptions{CommitID: "c1"})
+	// A duplicate commit.
+	if res, err := s1.Append(ctx, "blind", events, &estuite.AppendOptions{CommitID: "c1"}); err != nil || !res.Duplicate {
+		t.Fatalf("retried commit = %+v, %v; want duplicate", res, err)
+	}
+	// A duplicate event ID.
+	var de *estuite.DuplicateEventError
+	if _, err := s1.Append(ctx, "blind", events, nil); !errors.As(err, &de) || de.EventID != id {
+		t.Fatalf("duplicate event ID: %v", err)
+	}
+	// A head that moved: s2 appends, then s1's cached head is stale.
+	mustAppend(t, s2, "blind", []estuite.EventData{jsonEvent("B", "{}")}, nil)
+	if res, err := s1.Append(ctx, "blind", []estuite.EventData{jsonEvent("C", "{}")}, nil); err != nil || res.LastVersion != 3 {
+		t.Fatalf("append over a stale head = %+v, %v; want version 3", res, err)
 	}
 }

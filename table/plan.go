@@ -52,6 +52,10 @@ func PlanBatch(partitionKey string, ops []Op, lookup func(rowKey string) (Entity
 			merged := CloneProperties(cur.Properties)
 			maps.Copy(merged, props)
 			props = merged
+			// The merged row must still fit an entity, as Azure checks.
+			if err := ValidateProperties(Entity{PartitionKey: partitionKey, RowKey: rk, Properties: props}); err != nil {
+				return nil, nil, &BatchError{Index: i, Code: "EntityTooLarge", Err: err}
+			}
 		}
 		etag := newETag()
 		writes[i] = Write{RowKey: rk, Entity: &Entity{PartitionKey: partitionKey, RowKey: rk, ETag: etag, Properties: props}}

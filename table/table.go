@@ -2,7 +2,9 @@
 // Storage promises, and nothing more.
 //
 // A table holds entities (rows) addressed by a partition key and a row key. Within a partition,
-// rows are ordered by row key (byte order of their UTF-8 encoding). Every stored entity carries an
+// rows are ordered by row key (byte order of their UTF-8 encoding; Azurite orders by UTF-16 code
+// units, which differs only between characters above U+FFFF and U+E000–U+FFFF, so Estuite keeps
+// the keys whose order it relies on in ASCII). Every stored entity carries an
 // opaque ETag that changes on every write. Writes go in batches confined to one partition: at most
 // MaxBatchOps operations, at most MaxBatchBytes bytes as measured by BatchSize, applied atomically
 // (all or nothing). Reads are point reads by key and paged forward range queries within a
@@ -156,7 +158,7 @@ var (
 
 // BatchError reports the operation that made a batch fail. Nothing of the batch was written.
 type BatchError struct {
-	Index int    // zero-based index of the failing op in the batch
+	Index int    // zero-based index of the failing op in the batch; -1 when the backend cannot tell
 	Code  string // the backend's own code, e.g. "EntityAlreadyExists"
 	Err   error  // ErrAlreadyExists, ErrNotFound, ErrPreconditionFailed or ErrInvalid
 }
