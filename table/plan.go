@@ -12,15 +12,13 @@ type Write struct {
 	Entity *Entity
 }
 
-// PlanBatch is a helper for backends that store rows themselves (memory, bbolt). It validates a
-// batch, checks every op against the current rows (lookup returns a row of partitionKey by row
-// key), and returns the writes that apply it and the new ETag of each op. newETag is called once
-// per written row. Nothing is written by PlanBatch: the caller applies the writes, all of them,
-// inside one atomic step.
+// PlanBatch is a helper for backends that store rows themselves (memory, bbolt). It checks every
+// op of a batch that passed ValidateBatch against the current rows (lookup returns a row of
+// partitionKey by row key), and returns the writes that apply it and the new ETag of each op.
+// newETag is called once per written row. Nothing is written by PlanBatch: the caller applies the
+// writes, all of them, inside one atomic step. Validation is left to the caller so that it can
+// happen outside the backend's critical section.
 func PlanBatch(partitionKey string, ops []Op, lookup func(rowKey string) (Entity, bool), newETag func() string) ([]Write, []string, error) {
-	if err := ValidateBatch(partitionKey, ops); err != nil {
-		return nil, nil, err
-	}
 	writes := make([]Write, len(ops))
 	etags := make([]string, len(ops))
 	for i, op := range ops {
