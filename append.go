@@ -120,9 +120,11 @@ func (s *Store) prepareAppend(stream string, events []EventData, o AppendOptions
 	}
 	// Check sizes on the batch as it will be sent, with the largest version numbers possible.
 	ops := a.ops(head{version: 1<<62 - 1, etag: "x"})
-	for i, op := range ops {
-		if n := table.EntitySize(op.Entity); n > table.MaxEntityBytes {
-			return nil, &TooLargeError{What: fmt.Sprintf("events[%d]", i-2), Size: n, Limit: table.MaxEntityBytes, Unit: "bytes as stored"}
+	for i, op := range ops[firstOp : firstOp+len(a.events)] {
+		// The event's feed row carries a few more properties than its stream row: it must fit too.
+		feedRow := feedEventEntity(1<<62, stream, op.Entity, a.recorded)
+		if n := max(table.EntitySize(op.Entity), table.EntitySize(feedRow)); n > table.MaxEntityBytes {
+			return nil, &TooLargeError{What: fmt.Sprintf("events[%d]", i), Size: n, Limit: table.MaxEntityBytes, Unit: "bytes as stored"}
 		}
 	}
 	if n := table.BatchSize(ops); n > MaxAppendBytes {
@@ -211,9 +213,14 @@ func (s *Store) commit(ctx context.Context, a *appendPlan) (AppendResult, error)
 			}
 			return AppendResult{}, &WrongExpectedVersionError{Stream: a.stream, Expected: a.expected, Actual: h.version}
 		}
+		// Write-ahead: announce the append before it can land, so that no dispatcher can miss it.
+		if err := s.announce(ctx, a, h); err != nil {
+			return AppendResult{}, err
+		}
 		ops := a.ops(h)
 		etags, err := s.streams.submitOnce(ctx, a.pk, ops)
 		if err == nil {
+			s.dirty.mark(dirtyShard(a.pk, dirtyShards))
 			s.heads.put(a.pk, head{version: h.version + int64(len(a.events)), etag: etags[headOp]})
 			return AppendResult{Stream: a.stream, FirstVersion: h.version + 1, LastVersion: h.version + int64(len(a.events)), CommitID: a.commitID}, nil
 		}
@@ -263,6 +270,27 @@ func (s *Store) commit(ctx context.Context, a *appendPlan) (AppendResult, error)
 			return AppendResult{}, fmt.Errorf("estuite: append to %q: %w", a.stream, err)
 		}
 	}
+}
+
+// announce writes the dirty marker of an append attempt on head h: the stream may reach version
+// h.version+len(events) once the batch lands. The dispatcher deletes the marker only once the
+// stream's head has reached that version (or it has fenced the head), and only with the ETag it
+// read, so a marker written again meanwhile survives.
+func (s *Store) announce(ctx context.Context, a *appendPlan, h head) error {
+	m := dirtyMarker{
+		shard:     dirtyShard(a.pk, dirtyShards),
+		stream:    a.stream,
+		first:     h.version + 1,
+		announced: h.version + int64(len(a.events)),
+	}
+	m.rowKey = dirtyMarkerKey(a.pk, m.announced)
+	_, err := withRetry(ctx, s.events.retry, func() ([]string, error) {
+		return s.events.submitOnce(ctx, dirtyPartition(m.shard), []table.Op{{Kind: table.Upsert, Entity: m.entity()}})
+	})
+	if err != nil {
+		return fmt.Errorf("estuite: announcing append to %q: %w", a.stream, err)
+	}
+	return nil
 }
 
 // loadHead returns the stream's head from the cache or from storage; a stream without a head row

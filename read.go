@@ -51,14 +51,14 @@ func (s *Store) Read(ctx context.Context, stream string, opts *ReadOptions) (*St
 	if err != nil {
 		return nil, err
 	}
-	if h.etag == "" {
-		return nil, ErrStreamNotFound
+	if h.etag == "" || h.version == 0 {
+		return nil, ErrStreamNotFound // no head, or a head a dispatcher placed before the first append
 	}
 	first, last := versionRange(h.version, o)
 	return &StreamRead{
 		Stream:  stream,
 		Version: h.version,
-		Events:  s.events(ctx, stream, pk, first, last, o.Direction),
+		Events:  s.streamEvents(ctx, stream, pk, first, last, o.Direction),
 	}, nil
 }
 
@@ -84,10 +84,10 @@ func versionRange(version int64, o ReadOptions) (first, last int64) {
 	return first, last
 }
 
-// events yields the events with versions in [first, last], in direction order. A backward read
+// streamEvents yields the events with versions in [first, last], in direction order. A backward read
 // queries forward pages from the end and yields each page reversed: the storage only reads
 // forward.
-func (s *Store) events(ctx context.Context, stream, pk string, first, last int64, dir Direction) iter.Seq2[RecordedEvent, error] {
+func (s *Store) streamEvents(ctx context.Context, stream, pk string, first, last int64, dir Direction) iter.Seq2[RecordedEvent, error] {
 	return func(yield func(RecordedEvent, error) bool) {
 		if first > last {
 			return
@@ -168,7 +168,7 @@ func (s *Store) Version(ctx context.Context, stream string) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
-	if h.etag == "" {
+	if h.etag == "" || h.version == 0 {
 		return 0, ErrStreamNotFound
 	}
 	return h.version, nil

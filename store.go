@@ -19,7 +19,8 @@ const (
 // Options configure a Store. nil means defaults.
 type Options struct {
 	// TablePrefix starts the name of every table the store uses: the stream table is
-	// TablePrefix+"streams". Letters and digits, starting with a letter. Default "estuite".
+	// TablePrefix+"streams", the event table TablePrefix+"events". Letters and digits, starting
+	// with a letter, at most 56 characters. Default "estuite".
 	TablePrefix string
 	// HeadCacheSize is how many stream heads (version and ETag) the store remembers, so that an
 	// append to a stream it has seen costs one storage request. Default DefaultHeadCacheSize;
@@ -35,11 +36,18 @@ type Options struct {
 // safe for concurrent use, and several Stores (in one process or many) may share one backend.
 type Store struct {
 	backend table.Backend
-	streams storage
+	streams storage // the stream table
+	events  storage // the event table: feed, dirty markers, lease, checkpoints
 	counts  *counter
 	now     func() time.Time
 	heads   *headCache
 	closed  atomic.Bool
+
+	// dirty collects the dirty-marker shards this process's appends touched, and wakes an
+	// in-process dispatcher.
+	dirty dirtySignal
+	// feedHead tells in-process subscribers how far the feed has been written.
+	feedHead headWatch
 }
 
 // Open opens the event store kept in backend, creating its tables when missing. The store owns
@@ -64,22 +72,37 @@ func Open(ctx context.Context, backend table.Backend, opts *Options) (*Store, er
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	name := o.TablePrefix + "streams"
-	if err := table.ValidateTableName(name); err != nil {
-		return nil, invalid("table prefix", "%v", err)
-	}
 	counts := &counter{}
-	t, err := withRetry(ctx, o.Retry, func() (table.Table, error) { return backend.OpenTable(ctx, name) })
-	if err != nil {
-		return nil, fmt.Errorf("estuite: opening table %s: %w", name, err)
+	openTable := func(suffix string) (storage, error) {
+		name := o.TablePrefix + suffix
+		if err := table.ValidateTableName(name); err != nil {
+			return storage{}, invalid("table prefix", "%v", err)
+		}
+		t, err := withRetry(ctx, o.Retry, func() (table.Table, error) { return backend.OpenTable(ctx, name) })
+		if err != nil {
+			return storage{}, fmt.Errorf("estuite: opening table %s: %w", name, err)
+		}
+		return storage{t: t, retry: o.Retry, counts: counts}, nil
 	}
-	return &Store{
+	streams, err := openTable("streams")
+	if err != nil {
+		return nil, err
+	}
+	events, err := openTable("events")
+	if err != nil {
+		return nil, err
+	}
+	s := &Store{
 		backend: backend,
-		streams: storage{t: t, retry: o.Retry, counts: counts},
+		streams: streams,
+		events:  events,
 		counts:  counts,
 		now:     o.Now,
 		heads:   newHeadCache(o.HeadCacheSize),
-	}, nil
+	}
+	s.dirty.init()
+	s.feedHead.init()
+	return s, nil
 }
 
 // Close closes the store and its backend.

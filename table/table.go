@@ -9,6 +9,8 @@
 // MaxBatchOps operations, at most MaxBatchBytes bytes as measured by BatchSize, applied atomically
 // (all or nothing). Reads are point reads by key and paged forward range queries within a
 // partition, at most MaxPageSize rows a page; a page may be empty and still carry a continuation.
+// Scan pages through the whole table (or a range of partitions) in the same way; on Azure it is
+// a full table scan, meant for verification and maintenance only.
 //
 // Every backend (Azure, bbolt, memory) implements Table and passes the conformance suite in
 // package tabletest, so that the event-store logic above this contract behaves the same on each.
@@ -59,6 +61,13 @@ type Table interface {
 	// page may be empty and still carry a continuation.
 	Query(ctx context.Context, q Query) (Page, error)
 
+	// Scan returns one page of all rows of the table whose partition keys lie in
+	// [q.FromPartition, q.ToPartition) (empty bounds mean unbounded), ordered by partition key
+	// then row key, at most q.Limit rows (MaxPageSize when 0 or larger). Continuation works as
+	// in Query; a page may be empty and still carry a continuation. On Azure this is a full
+	// table scan: use it only for verification and maintenance, never on a hot path.
+	Scan(ctx context.Context, q ScanQuery) (Page, error)
+
 	// Submit applies ops atomically: all of them or none. Every op must be for partitionKey, each
 	// row key may appear once, there are at most MaxBatchOps ops and BatchSize(ops) is at most
 	// MaxBatchBytes; otherwise Submit returns an error wrapping ErrInvalid and writes nothing.
@@ -77,7 +86,20 @@ type Query struct {
 	Continuation string // from the previous Page; "" for the first page
 }
 
-// Page is one page of query results.
+// ScanQuery selects a range of partitions of the whole table. See Table.Scan.
+type ScanQuery struct {
+	// FromPartition is the first partition key included ("" means from the first partition).
+	FromPartition string
+	// ToPartition is the first partition key excluded ("" means to the end of the table).
+	ToPartition string
+	// Limit is the most rows one page may hold; 0 means MaxPageSize.
+	Limit int
+	// Continuation is the one of the previous Page, with the ScanQuery otherwise unchanged; ""
+	// for the first page.
+	Continuation string
+}
+
+// Page is one page of query (or scan) results.
 type Page struct {
 	Entities     []Entity
 	Continuation string // "" when the query is complete

@@ -75,12 +75,36 @@ func ValidateQuery(q Query) error {
 	return nil
 }
 
+// ValidateScan checks a scan's partition bounds and limit. The bounds are checked like query
+// bounds (ValidateBound): they may be empty and may hold characters that keys may not.
+func ValidateScan(q ScanQuery) error {
+	if err := ValidateBound("scan lower partition bound", q.FromPartition); err != nil {
+		return err
+	}
+	if err := ValidateBound("scan upper partition bound", q.ToPartition); err != nil {
+		return err
+	}
+	if q.Limit < 0 {
+		return Invalidf("scan limit %d is negative", q.Limit)
+	}
+	return nil
+}
+
 // PageLimit returns the number of rows a query page may hold: q.Limit capped at MaxPageSize.
 func PageLimit(q Query) int {
-	if q.Limit <= 0 || q.Limit > MaxPageSize {
+	return pageLimit(q.Limit)
+}
+
+// ScanPageLimit returns the number of rows a scan page may hold: q.Limit capped at MaxPageSize.
+func ScanPageLimit(q ScanQuery) int {
+	return pageLimit(q.Limit)
+}
+
+func pageLimit(limit int) int {
+	if limit <= 0 || limit > MaxPageSize {
 		return MaxPageSize
 	}
-	return q.Limit
+	return limit
 }
 
 // ValidateBatch checks a batch against every rule of Table.Submit that can be checked without

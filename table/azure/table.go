@@ -52,6 +52,33 @@ func (t *Table) Query(ctx context.Context, q table.Query) (table.Page, error) {
 			return table.Page{}, err
 		}
 	}
+	return t.listPage(ctx, opts)
+}
+
+// Scan returns one page of the rows of a range of partitions: exactly one request, a full
+// table scan when the range is unbounded, whose page may be empty and still carry a
+// continuation.
+func (t *Table) Scan(ctx context.Context, q table.ScanQuery) (table.Page, error) {
+	if err := table.ValidateScan(q); err != nil {
+		return table.Page{}, err
+	}
+	opts := &aztables.ListEntitiesOptions{
+		Top: to.Ptr(int32(table.ScanPageLimit(q))),
+	}
+	if f := partitionRangeFilter(q.FromPartition, q.ToPartition); f != "" {
+		opts.Filter = &f
+	}
+	if q.Continuation != "" {
+		var err error
+		if opts.NextPartitionKey, opts.NextRowKey, err = decodeContinuation(q.Continuation); err != nil {
+			return table.Page{}, err
+		}
+	}
+	return t.listPage(ctx, opts)
+}
+
+// listPage reads one page of entities: exactly one request.
+func (t *Table) listPage(ctx context.Context, opts *aztables.ListEntitiesOptions) (table.Page, error) {
 	resp, err := t.client.NewListEntitiesPager(opts).NextPage(ctx)
 	if err != nil {
 		return table.Page{}, mapError(ctx, err)
@@ -68,6 +95,19 @@ func (t *Table) Query(ctx context.Context, q table.Query) (table.Page, error) {
 		page.Entities = append(page.Entities, e)
 	}
 	return page, nil
+}
+
+// partitionRangeFilter is the OData filter of the rows with from <= PartitionKey < to (no
+// bound for an empty from or to); "" when both are empty.
+func partitionRangeFilter(from, to string) string {
+	var f []string
+	if from != "" {
+		f = append(f, "PartitionKey ge "+quote(from))
+	}
+	if to != "" {
+		f = append(f, "PartitionKey lt "+quote(to))
+	}
+	return strings.Join(f, " and ")
 }
 
 // rangeFilter is the OData filter of the rows of partitionKey with from <= RowKey < to (no

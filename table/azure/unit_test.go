@@ -46,6 +46,19 @@ func TestQuoteKeepsFilterMeaning(t *testing.T) {
 	}
 }
 
+func TestPartitionRangeFilter(t *testing.T) {
+	for _, tc := range []struct{ from, to, want string }{
+		{"", "", ""},
+		{"a", "", "PartitionKey ge 'a'"},
+		{"", "b", "PartitionKey lt 'b'"},
+		{"a'", "b' or 1 eq 1 or '", "PartitionKey ge 'a''' and PartitionKey lt 'b'' or 1 eq 1 or '''"},
+	} {
+		if got := partitionRangeFilter(tc.from, tc.to); got != tc.want {
+			t.Errorf("partitionRangeFilter(%q, %q) = %s, want %s", tc.from, tc.to, got, tc.want)
+		}
+	}
+}
+
 func TestContinuationRoundTrip(t *testing.T) {
 	for _, tc := range []struct{ pk, rk *string }{
 		{ptr("1!8!cGsx"), ptr("1!12!cm93IDEwMDA-")},

@@ -27,6 +27,7 @@ package bolt
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -256,6 +257,72 @@ func (t *Table) Query(ctx context.Context, q table.Query) (table.Page, error) {
 		return table.Page{}, fmt.Errorf("bolt: query %s %q: %w", t.name, q.PartitionKey, err)
 	}
 	return page, nil
+}
+
+// Scan implements table.Table: a cursor over the table's bucket from the first key of
+// q.FromPartition. The continuation is "k" followed by the unpadded base64url encoding of the
+// bbolt key (partitionKey + "\x00" + rowKey) of the row to resume at.
+func (t *Table) Scan(ctx context.Context, q table.ScanQuery) (table.Page, error) {
+	if err := ctx.Err(); err != nil {
+		return table.Page{}, &table.TransientError{Err: err}
+	}
+	if err := table.ValidateScan(q); err != nil {
+		return table.Page{}, err
+	}
+	start := partitionPrefix(q.FromPartition)
+	if q.Continuation != "" {
+		k, err := decodeScanContinuation(q.Continuation)
+		if err != nil {
+			return table.Page{}, err
+		}
+		start = k
+	}
+	limit := table.ScanPageLimit(q)
+	var page table.Page
+	err := t.db.View(func(tx *bbolt.Tx) error {
+		bk := tx.Bucket(t.bucket)
+		if bk == nil {
+			return nil
+		}
+		c := bk.Cursor()
+		for k, v := c.Seek(start); k != nil; k, v = c.Next() {
+			pk, rk, ok := bytes.Cut(k, []byte{0})
+			if !ok {
+				return fmt.Errorf("corrupt row key %q", k)
+			}
+			if q.ToPartition != "" && string(pk) >= q.ToPartition {
+				break
+			}
+			if len(page.Entities) == limit {
+				page.Continuation = "k" + base64.RawURLEncoding.EncodeToString(k)
+				break
+			}
+			var e table.Entity
+			if err := t.decode(string(pk), string(rk), v, &e); err != nil {
+				return err
+			}
+			page.Entities = append(page.Entities, e)
+		}
+		return nil
+	})
+	if err != nil {
+		return table.Page{}, fmt.Errorf("bolt: scan %s: %w", t.name, err)
+	}
+	return page, nil
+}
+
+// decodeScanContinuation returns the bbolt key that a scan continuation resumes at.
+func decodeScanContinuation(s string) ([]byte, error) {
+	rest, ok := strings.CutPrefix(s, "k")
+	k, err := base64.RawURLEncoding.DecodeString(rest)
+	if !ok || err != nil {
+		return nil, table.Invalidf("bad scan continuation token %q", s)
+	}
+	pk, rk, ok := bytes.Cut(k, []byte{0})
+	if !ok || table.ValidateBound("continuation", string(pk)) != nil || table.ValidateBound("continuation", string(rk)) != nil {
+		return nil, table.Invalidf("bad scan continuation token %q", s)
+	}
+	return k, nil
 }
 
 // decode fills e with the row pk/rk stored as v.

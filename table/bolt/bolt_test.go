@@ -542,3 +542,45 @@ func TestCommitPanic(t *testing.T) {
 	}
 	mustSubmit(t, tb, "p", insert("p", "a", nil))
 }
+
+func TestScanStaysInItsTable(t *testing.T) {
+	b, _ := openTest(t)
+	t1, t2 := openTable(t, b, "first"), openTable(t, b, "second")
+	mustSubmit(t, t1, "p", insert("p", "a", map[string]any{"V": "1"}))
+	mustSubmit(t, t2, "p", insert("p", "b", map[string]any{"V": "2"}))
+	mustSubmit(t, t2, "q", insert("q", "c", map[string]any{"V": "3"}))
+	page, err := t1.Scan(context.Background(), table.ScanQuery{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(page.Entities) != 1 || page.Entities[0].RowKey != "a" || page.Continuation != "" {
+		t.Fatalf("scan of the first table returned %+v", page)
+	}
+}
+
+func TestScanContinuation(t *testing.T) {
+	b, _ := openTest(t)
+	tb := openTable(t, b, "scan")
+	mustSubmit(t, tb, "p", insert("p", "a", nil), insert("p", "b", nil))
+	mustSubmit(t, tb, "q", insert("q", "c", nil))
+	ctx := context.Background()
+	page, err := tb.Scan(ctx, table.ScanQuery{Limit: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(page.Entities) != 2 || page.Continuation == "" {
+		t.Fatalf("first page %+v, want 2 rows and a continuation", page)
+	}
+	page, err = tb.Scan(ctx, table.ScanQuery{Limit: 2, Continuation: page.Continuation})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(page.Entities) != 1 || page.Entities[0].PartitionKey != "q" || page.Continuation != "" {
+		t.Fatalf("second page %+v, want the row q/c and no continuation", page)
+	}
+	for _, bad := range []string{"x", "k", "k!!", "kcA", "r" + "p\x00a"} { // "cA" decodes to "p" (no NUL)
+		if _, err := tb.Scan(ctx, table.ScanQuery{Continuation: bad}); !errors.Is(err, table.ErrInvalid) {
+			t.Errorf("scan with the continuation %q: %v, want ErrInvalid", bad, err)
+		}
+	}
+}

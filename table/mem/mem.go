@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 
 	"github.com/estuite/estuite/table"
@@ -23,6 +24,7 @@ const (
 	MethodGet    Method = "get"
 	MethodQuery  Method = "query"
 	MethodSubmit Method = "submit"
+	MethodScan   Method = "scan"
 )
 
 // Call describes one storage call to a FaultFunc.
@@ -30,7 +32,7 @@ type Call struct {
 	Seq          int64  // 1 for the backend's first call, then counting up
 	Table        string // table name
 	Method       Method
-	PartitionKey string
+	PartitionKey string     // "" for MethodScan
 	RowKey       string     // for MethodGet
 	Ops          []table.Op // for MethodSubmit
 }
@@ -58,10 +60,11 @@ var ErrInjected = fmt.Errorf("mem: injected fault")
 type Options struct {
 	// Faults, when set, is asked about every call.
 	Faults FaultFunc
-	// PageSize caps query pages below table.MaxPageSize, to exercise paging with few rows.
+	// PageSize caps query and scan pages below table.MaxPageSize, to exercise paging with few
+	// rows.
 	PageSize int
-	// EmptyPages makes every query answer an empty page with a continuation before each page
-	// of rows, as Azure sometimes does.
+	// EmptyPages makes every query and scan answer an empty page with a continuation before
+	// each page of rows, as Azure sometimes does.
 	EmptyPages bool
 }
 
@@ -226,6 +229,75 @@ func (t *Table) Query(ctx context.Context, q table.Query) (table.Page, error) {
 				}
 				page.Continuation = next + p.keys[i]
 				break
+			}
+			page.Entities = append(page.Entities, table.CloneEntity(p.rows[p.keys[i]]))
+		}
+	}
+	t.mu.RUnlock()
+	if f == FailAfter {
+		return table.Page{}, injected(c, "after")
+	}
+	return page, nil
+}
+
+// Scan implements table.Table. The continuation is the partition key and row key to resume
+// from, joined by a NUL (which neither keys nor bounds may hold), prefixed by "e" when the next
+// page is the empty one that Options.EmptyPages inserts, "r" otherwise.
+func (t *Table) Scan(ctx context.Context, q table.ScanQuery) (table.Page, error) {
+	if err := ctx.Err(); err != nil {
+		return table.Page{}, &table.TransientError{Err: err}
+	}
+	if err := table.ValidateScan(q); err != nil {
+		return table.Page{}, err
+	}
+	c := Call{Table: t.name, Method: MethodScan}
+	f := t.backend.fault(c)
+	if f == FailBefore {
+		return table.Page{}, injected(c, "before")
+	}
+	fromPK, fromRK, emptyFirst := q.FromPartition, "", t.backend.opts.EmptyPages
+	if q.Continuation != "" {
+		// The keys are not validated: rows stored with Put may hold any key.
+		pk, rk, ok := strings.Cut(q.Continuation[1:], "\x00")
+		if (q.Continuation[0] != 'e' && q.Continuation[0] != 'r') || !ok {
+			return table.Page{}, table.Invalidf("bad scan continuation token %q", q.Continuation)
+		}
+		fromPK, fromRK, emptyFirst = pk, rk, q.Continuation[0] == 'e'
+	}
+	if emptyFirst {
+		if f == FailAfter {
+			return table.Page{}, injected(c, "after")
+		}
+		return table.Page{Continuation: "r" + fromPK + "\x00" + fromRK}, nil
+	}
+	limit := table.ScanPageLimit(q)
+	if ps := t.backend.opts.PageSize; ps > 0 && ps < limit {
+		limit = ps
+	}
+	var page table.Page
+	t.mu.RLock()
+	pks := make([]string, 0, len(t.parts))
+	for pk := range t.parts {
+		if pk >= fromPK && (q.ToPartition == "" || pk < q.ToPartition) {
+			pks = append(pks, pk)
+		}
+	}
+	slices.Sort(pks)
+scan:
+	for _, pk := range pks {
+		p := t.parts[pk]
+		i := 0
+		if pk == fromPK {
+			i = sort.SearchStrings(p.keys, fromRK)
+		}
+		for ; i < len(p.keys); i++ {
+			if len(page.Entities) == limit {
+				next := "r"
+				if t.backend.opts.EmptyPages {
+					next = "e"
+				}
+				page.Continuation = next + pk + "\x00" + p.keys[i]
+				break scan
 			}
 			page.Entities = append(page.Entities, table.CloneEntity(p.rows[p.keys[i]]))
 		}

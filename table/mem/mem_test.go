@@ -179,6 +179,7 @@ func TestFaultsOnReads(t *testing.T) {
 			}
 			r.set(mem.MethodGet, f)
 			r.set(mem.MethodQuery, f)
+			r.set(mem.MethodScan, f)
 			e, err := tbl.Get(ctx, "p", "a")
 			wantInjected(t, "Get", err)
 			if e.RowKey != "" || e.Properties != nil {
@@ -188,6 +189,11 @@ func TestFaultsOnReads(t *testing.T) {
 			wantInjected(t, "Query", err)
 			if len(page.Entities) != 0 || page.Continuation != "" {
 				t.Errorf("Query with fault %d returned the page %+v", f, page)
+			}
+			page, err = tbl.Scan(ctx, table.ScanQuery{})
+			wantInjected(t, "Scan", err)
+			if len(page.Entities) != 0 || page.Continuation != "" {
+				t.Errorf("Scan with fault %d returned the page %+v", f, page)
 			}
 			// A fault on one method leaves the others alone.
 			if _, err := tbl.Submit(ctx, "p", []table.Op{insert("p", "b", "b")}); err != nil {
@@ -217,6 +223,9 @@ func TestSeqCountsCalls(t *testing.T) {
 	if _, err := tbl.Query(ctx, table.Query{PartitionKey: "p"}); err != nil {
 		t.Fatal(err)
 	}
+	if _, err := tbl.Scan(ctx, table.ScanQuery{FromPartition: "a", ToPartition: "z"}); err != nil {
+		t.Fatal(err)
+	}
 	r.set(mem.MethodSubmit, mem.FailBefore)
 	if _, err := other.Submit(ctx, "q", []table.Op{insert("q", "c", "c")}); err == nil {
 		t.Fatal("Submit with FailBefore succeeded")
@@ -227,7 +236,8 @@ func TestSeqCountsCalls(t *testing.T) {
 		{Seq: 2, Table: "faults", Method: mem.MethodGet, PartitionKey: "p", RowKey: "a"},
 		{Seq: 3, Table: "other", Method: mem.MethodGet, PartitionKey: "q", RowKey: "b"},
 		{Seq: 4, Table: "faults", Method: mem.MethodQuery, PartitionKey: "p"},
-		{Seq: 5, Table: "other", Method: mem.MethodSubmit, PartitionKey: "q"},
+		{Seq: 5, Table: "faults", Method: mem.MethodScan},
+		{Seq: 6, Table: "other", Method: mem.MethodSubmit, PartitionKey: "q"},
 	}
 	if len(r.calls) != len(want) {
 		t.Fatalf("fault function saw %d calls, want %d: %+v", len(r.calls), len(want), r.calls)

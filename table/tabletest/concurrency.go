@@ -172,6 +172,8 @@ func (s *suite) testCanceled(t *testing.T) {
 		check("Get", err)
 		_, err = tbl.Query(ctx, table.Query{PartitionKey: "p"})
 		check("Query", err)
+		_, err = tbl.Scan(ctx, table.ScanQuery{})
+		check("Scan", err)
 		_, err = tbl.Submit(ctx, "p", []table.Op{insertOp("p", "new", props("V", "new"))})
 		check("Submit of an insert", err)
 		_, err = tbl.Submit(ctx, "p", []table.Op{replaceOp("p", "exists", e, props("V", "w"))})

@@ -7,9 +7,9 @@
 //
 // The suite checks what the event store relies on: point reads, the property types, keys with
 // awkward characters, the semantics and atomicity of batches (including the index of the failing
-// operation), ETags, the limits of Azure Table Storage, range queries with paging, optimistic
-// concurrency under contention and canceled contexts. It is kept fast enough to run against
-// Azurite (a few seconds).
+// operation), ETags, the limits of Azure Table Storage, range queries with paging, scans of the
+// whole table, optimistic concurrency under contention and canceled contexts. It is kept fast
+// enough to run against Azurite (a few seconds).
 package tabletest
 
 import (
@@ -62,6 +62,26 @@ func QueryAll(ctx context.Context, tbl table.Table, q table.Query) ([]table.Enti
 	pages := 0
 	for {
 		page, err := tbl.Query(ctx, q)
+		if err != nil {
+			return rows, pages, err
+		}
+		pages++
+		rows = append(rows, page.Entities...)
+		if page.Continuation == "" {
+			return rows, pages, nil
+		}
+		q.Continuation = page.Continuation
+	}
+}
+
+// ScanAll runs q to the end like QueryAll: it follows continuations, across empty pages too,
+// and returns every row in the order the pages gave them, with the number of pages read (empty
+// ones included). q.Continuation is where it starts ("" for the beginning).
+func ScanAll(ctx context.Context, tbl table.Table, q table.ScanQuery) ([]table.Entity, int, error) {
+	var rows []table.Entity
+	pages := 0
+	for {
+		page, err := tbl.Scan(ctx, q)
 		if err != nil {
 			return rows, pages, err
 		}
@@ -186,6 +206,14 @@ func (s *suite) groups() []group {
 			{"Limit", s.testQueryLimit},
 			{"PagingPast1000Rows", s.testQueryPaging},
 			{"InvalidQueryIsInvalid", s.testQueryInvalid},
+		}},
+		{"Scan", []test{
+			{"PartitionThenRowKeyOrder", s.testScanOrder},
+			{"PartitionBounds", s.testScanBounds},
+			{"Limit", s.testScanLimit},
+			{"PagingPast1000Rows", s.testScanPaging},
+			{"EmptyTableIsEmpty", s.testScanEmpty},
+			{"InvalidScanIsInvalid", s.testScanInvalid},
 		}},
 		{"Concurrency", []test{
 			{"ReplaceSameETagOneWins", s.testConcurrentReplace},

@@ -63,6 +63,64 @@ func TestQueryAllFollowsEmptyPages(t *testing.T) {
 	}
 }
 
+// pagedScanTable answers scans from a fixed list of pages, the continuation being the next index.
+type pagedScanTable struct {
+	table.Table
+	pages [][]string // row keys, all in partition "p"
+	seen  []table.ScanQuery
+}
+
+func (p *pagedScanTable) Scan(_ context.Context, q table.ScanQuery) (table.Page, error) {
+	p.seen = append(p.seen, q)
+	i := 0
+	if q.Continuation != "" {
+		i = int(q.Continuation[0] - '0')
+	}
+	var page table.Page
+	for _, rk := range p.pages[i] {
+		page.Entities = append(page.Entities, table.Entity{PartitionKey: "p", RowKey: rk})
+	}
+	if i+1 < len(p.pages) {
+		page.Continuation = string(rune('0' + i + 1))
+	}
+	return page, nil
+}
+
+func TestScanAllFollowsEmptyPages(t *testing.T) {
+	p := &pagedScanTable{pages: [][]string{{}, {"a", "b"}, {}, {}, {"c"}, {}}}
+	q := table.ScanQuery{FromPartition: "a", ToPartition: "z", Limit: 2}
+	rows, pages, err := tabletest.ScanAll(t.Context(), p, q)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var keys []string
+	for _, e := range rows {
+		keys = append(keys, e.RowKey)
+	}
+	if !slices.Equal(keys, []string{"a", "b", "c"}) || pages != 6 {
+		t.Fatalf("ScanAll returned %q in %d pages, want [a b c] in 6", keys, pages)
+	}
+	for i, s := range p.seen {
+		want := q
+		if i > 0 {
+			want.Continuation = string(rune('0' + i))
+		}
+		if s != want {
+			t.Errorf("scan %d was %+v, want %+v", i, s, want)
+		}
+	}
+}
+
+func TestScanAllReturnsErrors(t *testing.T) {
+	tbl, err := mem.New(nil).Table("errors")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := tabletest.ScanAll(t.Context(), tbl, table.ScanQuery{FromPartition: "a\x00"}); !errors.Is(err, table.ErrInvalid) {
+		t.Fatalf("ScanAll with an invalid bound: %v, want ErrInvalid", err)
+	}
+}
+
 func TestQueryAllReturnsErrors(t *testing.T) {
 	tbl, err := mem.New(nil).Table("errors")
 	if err != nil {
@@ -118,6 +176,18 @@ func (m *mutant) Query(ctx context.Context, q table.Query) (table.Page, error) {
 		return table.Page{Entities: rows}, err
 	}
 	return m.Table.Query(ctx, q)
+}
+
+func (m *mutant) Scan(ctx context.Context, q table.ScanQuery) (table.Page, error) {
+	switch m.kind {
+	case "ignore-context":
+		ctx = context.Background()
+	case "scan-ignore-to":
+		q.ToPartition = ""
+	case "scan-ignore-limit":
+		q.Limit = 0
+	}
+	return m.Table.Scan(ctx, q)
 }
 
 func (m *mutant) Submit(ctx context.Context, pk string, ops []table.Op) ([]string, error) {
@@ -191,6 +261,8 @@ var mutants = map[string]string{
 	"ignore-limit":        "Query/Limit",
 	"ignore-to":           "Query/Range",
 	"one-page":            "Query/PagingPast1000Rows",
+	"scan-ignore-to":      "Scan/PartitionBounds",
+	"scan-ignore-limit":   "Scan/Limit",
 	"insert-is-upsert":    "Insert/ExistingRowFailsWholeBatch",
 	"replace-may-create":  "Replace/MissingRowIsNotFound",
 	"merge-is-replace":    "Merge/KeepsOtherProperties",

@@ -1,0 +1,697 @@
+package estuite
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/estuite/estuite/table"
+	"github.com/google/uuid"
+)
+
+// DispatchStats describe what one dispatch step did.
+type DispatchStats struct {
+	Streams    int   // streams with dirty markers looked at
+	Events     int   // events written into the feed
+	Batches    int   // feed batches written
+	Fenced     int   // stream heads fenced because an announced append did not land in time
+	Resolved   int   // dirty markers deleted
+	FeedHead   int64 // the highest position in the feed after the step
+	Incomplete bool  // work was left for the next step (a stream had more than one page pending)
+}
+
+// dispatcherDefaults fill in DispatcherOptions.
+const (
+	DefaultLeaseDuration     = 15 * time.Second
+	DefaultFenceAfter        = 2 * time.Second
+	DefaultPollInterval      = 100 * time.Millisecond
+	DefaultMaxPollInterval   = 5 * time.Second
+	DefaultDispatchWorkers   = 16
+	DefaultMaxStreamsPerStep = 500
+)
+
+// DispatcherOptions configure a Dispatcher. nil means defaults.
+type DispatcherOptions struct {
+	// Owner names this dispatcher in the lease row. Default: a random UUID.
+	Owner string
+	// LeaseDuration is how long a lease lasts without renewal. Default DefaultLeaseDuration.
+	LeaseDuration time.Duration
+	// FenceAfter is how long an announced append may stay unlanded before the dispatcher fences
+	// the stream's head so that it cannot land any more (its writer then retries). Default
+	// DefaultFenceAfter.
+	FenceAfter time.Duration
+	// PollInterval is how soon an idle dispatcher looks for other processes' work again; it
+	// doubles while idle up to MaxPollInterval. Appends in this process wake it at once.
+	PollInterval, MaxPollInterval time.Duration
+	// Workers bounds the stream reads a step makes at once. Default DefaultDispatchWorkers.
+	Workers int
+	// MaxStreamsPerStep bounds the streams one step dispatches. Default DefaultMaxStreamsPerStep.
+	MaxStreamsPerStep int
+	// Now is the clock for fence waits and leases. Default time.Now. Correctness never depends
+	// on it: every write of the dispatcher is fenced by ETags.
+	Now func() time.Time
+}
+
+// Dispatcher moves committed events from the stream table into the feed. Run one per process
+// with Start (it takes a lease so that one dispatcher is active per store), or drive it by hand
+// with Step. Several dispatchers running at once stay correct — storage ETags fence each write —
+// they only waste work.
+type Dispatcher struct {
+	s *Store
+	o DispatcherOptions
+
+	mu    sync.Mutex          // serializes steps
+	st    *feedState          // nil until loaded, and after any doubt
+	waits map[string]waitInfo // stream pk → since when its announced version is ahead of its head
+
+	run struct {
+		sync.Mutex
+		cancel context.CancelFunc
+		done   chan struct{}
+		err    error
+	}
+}
+
+type waitInfo struct {
+	announced int64
+	since     time.Time
+}
+
+// feedState is what a dispatcher knows of the feed page it writes to.
+type feedState struct {
+	page       int64
+	headerETag string // "" when the page has no header yet
+	next       int64  // next position to assign
+	markers    map[string]*pageMarker
+}
+
+// pageMarker is a stream's marker row in the current page: the last version of the stream the
+// feed holds, written in the same batch as the events. confirmed is set once the stream's
+// progress row (G) is known to be at least as far.
+type pageMarker struct {
+	stream    string
+	version   int64
+	confirmed bool
+}
+
+// NewDispatcher returns a dispatcher for the store. opts may be nil.
+func NewDispatcher(s *Store, opts *DispatcherOptions) *Dispatcher {
+	var o DispatcherOptions
+	if opts != nil {
+		o = *opts
+	}
+	if o.LeaseDuration <= 0 {
+		o.LeaseDuration = DefaultLeaseDuration
+	}
+	if o.FenceAfter <= 0 {
+		o.FenceAfter = DefaultFenceAfter
+	}
+	if o.PollInterval <= 0 {
+		o.PollInterval = DefaultPollInterval
+	}
+	if o.MaxPollInterval < o.PollInterval {
+		o.MaxPollInterval = max(DefaultMaxPollInterval, o.PollInterval)
+	}
+	if o.Workers <= 0 {
+		o.Workers = DefaultDispatchWorkers
+	}
+	if o.MaxStreamsPerStep <= 0 {
+		o.MaxStreamsPerStep = DefaultMaxStreamsPerStep
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.Owner == "" {
+		o.Owner = uuid.NewString()
+	}
+	return &Dispatcher{s: s, o: o, waits: make(map[string]waitInfo)}
+}
+
+// Step runs one dispatch cycle over every dirty-marker shard: it reads the streams announced as
+// dirty, writes their undispatched events into the feed, and deletes the markers it resolved.
+func (d *Dispatcher) Step(ctx context.Context) (DispatchStats, error) {
+	return d.step(ctx, allShards())
+}
+
+func allShards() []int {
+	shards := make([]int, dirtyShards)
+	for i := range shards {
+		shards[i] = i
+	}
+	return shards
+}
+
+// streamWork is one dirty stream of a step.
+type streamWork struct {
+	pk, stream string
+	markers    []dirtyMarker
+	fmin, amax int64
+
+	// read from the stream table
+	events    []table.Entity // event rows, consecutive versions
+	progress  table.Entity   // the G row, if any
+	hasProg   bool
+	head      table.Entity
+	headVer   int64
+	hasHead   bool
+	truncated bool // more events pending than were read
+	reread    bool // read again from the feed's position once already
+
+	dispatched int64 // last version in the feed
+	pending    []table.Entity
+	resolvable bool // markers may go once pending is written
+}
+
+func (d *Dispatcher) step(ctx context.Context, shards []int) (stats DispatchStats, err error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if err := d.s.checkOpen(); err != nil {
+		return stats, err
+	}
+	if d.st == nil {
+		if err := d.load(ctx); err != nil {
+			return stats, err
+		}
+	}
+	work, err := d.scanDirty(ctx, shards)
+	if err != nil {
+		return stats, err
+	}
+	stats.Streams = len(work)
+	if len(work) == 0 {
+		stats.FeedHead = d.st.next - 1
+		return stats, nil
+	}
+	if err := d.readStreams(ctx, work); err != nil {
+		return stats, err
+	}
+	for _, w := range work {
+		if err := d.plan(ctx, w, &stats); err != nil {
+			return stats, err
+		}
+		stats.Incomplete = stats.Incomplete || w.truncated
+	}
+	if err := d.writeFeed(ctx, work, &stats); err != nil {
+		d.st = nil // whatever happened, read the page again before the next write
+		return stats, err
+	}
+	stats.FeedHead = d.st.next - 1
+	d.resolve(ctx, work, &stats)
+	return stats, nil
+}
+
+// load reads the feed's current page: its header (the fence) and its stream markers.
+func (d *Dispatcher) load(ctx context.Context) error {
+	ev := d.s.events
+	page := int64(0)
+	if row, err := ev.get(ctx, metaPartition, feedHintRow); err == nil {
+		if p, ok := row.Properties[propPage].(int64); ok && p >= 0 {
+			page = p
+		}
+	} else if !errors.Is(err, table.ErrNotFound) {
+		return err
+	}
+	st := &feedState{markers: make(map[string]*pageMarker)}
+	for {
+		row, err := ev.get(ctx, feedPartition(page), feedHeaderRowKey)
+		if errors.Is(err, table.ErrNotFound) {
+			if page > 0 {
+				page-- // the hint ran ahead of the pages (it never should): step back
+				continue
+			}
+			st.page, st.next = 0, 1
+			break
+		}
+		if err != nil {
+			return err
+		}
+		next, ok := row.Properties[propNext].(int64)
+		if !ok || next < pageFirst(page) || next > pageLast(page)+1 {
+			return corrupt(row.PartitionKey, row.RowKey, "feed page header with next position %v", row.Properties[propNext])
+		}
+		st.page, st.headerETag, st.next = page, row.ETag, next
+		if next <= pageLast(page) {
+			break
+		}
+		// The page is full: is there a next one already?
+		if _, err := ev.get(ctx, feedPartition(page+1), feedHeaderRowKey); errors.Is(err, table.ErrNotFound) {
+			break
+		} else if err != nil {
+			return err
+		}
+		page++
+	}
+	if err := d.loadMarkers(ctx, st); err != nil {
+		return err
+	}
+	d.st = st
+	d.s.feedHead.publish(st.next - 1)
+	return nil
+}
+
+func (d *Dispatcher) loadMarkers(ctx context.Context, st *feedState) error {
+	q := table.Query{PartitionKey: feedPartition(st.page), From: feedMarkerPrefix, To: nextPrefix(feedMarkerPrefix)}
+	for {
+		p, err := d.s.events.query(ctx, q)
+		if err != nil {
+			return err
+		}
+		for _, row := range p.Entities {
+			stream, _ := row.Properties[propStream].(string)
+			v, ok := row.Properties[propVersion].(int64)
+			if stream == "" || !ok {
+				return corrupt(row.PartitionKey, row.RowKey, "malformed feed stream marker")
+			}
+			st.markers[streamKey(stream)] = &pageMarker{stream: stream, version: v}
+		}
+		if p.Continuation == "" {
+			return nil
+		}
+		q.Continuation = p.Continuation
+	}
+}
+
+// nextPrefix is the smallest string greater than every string starting with prefix (for ASCII
+// prefixes).
+func nextPrefix(prefix string) string {
+	return prefix[:len(prefix)-1] + string(prefix[len(prefix)-1]+1)
+}
+
+// scanDirty reads the dirty markers of the given shards, grouped by stream.
+func (d *Dispatcher) scanDirty(ctx context.Context, shards []int) ([]*streamWork, error) {
+	byStream := make(map[string]*streamWork)
+	var order []*streamWork
+	for _, shard := range shards {
+		q := table.Query{PartitionKey: dirtyPartition(shard)}
+		for {
+			p, err := d.s.events.query(ctx, q)
+			if err != nil {
+				return nil, err
+			}
+			for _, row := range p.Entities {
+				m, err := decodeDirtyMarker(shard, row)
+				if err != nil {
+					return nil, err
+				}
+				w := byStream[m.pk]
+				if w == nil {
+					if len(order) >= d.o.MaxStreamsPerStep {
+						continue
+					}
+					w = &streamWork{pk: m.pk, stream: m.stream, fmin: m.first, amax: m.announced}
+					byStream[m.pk] = w
+					order = append(order, w)
+				}
+				w.markers = append(w.markers, m)
+				w.fmin = min(w.fmin, m.first)
+				w.amax = max(w.amax, m.announced)
+			}
+			if p.Continuation == "" {
+				break
+			}
+			q.Continuation = p.Continuation
+		}
+	}
+	return order, nil
+}
+
+// readStreams reads, for each dirty stream, its events from the first one that may be
+// undispatched, its progress row and its head: one range query when fewer than a page of events
+// are pending.
+func (d *Dispatcher) readStreams(ctx context.Context, work []*streamWork) error {
+	errs := make([]error, len(work))
+	sem := make(chan struct{}, d.o.Workers)
+	var wg sync.WaitGroup
+	for i, w := range work {
+		from := w.fmin
+		if m := d.st.markers[w.pk]; m != nil {
+			from = max(from, m.version+1)
+		}
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			errs[i] = d.readStream(ctx, w, from)
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+func (d *Dispatcher) readStream(ctx context.Context, w *streamWork, from int64) error {
+	st := d.s.streams
+	q := table.Query{PartitionKey: w.pk, From: eventKey(from), To: eventIDPrefix}
+	var err error
+	for {
+		p, err := st.query(ctx, q)
+		if err != nil {
+			return err
+		}
+		for _, row := range p.Entities {
+			switch {
+			case row.RowKey == progressRowKey:
+				w.progress, w.hasProg = row, true
+			case row.RowKey == headRowKey:
+				w.head, w.hasHead = row, true
+			default:
+				w.events = append(w.events, row)
+			}
+		}
+		if p.Continuation == "" || w.hasHead {
+			break
+		}
+		if len(w.events) >= table.MaxPageSize {
+			// A long backlog: take what was read, and the progress and head directly.
+			w.truncated = true
+			break
+		}
+		q.Continuation = p.Continuation
+	}
+	if w.truncated {
+		if w.progress, err = st.get(ctx, w.pk, progressRowKey); err == nil {
+			w.hasProg = true
+		} else if !errors.Is(err, table.ErrNotFound) {
+			return err
+		}
+		if w.head, err = st.get(ctx, w.pk, headRowKey); err == nil {
+			w.hasHead = true
+		} else if !errors.Is(err, table.ErrNotFound) {
+			return err
+		}
+	}
+	if w.hasHead {
+		h, err := decodeHead(w.head)
+		if err != nil {
+			return err
+		}
+		w.headVer = h.version
+	}
+	if w.hasProg {
+		v, ok := w.progress.Properties[propDispatched].(int64)
+		if !ok || v < 0 {
+			return corrupt(w.pk, progressRowKey, "malformed dispatch progress row")
+		}
+		w.dispatched = v
+	}
+	return nil
+}
+
+// plan decides what of a stream goes into the feed now, and whether its markers can go. A
+// stream whose announced version stays ahead of its head for FenceAfter gets its head fenced.
+func (d *Dispatcher) plan(ctx context.Context, w *streamWork, stats *DispatchStats) error {
+	if m := d.st.markers[w.pk]; m != nil {
+		w.dispatched = max(w.dispatched, m.version)
+	}
+	limit := w.headVer
+	next := w.dispatched + 1
+	for _, row := range w.events {
+		v, ok := parseEventKey(row.RowKey)
+		if !ok {
+			return corrupt(w.pk, row.RowKey, "not an event row")
+		}
+		if v < next || v > limit {
+			continue
+		}
+		if v != next {
+			// The read began after the first undispatched event: markers never allow that, but a
+			// lost marker would. Read again from where the feed stands.
+			if w.reread {
+				return corrupt(w.pk, eventKey(next), "event version %d is missing", next)
+			}
+			w.events, w.truncated, w.reread = nil, false, true
+			if err := d.readStream(ctx, w, next); err != nil {
+				return err
+			}
+			return d.plan(ctx, w, stats)
+		}
+		w.pending = append(w.pending, row)
+		next++
+	}
+	if next-1 < limit {
+		w.truncated = true // the read stopped short of the head
+	}
+	if w.truncated {
+		return nil // more to do next step; the markers stay
+	}
+	if w.headVer >= w.amax {
+		delete(d.waits, w.pk)
+		w.resolvable = true
+		return nil
+	}
+	// An announced append has not landed (yet). Wait, then fence the head.
+	now := d.o.Now()
+	wi, ok := d.waits[w.pk]
+	if !ok || wi.announced != w.amax {
+		d.waits[w.pk] = waitInfo{announced: w.amax, since: now}
+		return nil
+	}
+	if now.Sub(wi.since) < d.o.FenceAfter {
+		return nil
+	}
+	fenced, err := d.fence(ctx, w)
+	if err != nil {
+		return err
+	}
+	if fenced {
+		stats.Fenced++
+		delete(d.waits, w.pk)
+		w.resolvable = true
+	}
+	return nil
+}
+
+// fence changes the head's ETag (or creates a version-0 head) so that no append prepared on the
+// head as read can land any more. It reports false when the head had already moved.
+func (d *Dispatcher) fence(ctx context.Context, w *streamWork) (bool, error) {
+	op := table.Op{Kind: table.Insert, Entity: headEntity(w.pk, 0)}
+	if w.hasHead {
+		op = table.Op{Kind: table.Replace, Entity: table.Entity{PartitionKey: w.pk, RowKey: headRowKey, Properties: w.head.Properties}, IfMatch: w.head.ETag}
+	}
+	_, err := d.s.streams.submitOnce(ctx, w.pk, []table.Op{op})
+	var be *table.BatchError
+	switch {
+	case err == nil:
+		d.s.heads.forget(w.pk)
+		return true, nil
+	case errors.As(err, &be):
+		return false, nil
+	default:
+		return false, err
+	}
+}
+
+// feedBatch is a feed write being assembled.
+type feedBatch struct {
+	ops     []table.Op
+	bytes   int
+	markers map[string]int // stream pk → index of its marker op
+	first   int64          // first position of the batch
+	next    int64          // position after the batch
+}
+
+// writeFeed writes the pending events of every stream into the feed, in batches that each hold
+// the page header (the fence), the events and one marker per stream.
+func (d *Dispatcher) writeFeed(ctx context.Context, work []*streamWork, stats *DispatchStats) error {
+	now := d.s.now().UTC()
+	var b *feedBatch
+	flush := func() error {
+		if b == nil || b.next == b.first {
+			return nil
+		}
+		err := d.submitFeed(ctx, b)
+		b = nil
+		if err == nil {
+			stats.Batches++
+		}
+		return err
+	}
+	for _, w := range work {
+		for _, row := range w.pending {
+			if d.st.next > pageLast(d.st.page) {
+				if err := flush(); err != nil {
+					return err
+				}
+				if err := d.rollover(ctx); err != nil {
+					return err
+				}
+			}
+			if b == nil {
+				b = d.newFeedBatch()
+			}
+			version, _ := parseEventKey(row.RowKey)
+			entity := feedEventEntity(b.next, w.stream, row, now)
+			size := table.BatchSize([]table.Op{{Kind: table.Insert, Entity: entity}})
+			_, hasMarker := b.markers[w.pk]
+			extra := 1
+			if !hasMarker {
+				extra = 2
+			}
+			if len(b.ops)+extra > table.MaxBatchOps || b.bytes+size+2*table.BatchOpOverhead > table.MaxBatchBytes {
+				if err := flush(); err != nil {
+					return err
+				}
+				b = d.newFeedBatch()
+				entity = feedEventEntity(b.next, w.stream, row, now)
+				hasMarker = false
+			}
+			b.ops = append(b.ops, table.Op{Kind: table.Insert, Entity: entity})
+			b.bytes += size
+			marker := table.Entity{PartitionKey: feedPartition(d.st.page), RowKey: feedMarkerKey(w.pk), Properties: map[string]any{
+				propStream: w.stream, propVersion: version, propPosition: b.next,
+			}}
+			if hasMarker {
+				b.ops[b.markers[w.pk]].Entity = marker
+			} else {
+				b.markers[w.pk] = len(b.ops)
+				b.ops = append(b.ops, table.Op{Kind: table.Upsert, Entity: marker})
+				b.bytes += table.BatchSize([]table.Op{{Kind: table.Upsert, Entity: marker}})
+			}
+			b.next++
+			if b.next > pageLast(d.st.page) {
+				if err := flush(); err != nil {
+					return err
+				}
+			}
+			stats.Events++
+		}
+	}
+	return flush()
+}
+
+func (d *Dispatcher) newFeedBatch() *feedBatch {
+	b := &feedBatch{ops: []table.Op{{}}, markers: make(map[string]int), first: d.st.next, next: d.st.next}
+	b.bytes = table.BatchOpOverhead * 2
+	return b
+}
+
+// submitFeed writes a batch under the page header's ETag, and advances the state on success.
+func (d *Dispatcher) submitFeed(ctx context.Context, b *feedBatch) error {
+	pk := feedPartition(d.st.page)
+	header := table.Entity{PartitionKey: pk, RowKey: feedHeaderRowKey, Properties: map[string]any{
+		propNext: b.next, propPage: d.st.page, propFormat: int64(FormatVersion),
+	}}
+	if d.st.headerETag == "" {
+		b.ops[0] = table.Op{Kind: table.Insert, Entity: header}
+	} else {
+		b.ops[0] = table.Op{Kind: table.Replace, Entity: header, IfMatch: d.st.headerETag}
+	}
+	created := d.st.headerETag == ""
+	etags, err := d.s.events.submitOnce(ctx, pk, b.ops)
+	if err != nil {
+		return fmt.Errorf("estuite: feed write at position %d: %w", b.first, err)
+	}
+	d.st.headerETag = etags[0]
+	d.st.next = b.next
+	for spk, i := range b.markers {
+		e := b.ops[i].Entity
+		d.st.markers[spk] = &pageMarker{stream: e.Properties[propStream].(string), version: e.Properties[propVersion].(int64)}
+	}
+	d.s.feedHead.publish(b.next - 1)
+	if created && d.st.page > 0 {
+		// Best effort: a hint for readers and later dispatchers where the feed stands.
+		hint := table.Entity{PartitionKey: metaPartition, RowKey: feedHintRow, Properties: map[string]any{propPage: d.st.page}}
+		_, _ = d.s.events.submitOnce(ctx, metaPartition, []table.Op{{Kind: table.Upsert, Entity: hint}})
+	}
+	return nil
+}
+
+// rollover leaves a full page: it makes sure every stream's progress row reaches its marker in
+// the page (after that, the markers are no longer needed), then starts the next page.
+func (d *Dispatcher) rollover(ctx context.Context) error {
+	var todo []*pageMarker
+	var pks []string
+	for pk, m := range d.st.markers {
+		if !m.confirmed {
+			todo = append(todo, m)
+			pks = append(pks, pk)
+		}
+	}
+	errs := make([]error, len(todo))
+	sem := make(chan struct{}, d.o.Workers)
+	var wg sync.WaitGroup
+	for i := range todo {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			errs[i] = d.confirmProgress(ctx, pks[i], todo[i].version)
+			if errs[i] == nil {
+				todo[i].confirmed = true
+			}
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	d.st = &feedState{page: d.st.page + 1, next: d.st.next, markers: make(map[string]*pageMarker)}
+	return nil
+}
+
+// confirmProgress raises a stream's progress row to at least version. The row only ever grows:
+// it is written under the ETag it was read with.
+func (d *Dispatcher) confirmProgress(ctx context.Context, pk string, version int64) error {
+	st := d.s.streams
+	for attempt := 0; ; attempt++ {
+		op := table.Op{Kind: table.Insert}
+		row, err := st.get(ctx, pk, progressRowKey)
+		switch {
+		case err == nil:
+			cur, _ := row.Properties[propDispatched].(int64)
+			if cur >= version {
+				return nil
+			}
+			op = table.Op{Kind: table.Replace, IfMatch: row.ETag}
+		case !errors.Is(err, table.ErrNotFound):
+			return err
+		}
+		op.Entity = table.Entity{PartitionKey: pk, RowKey: progressRowKey, Properties: map[string]any{
+			propDispatched: version, propUpdated: d.s.now().UTC(),
+		}}
+		_, err = st.submitOnce(ctx, pk, []table.Op{op})
+		var be *table.BatchError
+		if err == nil || (!errors.As(err, &be) && !errors.Is(err, table.ErrTransient)) || attempt >= st.retry.MaxAttempts {
+			return err
+		}
+		// Someone else moved the row (or the write may have failed transiently): look again.
+	}
+}
+
+// resolve deletes the dirty markers of the streams whose announced appends are all in the feed,
+// each under the ETag it was read with, so that a marker written again meanwhile stays.
+func (d *Dispatcher) resolve(ctx context.Context, work []*streamWork, stats *DispatchStats) {
+	byShard := make(map[int][]dirtyMarker)
+	for _, w := range work {
+		if !w.resolvable {
+			continue
+		}
+		for _, m := range w.markers {
+			byShard[m.shard] = append(byShard[m.shard], m)
+		}
+	}
+	for shard, markers := range byShard {
+		slices.SortFunc(markers, func(a, b dirtyMarker) int { return cmp.Compare(a.rowKey, b.rowKey) })
+		for chunk := range slices.Chunk(markers, table.MaxBatchOps) {
+			ops := make([]table.Op, len(chunk))
+			for i, m := range chunk {
+				ops[i] = table.Op{Kind: table.Delete, Entity: table.Entity{PartitionKey: dirtyPartition(shard), RowKey: m.rowKey}, IfMatch: m.etag}
+			}
+			if _, err := d.s.events.submitOnce(ctx, dirtyPartition(shard), ops); err == nil {
+				stats.Resolved += len(ops)
+				continue
+			}
+			// One of them changed or went: delete one by one; a marker that changed stays.
+			for _, op := range ops {
+				if _, err := d.s.events.submitOnce(ctx, dirtyPartition(shard), []table.Op{op}); err == nil {
+					stats.Resolved++
+				}
+			}
+		}
+	}
+}

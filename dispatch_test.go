@@ -1,0 +1,217 @@
+package estuite_test
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/estuite/estuite"
+	"github.com/estuite/estuite/table/mem"
+)
+
+// readFeedAll reads the whole feed.
+func readFeedAll(t *testing.T, s *estuite.Store) []estuite.FeedEvent {
+	t.Helper()
+	var all []estuite.FeedEvent
+	after := int64(0)
+	for {
+		page, err := s.ReadFeed(context.Background(), &estuite.FeedOptions{After: after})
+		if err != nil {
+			t.Fatalf("ReadFeed after %d: %v", after, err)
+		}
+		all = append(all, page.Events...)
+		if page.Next == after {
+			return all
+		}
+		after = page.Next
+	}
+}
+
+// checkFeedMatchesStreams checks the feed against the stream table: positions 1..n without a gap,
+// every committed event exactly once, each stream in version order.
+func checkFeedMatchesStreams(t *testing.T, s *estuite.Store, streams []string) {
+	t.Helper()
+	feed := readFeedAll(t, s)
+	seen := make(map[string]int64) // stream → last version seen in the feed
+	for i, ev := range feed {
+		if ev.Position != int64(i+1) {
+			t.Fatalf("feed position %d holds position %d", i+1, ev.Position)
+		}
+		if ev.Version != seen[ev.Stream]+1 {
+			t.Fatalf("feed position %d: %s version %d follows version %d", ev.Position, ev.Stream, ev.Version, seen[ev.Stream])
+		}
+		seen[ev.Stream] = ev.Version
+	}
+	total := 0
+	for _, stream := range streams {
+		version, events := readAll(t, s, stream, nil)
+		total += len(events)
+		if seen[stream] != version {
+			t.Fatalf("stream %s is at version %d, the feed holds it up to %d", stream, version, seen[stream])
+		}
+	}
+	if total != len(feed) {
+		t.Fatalf("the feed holds %d events, the streams %d", len(feed), total)
+	}
+}
+
+func stepUntilIdle(t *testing.T, d *estuite.Dispatcher) {
+	t.Helper()
+	for i := 0; i < 100; i++ {
+		st, err := d.Step(context.Background())
+		if err != nil {
+			t.Fatalf("Step: %v", err)
+		}
+		if st.Streams == 0 {
+			return
+		}
+	}
+	t.Fatalf("dispatcher did not become idle")
+}
+
+func TestDispatchWritesEveryEventOnceInOrder(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, s *estuite.Store) {
+		var streams []string
+		for i := 0; i < 7; i++ {
+			stream := fmt.Sprintf("order-%d", i)
+			streams = append(streams, stream)
+			appendN(t, s, stream, i*13+1)
+		}
+		d := estuite.NewDispatcher(s, nil)
+		st, err := d.Step(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Events != 7*1+13*21 || st.Streams != 7 {
+			t.Fatalf("step = %+v; want %d events of 7 streams", st, 7+13*21)
+		}
+		checkFeedMatchesStreams(t, s, streams)
+		if st, _ := d.Step(context.Background()); st.Streams != 0 || st.Events != 0 {
+			t.Fatalf("second step found work: %+v", st)
+		}
+		// More appends, and a fresh dispatcher (as after a restart).
+		appendN(t, s, "order-0", 5)
+		appendN(t, s, "order-new", 2)
+		stepUntilIdle(t, estuite.NewDispatcher(s, nil))
+		checkFeedMatchesStreams(t, s, append(streams, "order-new"))
+		head, err := s.FeedHead(context.Background())
+		if err != nil || head != int64(7+13*21+7) {
+			t.Fatalf("FeedHead = %d, %v", head, err)
+		}
+	})
+}
+
+func TestFeedCrossesPages(t *testing.T) {
+	s := openStore(t, mem.New(nil), nil)
+	d := estuite.NewDispatcher(s, nil)
+	var streams []string
+	for i := 0; i < 3; i++ {
+		streams = append(streams, fmt.Sprintf("s%d", i))
+	}
+	for round := 0; round < 40; round++ {
+		for _, stream := range streams {
+			appendN(t, s, stream, 90)
+		}
+		if round%7 == 0 {
+			stepUntilIdle(t, d)
+		}
+	}
+	stepUntilIdle(t, d)
+	checkFeedMatchesStreams(t, s, streams)
+	if head, _ := s.FeedHead(context.Background()); head != 3*40*90 {
+		t.Fatalf("FeedHead = %d, want %d", head, 3*40*90)
+	}
+	// A new dispatcher finds the latest page by itself.
+	appendN(t, s, "s0", 1)
+	stepUntilIdle(t, estuite.NewDispatcher(s, nil))
+	checkFeedMatchesStreams(t, s, streams)
+}
+
+// fakeClock is a clock tests move by hand.
+type fakeClock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *fakeClock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.now }
+func (c *fakeClock) Add(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
+}
+
+func TestAnnouncedAppendThatNeverLandsIsFenced(t *testing.T) {
+	failBatches := false
+	b := mem.New(&mem.Options{Faults: func(c mem.Call) mem.Fault {
+		if failBatches && c.Method == mem.MethodSubmit && c.Table == "estuitestreams" {
+			return mem.FailBefore
+		}
+		return mem.NoFault
+	}})
+	s := openStore(t, b, &estuite.Options{Retry: estuite.RetryPolicy{MaxAttempts: 1, BaseDelay: time.Microsecond, MaxDelay: time.Microsecond}})
+	appendN(t, s, "stuck", 2)
+	// The next append announces version 3, then its batch fails: a writer that died.
+	failBatches = true
+	if _, err := s.Append(context.Background(), "stuck", []estuite.EventData{jsonEvent("Lost", "{}")}, nil); err == nil {
+		t.Fatal("append succeeded through a failing batch")
+	}
+	failBatches = false
+
+	clock := &fakeClock{now: time.Unix(1e9, 0)}
+	d := estuite.NewDispatcher(s, &estuite.DispatcherOptions{Now: clock.Now, FenceAfter: time.Second})
+	st, err := d.Step(context.Background())
+	if err != nil || st.Events != 2 || st.Fenced != 0 || st.Resolved != 0 {
+		t.Fatalf("first step = %+v, %v; want 2 events dispatched, the marker kept", st, err)
+	}
+	clock.Add(500 * time.Millisecond)
+	if st, _ := d.Step(context.Background()); st.Fenced != 0 || st.Resolved != 0 {
+		t.Fatalf("step before FenceAfter = %+v; want no fence", st)
+	}
+	clock.Add(time.Second)
+	if st, err := d.Step(context.Background()); err != nil || st.Fenced != 1 || st.Resolved == 0 {
+		t.Fatalf("step after FenceAfter = %+v, %v; want the head fenced and the markers resolved", st, err)
+	}
+	// The writer's store still holds the old head; its next append must still work.
+	if res, err := s.Append(context.Background(), "stuck", []estuite.EventData{jsonEvent("After", "{}")}, nil); err != nil || res.LastVersion != 3 {
+		t.Fatalf("append after the fence = %+v, %v", res, err)
+	}
+	stepUntilIdle(t, d)
+	checkFeedMatchesStreams(t, s, []string{"stuck"})
+}
+
+func TestConcurrentDispatchersWriteEachEventOnce(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, s *estuite.Store) {
+		var streams []string
+		for i := 0; i < 20; i++ {
+			streams = append(streams, fmt.Sprintf("c%d", i))
+		}
+		var wg sync.WaitGroup
+		stop := make(chan struct{})
+		for w := 0; w < 3; w++ {
+			d := estuite.NewDispatcher(s, nil)
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					d.Step(context.Background()) // conflicts between dispatchers are expected
+				}
+			}()
+		}
+		for round := 0; round < 5; round++ {
+			for _, stream := range streams {
+				appendN(t, s, stream, round+1)
+			}
+		}
+		close(stop)
+		wg.Wait()
+		stepUntilIdle(t, estuite.NewDispatcher(s, nil))
+		checkFeedMatchesStreams(t, s, streams)
+	})
+}

@@ -1,0 +1,167 @@
+package estuite
+
+import (
+	"context"
+	"errors"
+	"strings"
+
+	"github.com/estuite/estuite/table"
+)
+
+// Defaults of FeedOptions.
+const (
+	DefaultFeedLimit   = 1000
+	DefaultFeedMaxScan = 10000
+)
+
+// FeedOptions select a read of the feed. nil means: from the start, DefaultFeedLimit events.
+type FeedOptions struct {
+	// After is the last position already seen: the read starts at After+1.
+	After int64
+	// Limit is the most events returned. 0 means DefaultFeedLimit.
+	Limit int
+	// Types keeps only events of these types; empty keeps all.
+	Types []string
+	// StreamPrefix keeps only events of streams whose names start with it (a category).
+	StreamPrefix string
+	// MaxScan bounds the rows a filtered read looks at before it returns, so that a read over a
+	// long run of unwanted events still comes back. 0 means DefaultFeedMaxScan.
+	MaxScan int
+}
+
+// FeedPage is the result of a feed read.
+type FeedPage struct {
+	// Events are the matching events, in position order.
+	Events []FeedEvent
+	// Next is the last position the read looked at (matching or not): pass it as After to read
+	// on. It moves past filtered-out events, so a consumer's checkpoint does too.
+	Next int64
+}
+
+func (o *FeedOptions) matches(ev *FeedEvent) bool {
+	if o.StreamPrefix != "" && !strings.HasPrefix(ev.Stream, o.StreamPrefix) {
+		return false
+	}
+	if len(o.Types) == 0 {
+		return true
+	}
+	for _, t := range o.Types {
+		if ev.Type == t {
+			return true
+		}
+	}
+	return false
+}
+
+func (o *FeedOptions) filtered() bool { return o.StreamPrefix != "" || len(o.Types) > 0 }
+
+// ReadFeed reads the feed after a position: every event the dispatcher has written, in one global
+// order. Positions are gapless: a reader that finds nothing after position p knows that nothing
+// more has been dispatched yet. An unfiltered read costs one storage request per 1,000 events
+// (two where it crosses a page of FeedPageSize positions).
+func (s *Store) ReadFeed(ctx context.Context, opts *FeedOptions) (FeedPage, error) {
+	if err := s.checkOpen(); err != nil {
+		return FeedPage{}, err
+	}
+	var o FeedOptions
+	if opts != nil {
+		o = *opts
+	}
+	switch {
+	case o.After < 0:
+		return FeedPage{}, invalid("after", "position %d is negative", o.After)
+	case o.Limit < 0:
+		return FeedPage{}, invalid("limit", "%d is negative", o.Limit)
+	case o.MaxScan < 0:
+		return FeedPage{}, invalid("maxScan", "%d is negative", o.MaxScan)
+	}
+	if o.Limit == 0 {
+		o.Limit = DefaultFeedLimit
+	}
+	if o.MaxScan == 0 {
+		o.MaxScan = DefaultFeedMaxScan
+	}
+	res := FeedPage{Next: o.After}
+	scanned := 0
+	for len(res.Events) < o.Limit && scanned < o.MaxScan {
+		pos := res.Next + 1
+		page := pageOf(pos)
+		q := table.Query{PartitionKey: feedPartition(page), From: feedEventKey(pos), To: feedEventKey(pageLast(page) + 1)}
+		if !o.filtered() {
+			q.Limit = o.Limit - len(res.Events)
+		}
+		atEnd := false
+		for {
+			p, err := s.events.query(ctx, q)
+			if err != nil {
+				return res, err
+			}
+			for _, row := range p.Entities {
+				ev, err := decodeFeedEvent(row)
+				if err != nil {
+					return res, err
+				}
+				if ev.Position != res.Next+1 {
+					return res, corrupt(row.PartitionKey, row.RowKey, "feed position %d is missing", res.Next+1)
+				}
+				res.Next = ev.Position
+				scanned++
+				if o.matches(&ev) {
+					res.Events = append(res.Events, ev)
+				}
+			}
+			if p.Continuation != "" && len(p.Entities) == 0 {
+				q.Continuation = p.Continuation // an empty page: read on
+				continue
+			}
+			// Rows came back (the outer loop reads on from the last one), or the page's range is
+			// exhausted: short of the page's end, that is the end of the feed.
+			atEnd = p.Continuation == "" && res.Next < pageLast(page)
+			break
+		}
+		if atEnd {
+			break
+		}
+	}
+	if n := len(res.Events); n > 0 {
+		s.feedHead.publish(res.Events[n-1].Position)
+	}
+	return res, nil
+}
+
+// FeedHead returns the highest position in the feed (0 when it is empty).
+func (s *Store) FeedHead(ctx context.Context) (int64, error) {
+	if err := s.checkOpen(); err != nil {
+		return 0, err
+	}
+	page := int64(0)
+	if row, err := s.events.get(ctx, metaPartition, feedHintRow); err == nil {
+		if p, ok := row.Properties[propPage].(int64); ok && p >= 0 {
+			page = p
+		}
+	} else if !errors.Is(err, table.ErrNotFound) {
+		return 0, err
+	}
+	head := int64(0)
+	for {
+		row, err := s.events.get(ctx, feedPartition(page), feedHeaderRowKey)
+		if errors.Is(err, table.ErrNotFound) {
+			if page > 0 && head == 0 {
+				page--
+				continue
+			}
+			break
+		}
+		if err != nil {
+			return 0, err
+		}
+		next, _ := row.Properties[propNext].(int64)
+		head = next - 1
+		if next <= pageLast(page) {
+			break
+		}
+		page++
+	}
+	s.feedHead.publish(head)
+	return head, nil
+}

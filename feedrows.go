@@ -1,0 +1,169 @@
+package estuite
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/estuite/estuite/table"
+)
+
+// The event table's layout; docs/storage-format.md describes it.
+const (
+	// FeedPageSize is how many positions one feed partition (page) holds: page k holds positions
+	// k*FeedPageSize+1 … (k+1)*FeedPageSize.
+	FeedPageSize = 10000
+
+	feedHeaderRowKey   = "H" // page header: the fence of every write to the page, and its high-water mark
+	feedEventPrefix    = "P" // P<position, 19 digits>: one per event
+	feedMarkerPrefix   = "S" // S<stream hash>: the last version of the stream written into this page
+	dirtyPartitionFmt  = "dirty%02d"
+	leasePartition     = "lease"
+	dispatcherLeaseRow = "dispatcher"
+	metaPartition      = "meta"
+	feedHintRow        = "feed"
+	checkpointPart     = "checkpoint"
+
+	// dirtyShards is how many partitions hold dirty markers. Every process must agree on it: it is
+	// part of the storage format.
+	dirtyShards = 4
+
+	// progressRowKey is the stream table row that records how far a stream has been dispatched.
+	// It sorts after the event rows and before the head, so that one range query from a version
+	// returns the events, the progress and the head together.
+	progressRowKey = "G"
+)
+
+// feedShard is the only feed shard of this format version; the partition keys leave room for more.
+const feedShard = 0
+
+func feedPartition(page int64) string { return fmt.Sprintf("feed%02d-%012d", feedShard, page) }
+
+func pageOf(position int64) int64 { return (position - 1) / FeedPageSize }
+
+func pageFirst(page int64) int64 { return page*FeedPageSize + 1 }
+
+func pageLast(page int64) int64 { return (page + 1) * FeedPageSize }
+
+func feedEventKey(position int64) string {
+	return fmt.Sprintf("%s%0*d", feedEventPrefix, versionDigits, position)
+}
+
+func parseFeedEventKey(rk string) (int64, bool) {
+	if len(rk) != len(feedEventPrefix)+versionDigits || !strings.HasPrefix(rk, feedEventPrefix) {
+		return 0, false
+	}
+	v, err := strconv.ParseInt(rk[len(feedEventPrefix):], 10, 64)
+	return v, err == nil && v > 0
+}
+
+// streamHash is a short, key-safe stand-in for a stream in event-table row keys, whatever the
+// stream name's length and characters.
+func streamHash(pk string) string {
+	sum := sha256.Sum256([]byte(pk))
+	return hex.EncodeToString(sum[:16])
+}
+
+func feedMarkerKey(pk string) string { return feedMarkerPrefix + streamHash(pk) }
+
+func dirtyPartition(shard int) string { return fmt.Sprintf(dirtyPartitionFmt, shard) }
+
+// dirtyShard is the dirty-marker shard of a stream.
+func dirtyShard(pk string, shards int) int {
+	sum := sha256.Sum256([]byte(pk))
+	return int(uint32(sum[0])<<8|uint32(sum[1])) % shards
+}
+
+func dirtyMarkerKey(pk string, announced int64) string {
+	return fmt.Sprintf("%s-%0*d", streamHash(pk), versionDigits, announced)
+}
+
+// Properties of event-table rows (besides those an event row shares with the stream table).
+const (
+	propNext       = "Next"
+	propPage       = "Page"
+	propPosition   = "Position"
+	propStream     = "Stream"
+	propAnnounced  = "Announced"
+	propDispatched = "Dispatched"
+	propOwner      = "Owner"
+	propExpires    = "Expires"
+	propUpdated    = "Updated"
+)
+
+// FeedEvent is an event as the feed holds it: a recorded event with its global position.
+type FeedEvent struct {
+	RecordedEvent
+	// Position is the event's place in the feed: 1 for the first event ever dispatched, then
+	// every integer in turn.
+	Position int64
+	// DispatchedAt is when the dispatcher wrote the event into the feed.
+	DispatchedAt time.Time
+}
+
+// feedEventEntity builds the feed row of a stream event read from the stream table.
+func feedEventEntity(position int64, stream string, row table.Entity, dispatched time.Time) table.Entity {
+	props := make(map[string]any, len(row.Properties)+3)
+	for k, v := range row.Properties {
+		props[k] = v
+	}
+	props[propPosition] = position
+	props[propStream] = stream
+	props[propDispatched] = dispatched
+	return table.Entity{PartitionKey: feedPartition(pageOf(position)), RowKey: feedEventKey(position), Properties: props}
+}
+
+// decodeFeedEvent turns a feed row into a FeedEvent.
+func decodeFeedEvent(row table.Entity) (FeedEvent, error) {
+	pos, ok := parseFeedEventKey(row.RowKey)
+	if !ok {
+		return FeedEvent{}, corrupt(row.PartitionKey, row.RowKey, "not a feed event row key")
+	}
+	stream, _ := row.Properties[propStream].(string)
+	version, _ := row.Properties[propVersion].(int64)
+	if stream == "" || version < 1 {
+		return FeedEvent{}, corrupt(row.PartitionKey, row.RowKey, "feed row without stream or version")
+	}
+	// The event's own properties are those of its stream row: decode them the same way.
+	ev, err := decodeEvent(stream, table.Entity{PartitionKey: row.PartitionKey, RowKey: eventKey(version), Properties: row.Properties})
+	if err != nil {
+		return FeedEvent{}, corrupt(row.PartitionKey, row.RowKey, "%v", err)
+	}
+	dispatched, _ := row.Properties[propDispatched].(time.Time)
+	return FeedEvent{RecordedEvent: ev, Position: pos, DispatchedAt: dispatched}, nil
+}
+
+// dirtyMarker is a write-ahead announcement that an append may land up to version Announced.
+type dirtyMarker struct {
+	shard     int
+	rowKey    string
+	etag      string
+	stream    string // stream name
+	pk        string // its partition key in the stream table
+	first     int64  // first version the append writes
+	announced int64  // the stream version once the append lands
+}
+
+func (m dirtyMarker) entity() table.Entity {
+	return table.Entity{PartitionKey: dirtyPartition(m.shard), RowKey: m.rowKey, Properties: map[string]any{
+		propStream:    m.stream,
+		propFirst:     m.first,
+		propAnnounced: m.announced,
+	}}
+}
+
+func decodeDirtyMarker(shard int, row table.Entity) (dirtyMarker, error) {
+	m := dirtyMarker{shard: shard, rowKey: row.RowKey, etag: row.ETag}
+	var ok1, ok2 bool
+	m.stream, _ = row.Properties[propStream].(string)
+	m.first, ok1 = row.Properties[propFirst].(int64)
+	m.announced, ok2 = row.Properties[propAnnounced].(int64)
+	if m.stream == "" || !ok1 || !ok2 || m.first < 1 || m.announced < m.first {
+		return m, corrupt(row.PartitionKey, row.RowKey, "malformed dirty marker")
+	}
+	m.pk = streamKey(m.stream)
+	return m, nil
+}
