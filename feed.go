@@ -24,7 +24,7 @@ type FeedOptions struct {
 	Types []string
 	// StreamPrefix keeps only events of streams whose names start with it (a category).
 	StreamPrefix string
-	// MaxScan bounds the rows a filtered read looks at before it returns, so that a read over a
+	// MaxScan bounds the rows one read looks at before it returns, so that a filtered read over a
 	// long run of unwanted events still comes back. 0 means DefaultFeedMaxScan.
 	MaxScan int
 }
@@ -87,8 +87,9 @@ func (s *Store) ReadFeed(ctx context.Context, opts *FeedOptions) (FeedPage, erro
 		pos := res.Next + 1
 		page := pageOf(pos)
 		q := table.Query{PartitionKey: feedPartition(page), From: feedEventKey(pos), To: feedEventKey(pageLast(page) + 1)}
+		q.Limit = o.MaxScan - scanned
 		if !o.filtered() {
-			q.Limit = o.Limit - len(res.Events)
+			q.Limit = min(q.Limit, o.Limit-len(res.Events))
 		}
 		atEnd := false
 		for {
