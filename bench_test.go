@@ -11,6 +11,7 @@ import (
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/to"
 	"github.com/Azure/azure-sdk-for-go/sdk/data/aztables"
 	"github.com/estuite/estuite"
 	"github.com/estuite/estuite/internal/azuritetest"
@@ -128,7 +129,7 @@ func rawSDKAppender(b *testing.B, conn string, n int) func(worker, i int) error 
 		if v > 0 {
 			// As Estuite's warm append: replace the head under an ETag condition.
 			actions[1].ActionType = aztables.TransactionTypeUpdateReplace
-			actions[1].IfMatch = to(azcore.ETagAny)
+			actions[1].IfMatch = to.Ptr(azcore.ETagAny)
 		}
 		if _, err := client.SubmitTransaction(context.Background(), actions, nil); err != nil {
 			return err
@@ -137,8 +138,6 @@ func rawSDKAppender(b *testing.B, conn string, n int) func(worker, i int) error 
 		return nil
 	}
 }
-
-func to[T any](v T) *T { return &v }
 
 // rawBatch builds the batch of an append at version v for the SDK.
 func rawBatch(pk string, v int64, events []estuite.EventData) []aztables.TransactionAction {
