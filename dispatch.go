@@ -22,6 +22,12 @@ type DispatchStats struct {
 	Resolved   int   // dirty markers deleted
 	FeedHead   int64 // the highest position in the feed after the step
 	Incomplete bool  // work was left for the next step (a stream had more than one page pending)
+	// Backlog is how many committed events of the streams looked at are still not in the feed
+	// after the step (events of streams beyond MaxStreamsPerStep are not counted).
+	Backlog int64
+	// MaxLag is the longest time from an event's commit (its recorded time) to its feed write,
+	// among the events of the step.
+	MaxLag time.Duration
 }
 
 // dispatcherDefaults fill in DispatcherOptions.
@@ -54,6 +60,9 @@ type DispatcherOptions struct {
 	// Now is the clock for fence waits and leases. Default time.Now. Correctness never depends
 	// on it: every write of the dispatcher is fenced by ETags.
 	Now func() time.Time
+	// OnStep, when set, is called after every step that Start runs, with its stats and error:
+	// for metrics and logs. It must not block.
+	OnStep func(DispatchStats, error)
 }
 
 // Dispatcher moves committed events from the stream table into the feed. Run one per process
@@ -200,6 +209,11 @@ func (d *Dispatcher) step(ctx context.Context, shards []int) (stats DispatchStat
 		return stats, err
 	}
 	stats.FeedHead = d.st.next - 1
+	for _, w := range work {
+		if last := w.dispatched + int64(len(w.pending)); w.headVer > last {
+			stats.Backlog += w.headVer - last
+		}
+	}
 	d.resolve(ctx, work, &stats)
 	return stats, nil
 }
@@ -550,6 +564,9 @@ func (d *Dispatcher) writeFeed(ctx context.Context, work []*streamWork, stats *D
 				b.markers[w.pk] = len(b.ops)
 				b.ops = append(b.ops, table.Op{Kind: table.Upsert, Entity: marker})
 				b.bytes += table.BatchSize([]table.Op{{Kind: table.Upsert, Entity: marker}})
+			}
+			if rec, ok := row.Properties[propRecorded].(time.Time); ok {
+				stats.MaxLag = max(stats.MaxLag, now.Sub(rec))
 			}
 			b.next++
 			if b.next > pageLast(d.st.page) {

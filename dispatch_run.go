@@ -87,6 +87,9 @@ func (d *Dispatcher) loop(ctx context.Context) error {
 			renewAt = now.Add(d.o.LeaseDuration / 3)
 		}
 		st, err := d.step(ctx, shards)
+		if d.o.OnStep != nil {
+			d.o.OnStep(st, err)
+		}
 		switch {
 		case err != nil:
 			if ctx.Err() != nil {
