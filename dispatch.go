@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"sync"
 	"time"
@@ -437,14 +438,15 @@ func (d *Dispatcher) plan(ctx context.Context, w *streamWork, stats *DispatchSta
 			if w.reread {
 				return corrupt(w.pk, eventKey(next), "event version %d is missing", next)
 			}
-			w.events, w.truncated, w.reread = nil, false, true
-			if err := d.readStream(ctx, w, next); err != nil {
-				return err
-			}
-			return d.plan(ctx, w, stats)
+			return d.rereadFrom(ctx, w, next, stats)
 		}
 		w.pending = append(w.pending, row)
 		next++
+	}
+	if w.truncated && len(w.pending) == 0 && !w.reread {
+		// The read began so far behind that its page held only dispatched events (a stale
+		// marker's first version, below the progress row): read again from where the feed stands.
+		return d.rereadFrom(ctx, w, next, stats)
 	}
 	if next-1 < limit {
 		w.truncated = true // the read stopped short of the head
@@ -477,6 +479,15 @@ func (d *Dispatcher) plan(ctx context.Context, w *streamWork, stats *DispatchSta
 		w.resolvable = true
 	}
 	return nil
+}
+
+// rereadFrom reads the stream again from version next and plans it anew (once per step).
+func (d *Dispatcher) rereadFrom(ctx context.Context, w *streamWork, next int64, stats *DispatchStats) error {
+	w.events, w.pending, w.truncated, w.reread = nil, nil, false, true
+	if err := d.readStream(ctx, w, next); err != nil {
+		return err
+	}
+	return d.plan(ctx, w, stats)
 }
 
 // fence changes the head's ETag (or creates a version-0 head) so that no append prepared on the
@@ -622,8 +633,8 @@ func (d *Dispatcher) submitFeed(ctx context.Context, b *feedBatch) error {
 func (d *Dispatcher) rollover(ctx context.Context) error {
 	var todo []*pageMarker
 	var pks []string
-	for pk, m := range d.st.markers {
-		if !m.confirmed {
+	for _, pk := range slices.Sorted(maps.Keys(d.st.markers)) { // sorted: replayable schedules
+		if m := d.st.markers[pk]; !m.confirmed {
 			todo = append(todo, m)
 			pks = append(pks, pk)
 		}
@@ -692,7 +703,8 @@ func (d *Dispatcher) resolve(ctx context.Context, work []*streamWork, stats *Dis
 			byShard[m.shard] = append(byShard[m.shard], m)
 		}
 	}
-	for shard, markers := range byShard {
+	for _, shard := range slices.Sorted(maps.Keys(byShard)) {
+		markers := byShard[shard]
 		slices.SortFunc(markers, func(a, b dirtyMarker) int { return cmp.Compare(a.rowKey, b.rowKey) })
 		for chunk := range slices.Chunk(markers, table.MaxBatchOps) {
 			ops := make([]table.Op, len(chunk))
