@@ -98,6 +98,9 @@ func (s *Store) ReadFeed(ctx context.Context, opts *FeedOptions) (FeedPage, erro
 				return res, err
 			}
 			for _, row := range p.Entities {
+				if len(res.Events) == o.Limit {
+					break // the page may hold more matches than wanted: stop at the limit
+				}
 				ev, err := decodeFeedEvent(row)
 				if err != nil {
 					return res, err
@@ -110,6 +113,9 @@ func (s *Store) ReadFeed(ctx context.Context, opts *FeedOptions) (FeedPage, erro
 				if o.matches(&ev) {
 					res.Events = append(res.Events, ev)
 				}
+			}
+			if len(res.Events) == o.Limit {
+				break
 			}
 			if p.Continuation != "" && len(p.Entities) == 0 {
 				q.Continuation = p.Continuation // an empty page: read on

@@ -257,6 +257,11 @@ func TestFilteredFeedReadsMovePastUnwantedEvents(t *testing.T) {
 				t.Fatalf("filtered read returned %s", ev.Type)
 			}
 		}
+		// A filtered read stops at its limit, and its next position is the last event returned.
+		page, err = s.ReadFeed(ctx, &estuite.FeedOptions{StreamPrefix: "order-", Limit: 3})
+		if err != nil || len(page.Events) != 3 || page.Next != page.Events[2].Position {
+			t.Fatalf("filtered read with limit 3: %d events, next %d, %v", len(page.Events), page.Next, err)
+		}
 		// A read bounded by MaxScan still reports how far it looked.
 		page, err = s.ReadFeed(ctx, &estuite.FeedOptions{Types: []string{"Nothing"}, MaxScan: 5})
 		if err != nil || len(page.Events) != 0 || page.Next != 5 {

@@ -1,0 +1,85 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/estuite/estuite"
+	"github.com/estuite/estuite/table"
+	"github.com/estuite/estuite/table/azure"
+	"github.com/estuite/estuite/table/bolt"
+	bbolt "go.etcd.io/bbolt"
+)
+
+// backendFlags select the storage every command works on: the embedded store in a directory,
+// or Azure Table Storage (Azure, Azurite, Cosmos DB Table API) when a connection string is given.
+type backendFlags struct {
+	data        string
+	dataSet     bool
+	azureConn   string
+	tablePrefix string
+}
+
+func (b *backendFlags) register(fs *flag.FlagSet) {
+	fs.Func("data", "directory of the embedded store (default ./estuite-data)", func(v string) error {
+		b.data, b.dataSet = v, true
+		return nil
+	})
+	fs.StringVar(&b.azureConn, "azure-connection-string", os.Getenv("AZURE_STORAGE_CONNECTION_STRING"),
+		"use Azure Table Storage with this connection string (default $AZURE_STORAGE_CONNECTION_STRING)")
+	fs.StringVar(&b.tablePrefix, "table-prefix", estuite.DefaultTablePrefix, "prefix of the table names")
+}
+
+// embedded reports whether the flags select the embedded store.
+func (b *backendFlags) embedded() bool { return b.azureConn == "" }
+
+// describe names the selected backend for logs and messages.
+func (b *backendFlags) describe() string {
+	if b.embedded() {
+		return "embedded store in " + b.dir()
+	}
+	return "Azure Table Storage (tables " + b.tablePrefix + "streams, " + b.tablePrefix + "events)"
+}
+
+func (b *backendFlags) dir() string {
+	if b.dataSet {
+		return b.data
+	}
+	return "estuite-data"
+}
+
+// open opens the store the flags select. Selecting both backends is an error, never a guess.
+func (b *backendFlags) open(ctx context.Context) (*estuite.Store, error) {
+	if b.dataSet && b.azureConn != "" {
+		return nil, usagef("--data selects the embedded store and a connection string selects Azure: choose one")
+	}
+	var backend table.Backend
+	if b.embedded() {
+		path := filepath.Join(b.dir(), "estuite.db")
+		bb, err := bolt.Open(path, &bolt.Options{Timeout: 2 * time.Second})
+		if errors.Is(err, bbolt.ErrTimeout) {
+			return nil, fmt.Errorf("%s is in use by another process (a running `estuite serve`?): stop it, or use its HTTP API", path)
+		}
+		if err != nil {
+			return nil, err
+		}
+		backend = bb
+	} else {
+		ab, err := azure.Open(b.azureConn, nil)
+		if err != nil {
+			return nil, err
+		}
+		backend = ab
+	}
+	store, err := estuite.Open(ctx, backend, &estuite.Options{TablePrefix: b.tablePrefix})
+	if err != nil {
+		backend.Close()
+		return nil, fmt.Errorf("opening the %s: %w", b.describe(), err)
+	}
+	return store, nil
+}

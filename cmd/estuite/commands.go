@@ -1,0 +1,107 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+)
+
+// command is one subcommand: its flags, its help and what it does.
+type command struct {
+	name    string
+	summary string
+	usage   string // arguments after the command name
+	// setup declares the command's flags on fs and returns the function that runs it.
+	setup func(fs *flag.FlagSet) func(ctx context.Context, env *env, args []string) error
+}
+
+// env is what a command runs with.
+type env struct {
+	stdout, stderr io.Writer
+}
+
+// usageError is a mistake in the command line: it is reported with the command's usage.
+type usageError struct{ msg string }
+
+func (e usageError) Error() string { return e.msg }
+
+func usagef(format string, args ...any) error { return usageError{fmt.Sprintf(format, args...)} }
+
+var commands = map[string]command{}
+
+func register(c command) { commands[c.name] = c }
+
+// run runs the command line args and returns the process exit code: 0 on success, 1 on failure,
+// 2 on a usage error, and what a command asks for (verify: 3 when the store is inconsistent).
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		printUsage(stderr)
+		if len(args) == 0 {
+			return 2
+		}
+		return 0
+	}
+	c, ok := commands[args[0]]
+	if !ok {
+		fmt.Fprintf(stderr, "estuite: unknown command %q\n\n", args[0])
+		printUsage(stderr)
+		return 2
+	}
+	fs := flag.NewFlagSet("estuite "+c.name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	do := c.setup(fs)
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "usage: estuite %s [flags] %s\n\n%s\n\nflags:\n", c.name, c.usage, c.summary)
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args[1:]); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	err := do(ctx, &env{stdout: stdout, stderr: stderr}, fs.Args())
+	var ue usageError
+	var ec exitCode
+	switch {
+	case err == nil:
+		return 0
+	case errors.As(err, &ue):
+		fmt.Fprintf(stderr, "estuite %s: %v\n", c.name, err)
+		fs.Usage()
+		return 2
+	case errors.As(err, &ec):
+		return int(ec)
+	default:
+		fmt.Fprintf(stderr, "estuite %s: %v\n", c.name, err)
+		return 1
+	}
+}
+
+// exitCode ends a command with a given exit code, after it reported why itself.
+type exitCode int
+
+func (c exitCode) Error() string { return fmt.Sprintf("exit code %d", int(c)) }
+
+func printUsage(w io.Writer) {
+	fmt.Fprintln(w, "estuite — an event store on Azure Table Storage, with an embedded default\n\nusage: estuite COMMAND [flags] [arguments]\n\ncommands:")
+	names := make([]string, 0, len(commands))
+	for n := range commands {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		c := commands[n]
+		fmt.Fprintf(w, "  %-8s %s\n", n, firstLine(c.summary))
+	}
+	fmt.Fprintln(w, "\nRun 'estuite COMMAND --help' for a command's flags.")
+}
+
+func firstLine(s string) string {
+	line, _, _ := strings.Cut(s, "\n")
+	return line
+}

@@ -1,0 +1,85 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"strings"
+
+	"github.com/estuite/estuite"
+)
+
+func init() {
+	register(command{
+		name:    "feed",
+		summary: "Print the feed — every dispatched event in global order — as JSON lines.\nWith --follow, keep printing events as they are dispatched until interrupted.",
+		setup: func(fs *flag.FlagSet) func(context.Context, *env, []string) error {
+			var b backendFlags
+			b.register(fs)
+			after := fs.Int64("after", 0, "start after this position")
+			limit := fs.Int("limit", 0, "most events (default: all; not with --follow)")
+			follow := fs.Bool("follow", false, "keep following the feed")
+			types := fs.String("types", "", "comma-separated event types to keep")
+			prefix := fs.String("prefix", "", "keep only streams whose names start with this")
+			return func(ctx context.Context, e *env, args []string) error {
+				if len(args) != 0 {
+					return usagef("feed takes no arguments")
+				}
+				var typeList []string
+				if *types != "" {
+					typeList = strings.Split(*types, ",")
+				}
+				store, err := b.open(ctx)
+				if err != nil {
+					return err
+				}
+				defer store.Close()
+				if *follow {
+					return followFeed(ctx, e, store, *after, typeList, *prefix)
+				}
+				printed := 0
+				for pos := *after; *limit == 0 || printed < *limit; {
+					page, err := store.ReadFeed(ctx, &estuite.FeedOptions{After: pos, Types: typeList, StreamPrefix: *prefix})
+					if err != nil {
+						return err
+					}
+					for _, ev := range page.Events {
+						if *limit > 0 && printed == *limit {
+							break
+						}
+						if err := writeFeedEvent(e.stdout, ev); err != nil {
+							return err
+						}
+						printed++
+					}
+					if page.Next == pos {
+						break
+					}
+					pos = page.Next
+				}
+				return nil
+			}
+		},
+	})
+}
+
+func followFeed(ctx context.Context, e *env, store *estuite.Store, after int64, types []string, prefix string) error {
+	sub, err := store.Subscribe(ctx, estuite.SubscriptionOptions{
+		After: after, Types: types, StreamPrefix: prefix,
+		Handler: func(_ context.Context, ev estuite.FeedEvent) error {
+			return writeFeedEvent(e.stdout, ev)
+		},
+	})
+	if err != nil {
+		return err
+	}
+	select {
+	case <-ctx.Done():
+		if err := sub.Stop(); err != nil && !errors.Is(err, context.Canceled) {
+			return err
+		}
+		return nil
+	case <-sub.Done():
+		return sub.Err()
+	}
+}

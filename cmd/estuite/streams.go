@@ -1,0 +1,139 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+
+	"github.com/estuite/estuite"
+	"github.com/estuite/estuite/server"
+)
+
+func init() {
+	register(command{
+		name:    "append",
+		summary: "Append one event to a stream and print the result as JSON.\nJSON is the event's data (default {}); with --binary it is taken as raw bytes.",
+		usage:   "STREAM TYPE [JSON]",
+		setup: func(fs *flag.FlagSet) func(context.Context, *env, []string) error {
+			var b backendFlags
+			b.register(fs)
+			expected := fs.String("expected-version", "any", `expected version: a number, "any", "no_stream" or "exists"`)
+			commitID := fs.String("commit-id", "", "commit ID (default: generated); a retry with the same ID is answered as a duplicate")
+			metadata := fs.String("metadata", "", "metadata: a JSON object")
+			binary := fs.Bool("binary", false, "store the data as binary, not JSON")
+			return func(ctx context.Context, e *env, args []string) error {
+				if len(args) < 2 || len(args) > 3 {
+					return usagef("want STREAM TYPE [JSON], got %d arguments", len(args))
+				}
+				ev := estuite.EventData{Type: args[1], Data: []byte("{}"), Metadata: json.RawMessage(*metadata)}
+				if len(args) == 3 {
+					ev.Data = []byte(args[2])
+				}
+				if *binary {
+					ev.Format = estuite.Binary
+				}
+				exp, err := parseExpected(*expected)
+				if err != nil {
+					return err
+				}
+				store, err := b.open(ctx)
+				if err != nil {
+					return err
+				}
+				defer store.Close()
+				res, err := store.Append(ctx, args[0], []estuite.EventData{ev}, &estuite.AppendOptions{Expected: exp, CommitID: *commitID})
+				if err != nil {
+					return err
+				}
+				if b.embedded() {
+					// No other process can dispatch while this one holds the file: do it now.
+					if _, err := estuite.NewDispatcher(store, nil).Step(ctx); err != nil {
+						return fmt.Errorf("appended, but dispatching to the feed failed (the next `estuite serve` will): %w", err)
+					}
+				}
+				return json.NewEncoder(e.stdout).Encode(map[string]any{
+					"stream": res.Stream, "firstVersion": res.FirstVersion, "lastVersion": res.LastVersion,
+					"commitId": res.CommitID, "duplicate": res.Duplicate,
+				})
+			}
+		},
+	})
+	register(command{
+		name:    "read",
+		summary: "Print a stream's events as JSON lines.",
+		usage:   "STREAM",
+		setup: func(fs *flag.FlagSet) func(context.Context, *env, []string) error {
+			var b backendFlags
+			b.register(fs)
+			from := fs.Int64("from", 0, "first version (default: the first, or the last with --backward)")
+			limit := fs.Int("limit", 0, "most events (default: all)")
+			backward := fs.Bool("backward", false, "newest first")
+			return func(ctx context.Context, e *env, args []string) error {
+				if len(args) != 1 {
+					return usagef("want one STREAM, got %d arguments", len(args))
+				}
+				store, err := b.open(ctx)
+				if err != nil {
+					return err
+				}
+				defer store.Close()
+				opts := &estuite.ReadOptions{From: *from, Limit: *limit}
+				if *backward {
+					opts.Direction = estuite.Backward
+				}
+				read, err := store.Read(ctx, args[0], opts)
+				if err != nil {
+					return err
+				}
+				for ev, err := range read.Events {
+					if err != nil {
+						return err
+					}
+					if err := writeEvent(e.stdout, ev); err != nil {
+						return err
+					}
+				}
+				return nil
+			}
+		},
+	})
+}
+
+// parseExpected reads an expected version as the HTTP API writes it.
+func parseExpected(s string) (estuite.ExpectedVersion, error) {
+	switch s {
+	case "any", "":
+		return estuite.Any, nil
+	case "no_stream":
+		return estuite.NoStream, nil
+	case "exists":
+		return estuite.StreamExists, nil
+	}
+	var v int64
+	if _, err := fmt.Sscan(s, &v); err != nil || v < 0 || fmt.Sprint(v) != s {
+		return estuite.Any, usagef("expected version %q is not a number, any, no_stream or exists", s)
+	}
+	return estuite.Exactly(v), nil
+}
+
+// writeEvent writes one event as a JSON line, in the HTTP API's event form.
+func writeEvent(w io.Writer, ev estuite.RecordedEvent) error {
+	b, err := server.MarshalEvent(ev)
+	if err != nil {
+		return err
+	}
+	_, err = w.Write(append(b, '\n'))
+	return err
+}
+
+// writeFeedEvent writes one feed event as a JSON line, in the HTTP API's feed event form.
+func writeFeedEvent(w io.Writer, ev estuite.FeedEvent) error {
+	b, err := server.MarshalFeedEvent(ev)
+	if err != nil {
+		return err
+	}
+	_, err = w.Write(append(b, '\n'))
+	return err
+}

@@ -1,0 +1,120 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strings"
+
+	"github.com/estuite/estuite"
+)
+
+// Error codes: the "error" member of every error response (docs/http-api.md lists them).
+const (
+	codeInvalidRequest       = "invalid_request"
+	codeTooLarge             = "too_large"
+	codeUnauthorized         = "unauthorized"
+	codeNotFound             = "not_found"
+	codeMethodNotAllowed     = "method_not_allowed"
+	codeStreamNotFound       = "stream_not_found"
+	codeWrongExpectedVersion = "wrong_expected_version"
+	codeCommitConflict       = "commit_conflict"
+	codeDuplicateEvent       = "duplicate_event"
+	codeUnavailable          = "unavailable"
+	codeInternal             = "internal"
+)
+
+// apiError is an error response: its status and JSON body, and the error behind it (for the
+// logs, never for the client unless it is the client's fault).
+type apiError struct {
+	Status        int    `json:"-"`
+	Code          string `json:"error"`
+	Message       string `json:"message"`
+	ActualVersion *int64 `json:"actualVersion,omitempty"`
+	CommitID      string `json:"commitId,omitempty"`
+	EventID       string `json:"eventId,omitempty"`
+	Err           error  `json:"-"`
+}
+
+func (e *apiError) Error() string { return e.Code + ": " + e.Message }
+
+// logLevel is how loud a failed request is in the logs: Error for the server's faults, Warn for
+// requests a client should not have sent, Info for answers that are part of normal operation
+// (optimistic-concurrency conflicts, a stream not yet written).
+func (e *apiError) logLevel() slog.Level {
+	switch {
+	case e.Status >= 500:
+		return slog.LevelError
+	case e.Status == http.StatusConflict || e.Code == codeStreamNotFound:
+		return slog.LevelInfo
+	}
+	return slog.LevelWarn
+}
+
+// badRequest is a 400 invalid_request with a message for the client.
+func badRequest(format string, args ...any) *apiError {
+	return &apiError{Status: http.StatusBadRequest, Code: codeInvalidRequest, Message: fmt.Sprintf(format, args...)}
+}
+
+// toAPIError maps any error a handler meets — the store's, the request body's, the server's own —
+// to its response. It is the one place where errors become statuses and codes.
+func toAPIError(err error) *apiError {
+	var (
+		ae    *apiError
+		wrong *estuite.WrongExpectedVersionError
+		cc    *estuite.CommitConflictError
+		dup   *estuite.DuplicateEventError
+		mbe   *http.MaxBytesError
+	)
+	msg := strings.TrimPrefix(err.Error(), "estuite: ")
+	switch {
+	case errors.As(err, &ae):
+		return ae
+	case errors.As(err, &mbe):
+		return &apiError{Status: http.StatusRequestEntityTooLarge, Code: codeTooLarge,
+			Message: fmt.Sprintf("the request body is larger than %d bytes", mbe.Limit), Err: err}
+	case errors.As(err, &wrong):
+		actual := wrong.Actual
+		return &apiError{Status: http.StatusConflict, Code: codeWrongExpectedVersion, Message: msg, ActualVersion: &actual, Err: err}
+	case errors.Is(err, estuite.ErrWrongExpectedVersion):
+		return &apiError{Status: http.StatusConflict, Code: codeWrongExpectedVersion, Message: msg, Err: err}
+	case errors.As(err, &cc):
+		return &apiError{Status: http.StatusConflict, Code: codeCommitConflict, Message: msg, CommitID: cc.CommitID, Err: err}
+	case errors.Is(err, estuite.ErrCommitConflict):
+		return &apiError{Status: http.StatusConflict, Code: codeCommitConflict, Message: msg, Err: err}
+	case errors.As(err, &dup):
+		return &apiError{Status: http.StatusConflict, Code: codeDuplicateEvent, Message: msg, EventID: dup.EventID.String(), Err: err}
+	case errors.Is(err, estuite.ErrDuplicateEvent):
+		return &apiError{Status: http.StatusConflict, Code: codeDuplicateEvent, Message: msg, Err: err}
+	case errors.Is(err, estuite.ErrStreamNotFound):
+		return &apiError{Status: http.StatusNotFound, Code: codeStreamNotFound, Message: "the stream has never been written", Err: err}
+	case errors.Is(err, estuite.ErrInvalidInput):
+		return &apiError{Status: http.StatusBadRequest, Code: codeInvalidRequest, Message: msg, Err: err}
+	case errors.Is(err, estuite.ErrTooLarge):
+		return &apiError{Status: http.StatusRequestEntityTooLarge, Code: codeTooLarge, Message: msg, Err: err}
+	case errors.Is(err, estuite.ErrUnavailable), errors.Is(err, context.DeadlineExceeded):
+		return &apiError{Status: http.StatusServiceUnavailable, Code: codeUnavailable,
+			Message: "storage is unavailable; retry later (an append may or may not have been committed: retry it with the same commitId to learn which)", Err: err}
+	case errors.Is(err, estuite.ErrClosed):
+		return &apiError{Status: http.StatusServiceUnavailable, Code: codeUnavailable, Message: "the store is closed", Err: err}
+	case errors.Is(err, context.Canceled):
+		// The client went away (or the server is stopping): nobody reads this answer.
+		return &apiError{Status: http.StatusServiceUnavailable, Code: codeUnavailable, Message: "the request was canceled", Err: err}
+	}
+	return &apiError{Status: http.StatusInternalServerError, Code: codeInternal, Message: "internal error", Err: err}
+}
+
+// fail answers err as an error response.
+func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
+	s.writeError(w, r, toAPIError(err))
+}
+
+func (s *Server) writeError(w http.ResponseWriter, r *http.Request, e *apiError) {
+	requestInfoOf(r).err = e
+	if e.Status == http.StatusServiceUnavailable {
+		w.Header().Set("Retry-After", "1")
+	}
+	writeJSON(w, e.Status, e)
+}

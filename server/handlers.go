@@ -1,0 +1,265 @@
+package server
+
+import (
+	"errors"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"time"
+
+	"github.com/estuite/estuite"
+)
+
+// appendResponse answers an append.
+type appendResponse struct {
+	Stream       string `json:"stream"`
+	FirstVersion int64  `json:"firstVersion"`
+	LastVersion  int64  `json:"lastVersion"`
+	CommitID     string `json:"commitId"`
+	Duplicate    bool   `json:"duplicate"`
+}
+
+// handleAppend serves POST /streams/{stream}.
+func (s *Server) handleAppend(w http.ResponseWriter, r *http.Request) {
+	stream := s.stream(r)
+	if _, err := parseQuery(r, nil, nil); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if r.ContentLength > s.maxBody {
+		s.fail(w, r, &apiError{Status: http.StatusRequestEntityTooLarge, Code: codeTooLarge,
+			Message: "the request body is larger than " + strconv.FormatInt(s.maxBody, 10) + " bytes"})
+		return
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.maxBody))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if !errors.As(err, &mbe) {
+			err = badRequest("the request body could not be read: %v", err)
+		}
+		s.fail(w, r, err)
+		return
+	}
+	req, err := decodeAppend(body)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	start := time.Now()
+	res, err := s.store.Append(r.Context(), stream, req.events, &estuite.AppendOptions{Expected: req.expected, CommitID: req.commitID})
+	outcome := "committed"
+	switch {
+	case err != nil:
+		outcome = toAPIError(err).Code
+	case res.Duplicate:
+		outcome = "duplicate"
+	}
+	s.metrics.appendSeconds.WithLabelValues(outcome).Observe(time.Since(start).Seconds())
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	status := http.StatusCreated
+	if res.Duplicate {
+		status = http.StatusOK
+	}
+	writeJSON(w, status, appendResponse{Stream: res.Stream, FirstVersion: res.FirstVersion, LastVersion: res.LastVersion,
+		CommitID: res.CommitID, Duplicate: res.Duplicate})
+}
+
+// handleStream serves GET /streams/{stream}.
+func (s *Server) handleStream(w http.ResponseWriter, r *http.Request) {
+	stream := s.stream(r)
+	if _, err := parseQuery(r, nil, nil); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	v, err := s.store.Version(r.Context(), stream)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, struct {
+		Stream  string `json:"stream"`
+		Version int64  `json:"version"`
+	}{stream, v})
+}
+
+// handleEvents serves GET /streams/{stream}/events.
+func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
+	stream := s.stream(r)
+	q, err := parseQuery(r, []string{"from", "limit", "direction"}, nil)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	opts := estuite.ReadOptions{Limit: DefaultLimit}
+	switch d := q.Get("direction"); d {
+	case "", "forward":
+	case "backward":
+		opts.Direction = estuite.Backward
+	default:
+		s.fail(w, r, badRequest("direction must be \"forward\" or \"backward\", not %q", d))
+		return
+	}
+	if q.Has("from") {
+		from, err := intParam(q, "from", 1, 1<<62)
+		if err != nil {
+			s.fail(w, r, err)
+			return
+		}
+		opts.From = from
+	}
+	limit, err := limitParam(q)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	opts.Limit = limit
+	read, err := s.store.Read(r.Context(), stream, &opts)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	events := make([]eventJSON, 0, min(limit, int(read.Version)))
+	for ev, err := range read.Events {
+		if err != nil {
+			s.fail(w, r, err)
+			return
+		}
+		events = append(events, toEventJSON(ev))
+	}
+	writeJSON(w, http.StatusOK, struct {
+		Stream  string      `json:"stream"`
+		Version int64       `json:"version"`
+		Events  []eventJSON `json:"events"`
+	}{stream, read.Version, events})
+}
+
+// handleFeed serves GET /feed.
+func (s *Server) handleFeed(w http.ResponseWriter, r *http.Request) {
+	q, err := parseQuery(r, []string{"after", "limit", "prefix"}, []string{"type"})
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	opts, err := feedFilter(q)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if q.Has("after") {
+		if opts.After, err = intParam(q, "after", 0, 1<<62); err != nil {
+			s.fail(w, r, err)
+			return
+		}
+	}
+	if opts.Limit, err = limitParam(q); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	page, err := s.store.ReadFeed(r.Context(), &opts)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	head, err := s.store.FeedHead(r.Context())
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	s.metrics.observeFeedHead(head)
+	events := make([]eventJSON, 0, len(page.Events))
+	for _, ev := range page.Events {
+		events = append(events, toFeedEventJSON(ev))
+	}
+	writeJSON(w, http.StatusOK, struct {
+		Events []eventJSON `json:"events"`
+		Next   int64       `json:"next"`
+		Head   int64       `json:"head"`
+	}{events, page.Next, head})
+}
+
+// handleHealth serves GET /healthz.
+func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+}
+
+// stream returns the request's stream name: its path segment, percent-decoded once.
+func (s *Server) stream(r *http.Request) string {
+	name := r.PathValue("stream")
+	requestInfoOf(r).stream = name
+	return name
+}
+
+// feedFilter reads the type and prefix parameters of a feed request.
+func feedFilter(q url.Values) (estuite.FeedOptions, error) {
+	var o estuite.FeedOptions
+	types := q["type"]
+	if len(types) > MaxFeedTypes {
+		return o, badRequest("at most %d type parameters are allowed, not %d", MaxFeedTypes, len(types))
+	}
+	for _, t := range types {
+		if t == "" {
+			return o, badRequest("type must not be empty")
+		}
+	}
+	o.Types = types
+	if q.Has("prefix") {
+		o.StreamPrefix = q.Get("prefix")
+		if o.StreamPrefix == "" {
+			return o, badRequest("prefix must not be empty (leave it out to read every stream)")
+		}
+	}
+	return o, nil
+}
+
+// parseQuery parses the request's query, refusing malformed ones and parameters other than
+// single (each at most once) and multi (repeatable).
+func parseQuery(r *http.Request, single, multi []string) (url.Values, error) {
+	q, err := url.ParseQuery(r.URL.RawQuery)
+	if err != nil {
+		return nil, badRequest("the query string is malformed: %v", err)
+	}
+	for name, vals := range q {
+		switch {
+		case contains(single, name):
+			if len(vals) > 1 {
+				return nil, badRequest("the query parameter %q is given %d times", name, len(vals))
+			}
+		case contains(multi, name):
+		default:
+			return nil, badRequest("unknown query parameter %q", name)
+		}
+	}
+	return q, nil
+}
+
+func contains(list []string, s string) bool {
+	for _, l := range list {
+		if l == s {
+			return true
+		}
+	}
+	return false
+}
+
+// intParam parses the integer parameter name, which must lie in [lo, hi].
+func intParam(q url.Values, name string, lo, hi int64) (int64, error) {
+	s := q.Get(name)
+	v, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || v < lo || v > hi {
+		return 0, badRequest("%s must be an integer from %d to %d, not %q", name, lo, hi, s)
+	}
+	return v, nil
+}
+
+// limitParam parses the limit parameter: DefaultLimit when absent, 1 to MaxLimit.
+func limitParam(q url.Values) (int, error) {
+	if !q.Has("limit") {
+		return DefaultLimit, nil
+	}
+	v, err := intParam(q, "limit", 1, MaxLimit)
+	return int(v), err
+}

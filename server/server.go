@@ -1,0 +1,348 @@
+// Package server serves an Estuite store over HTTP: appends, stream reads, the global feed (paged,
+// and live as Server-Sent Events), a health check and Prometheus metrics.
+//
+// The HTTP contract — every route, body, error code and limit — is written down in
+// docs/http-api.md; clients rely on it, so a change to it is a change to that document first.
+//
+//	srv, err := server.New(server.Options{Store: store, Token: os.Getenv("ESTUITE_TOKEN")})
+//	...
+//	d := estuite.NewDispatcher(store, &estuite.DispatcherOptions{OnStep: srv.ObserveDispatch})
+//	d.Start(ctx)
+//	hs := &http.Server{Addr: ":8080", Handler: srv.Handler()}
+//	go hs.ListenAndServe()
+//	...
+//	srv.Close() // ends live streams, so that Shutdown can finish
+//	hs.Shutdown(ctx)
+package server
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"errors"
+	"log/slog"
+	"net/http"
+	"path"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/estuite/estuite"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Defaults of Options.
+const (
+	// DefaultMaxBodyBytes bounds an append's request body. An append batch is at most
+	// estuite.MaxAppendBytes (4 MiB) as sent to storage, but its JSON can be larger than that
+	// before the store refuses it as too large.
+	DefaultMaxBodyBytes = 8 << 20
+	// DefaultLiveKeepAlive is how often a live feed stream sends a comment line at the least.
+	DefaultLiveKeepAlive = 15 * time.Second
+)
+
+// Limits of the HTTP API's query parameters.
+const (
+	// DefaultLimit is how many events a read or a feed page returns when the request does not say.
+	DefaultLimit = 100
+	// MaxLimit is the largest limit a read or a feed page accepts.
+	MaxLimit = 1000
+	// MaxFeedTypes is how many type parameters one feed request may repeat.
+	MaxFeedTypes = 100
+)
+
+// Options configure a Server.
+type Options struct {
+	// Store is the event store served. Required.
+	Store *estuite.Store
+	// Token, when set, is required on every endpoint but /healthz as "Authorization: Bearer
+	// <token>" (the scheme in any case). It is compared in constant time.
+	Token string
+	// Logger receives one Debug line per request, and one more line per failed request with its
+	// route, stream and error code: Error for 5xx, Info for 409 and stream_not_found (normal
+	// under optimistic concurrency), Warn for the rest. nil means slog.Default().
+	Logger *slog.Logger
+	// Registerer receives the server's metrics and Gatherer is what /metrics serves. When both
+	// are nil, the server uses a registry of its own (with the Go and process collectors), so
+	// that several servers in one process do not clash. When only Registerer is set, it must
+	// also be a prometheus.Gatherer (as *prometheus.Registry is).
+	Registerer prometheus.Registerer
+	Gatherer   prometheus.Gatherer
+	// MaxBodyBytes bounds a request body; a larger one is refused with 413 too_large. 0 means
+	// DefaultMaxBodyBytes.
+	MaxBodyBytes int64
+	// LiveKeepAlive is the longest a live feed stream stays silent: a comment line is sent at
+	// least this often. 0 means DefaultLiveKeepAlive.
+	LiveKeepAlive time.Duration
+}
+
+// Server is an HTTP front end to one store. Create it with New, serve Handler, pass
+// ObserveDispatch to the dispatcher as DispatcherOptions.OnStep, and call Close before
+// http.Server.Shutdown.
+type Server struct {
+	store     *estuite.Store
+	tokenHash [sha256.Size]byte
+	auth      bool
+	log       *slog.Logger
+	maxBody   int64
+	keepAlive time.Duration
+	metrics   *metrics
+	handler   http.Handler
+
+	closing   chan struct{}
+	closeOnce sync.Once
+
+	liveMu sync.Mutex
+	live   map[*liveConn]struct{}
+}
+
+// New returns a server for opts.Store.
+func New(opts Options) (*Server, error) {
+	if opts.Store == nil {
+		return nil, errors.New("server: Options.Store is required")
+	}
+	if opts.MaxBodyBytes < 0 {
+		return nil, errors.New("server: Options.MaxBodyBytes is negative")
+	}
+	if opts.LiveKeepAlive < 0 {
+		return nil, errors.New("server: Options.LiveKeepAlive is negative")
+	}
+	s := &Server{
+		store:     opts.Store,
+		auth:      opts.Token != "",
+		tokenHash: sha256.Sum256([]byte(opts.Token)),
+		log:       opts.Logger,
+		maxBody:   opts.MaxBodyBytes,
+		keepAlive: opts.LiveKeepAlive,
+		closing:   make(chan struct{}),
+		live:      make(map[*liveConn]struct{}),
+	}
+	if s.log == nil {
+		s.log = slog.Default()
+	}
+	if s.maxBody == 0 {
+		s.maxBody = DefaultMaxBodyBytes
+	}
+	if s.keepAlive == 0 {
+		s.keepAlive = DefaultLiveKeepAlive
+	}
+	reg, gat := opts.Registerer, opts.Gatherer
+	switch {
+	case reg == nil && gat == nil:
+		r := prometheus.NewRegistry()
+		if err := r.Register(collectors.NewGoCollector()); err != nil {
+			return nil, err
+		}
+		if err := r.Register(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})); err != nil {
+			return nil, err
+		}
+		reg, gat = r, r
+	case reg == nil:
+		return nil, errors.New("server: Options.Gatherer is set but Registerer is not")
+	case gat == nil:
+		g, ok := reg.(prometheus.Gatherer)
+		if !ok {
+			return nil, errors.New("server: Options.Registerer is not a prometheus.Gatherer; set Options.Gatherer")
+		}
+		gat = g
+	}
+	m, err := newMetrics(s, reg)
+	if err != nil {
+		return nil, err
+	}
+	s.metrics = m
+	s.handler = s.routes(promhttp.HandlerFor(gat, promhttp.HandlerOpts{}))
+	return s, nil
+}
+
+// Handler returns the server's HTTP handler. It is safe to call more than once; every call
+// returns the same handler.
+func (s *Server) Handler() http.Handler { return s.handler }
+
+// Close ends every live feed stream and refuses new ones (503 unavailable), so that
+// http.Server.Shutdown, which waits for running requests, can finish. Other requests are served
+// as before. Close does not close the store.
+func (s *Server) Close() {
+	s.closeOnce.Do(func() { close(s.closing) })
+}
+
+// Route names: the label of the HTTP metrics and the "route" of the request logs.
+const (
+	routeAppend    = "POST /streams/{stream}"
+	routeStream    = "GET /streams/{stream}"
+	routeEvents    = "GET /streams/{stream}/events"
+	routeFeed      = "GET /feed"
+	routeLive      = "GET /feed/live"
+	routeHealth    = "GET /healthz"
+	routeMetrics   = "GET /metrics"
+	routeUnmatched = "unmatched"
+)
+
+// routes builds the request multiplexer inside the middleware that counts, logs and
+// authenticates requests.
+func (s *Server) routes(metricsHandler http.Handler) http.Handler {
+	mux := http.NewServeMux()
+	handle := func(route string, open bool, h http.HandlerFunc) {
+		mux.HandleFunc(route, func(w http.ResponseWriter, r *http.Request) {
+			info := requestInfoOf(r)
+			info.route = route
+			if !open && !s.authorized(w, r) {
+				return
+			}
+			h(w, r)
+		})
+	}
+	handle(routeAppend, false, s.handleAppend)
+	handle(routeStream, false, s.handleStream)
+	handle(routeEvents, false, s.handleEvents)
+	handle(routeFeed, false, s.handleFeed)
+	handle(routeLive, false, s.handleLive)
+	handle(routeHealth, true, s.handleHealth)
+	handle(routeMetrics, false, metricsHandler.ServeHTTP)
+	// The same paths without a method answer 405; any other path 404. Both after authentication,
+	// so that a client without the token learns nothing about the routes.
+	allowed := map[string]string{
+		"/streams/{stream}":        "GET, HEAD, POST",
+		"/streams/{stream}/events": "GET, HEAD",
+		"/feed":                    "GET, HEAD",
+		"/feed/live":               "GET, HEAD",
+		"/healthz":                 "GET, HEAD",
+		"/metrics":                 "GET, HEAD",
+	}
+	for p, methods := range allowed {
+		mux.HandleFunc(p, func(w http.ResponseWriter, r *http.Request) {
+			if p != "/healthz" && !s.authorized(w, r) {
+				return
+			}
+			w.Header().Set("Allow", methods)
+			s.writeError(w, r, &apiError{Status: http.StatusMethodNotAllowed, Code: codeMethodNotAllowed,
+				Message: "method " + r.Method + " is not allowed here; allowed: " + methods})
+		})
+	}
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		if !s.authorized(w, r) {
+			return
+		}
+		s.writeError(w, r, &apiError{Status: http.StatusNotFound, Code: codeNotFound, Message: "no route for " + r.URL.EscapedPath()})
+	})
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		info := &requestInfo{route: routeUnmatched}
+		r = r.WithContext(context.WithValue(r.Context(), requestInfoKey{}, info))
+		rw := &responseWriter{ResponseWriter: w}
+		defer func() { s.finish(rw, r, info, time.Since(start)) }()
+		if msg := uncleanPath(r.URL.EscapedPath()); msg != "" {
+			// ServeMux would redirect to the cleaned path: answer in JSON instead.
+			if s.authorized(rw, r) {
+				s.writeError(rw, r, &apiError{Status: http.StatusNotFound, Code: codeNotFound, Message: msg})
+			}
+			return
+		}
+		mux.ServeHTTP(rw, r)
+	})
+}
+
+// uncleanPath explains why ServeMux would redirect the escaped path p elsewhere, or returns "".
+func uncleanPath(p string) string {
+	if p == "" || p[0] != '/' {
+		return "the request path must start with /"
+	}
+	c := path.Clean(p)
+	if strings.HasSuffix(p, "/") && c != "/" {
+		c += "/"
+	}
+	if c != p {
+		return "the request path has an empty, \".\" or \"..\" segment; a stream name \".\" or \"..\" must be sent percent-encoded (%2E)"
+	}
+	return ""
+}
+
+// authorized checks the bearer token, answering 401 when it is missing or wrong.
+func (s *Server) authorized(w http.ResponseWriter, r *http.Request) bool {
+	if !s.auth {
+		return true
+	}
+	got := r.Header.Get("Authorization")
+	// The scheme is case-insensitive (RFC 9110 §11.1); the token is compared, as a hash so that
+	// not even its length shows, in constant time.
+	scheme, token, _ := strings.Cut(got, " ")
+	h := sha256.Sum256([]byte(token))
+	if subtle.ConstantTimeCompare(h[:], s.tokenHash[:]) == 1 && strings.EqualFold(scheme, "Bearer") {
+		return true
+	}
+	msg, challenge := "this endpoint needs \"Authorization: Bearer <token>\"", `Bearer realm="estuite"`
+	if got != "" {
+		msg, challenge = "the bearer token is not valid", `Bearer realm="estuite", error="invalid_token"`
+	}
+	w.Header().Set("WWW-Authenticate", challenge)
+	s.writeError(w, r, &apiError{Status: http.StatusUnauthorized, Code: codeUnauthorized, Message: msg})
+	return false
+}
+
+// requestInfo is what the handlers tell the middleware about a request, for metrics and logs.
+type requestInfo struct {
+	route  string
+	stream string
+	err    *apiError // the error answered, if any
+}
+
+type requestInfoKey struct{}
+
+func requestInfoOf(r *http.Request) *requestInfo {
+	if info, ok := r.Context().Value(requestInfoKey{}).(*requestInfo); ok {
+		return info
+	}
+	return &requestInfo{} // not reached through Handler: record nothing
+}
+
+// responseWriter records the status and size of a response. Unwrap lets http.ResponseController
+// reach the connection's Flush and deadlines.
+type responseWriter struct {
+	http.ResponseWriter
+	status int
+	bytes  int64
+}
+
+func (w *responseWriter) WriteHeader(code int) {
+	if w.status == 0 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *responseWriter) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	n, err := w.ResponseWriter.Write(b)
+	w.bytes += int64(n)
+	return n, err
+}
+
+func (w *responseWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// finish counts and logs a request once it has been answered.
+func (s *Server) finish(w *responseWriter, r *http.Request, info *requestInfo, took time.Duration) {
+	status := w.status
+	if status == 0 {
+		status = http.StatusOK
+	}
+	s.metrics.observeRequest(info.route, status)
+	ctx := r.Context()
+	s.log.LogAttrs(ctx, slog.LevelDebug, "http request",
+		slog.String("method", r.Method), slog.String("route", info.route), slog.String("path", r.URL.EscapedPath()),
+		slog.Int("status", status), slog.Int64("bytes", w.bytes), slog.Duration("took", took))
+	if e := info.err; e != nil {
+		attrs := []slog.Attr{slog.String("route", info.route), slog.Int("status", e.Status), slog.String("code", e.Code),
+			slog.String("message", e.Message)}
+		if info.stream != "" {
+			attrs = append(attrs, slog.String("stream", info.stream))
+		}
+		if e.Err != nil {
+			attrs = append(attrs, slog.String("err", e.Err.Error()))
+		}
+		s.log.LogAttrs(ctx, e.logLevel(), "http request failed", attrs...)
+	}
+}
