@@ -74,28 +74,60 @@ func withRetry[T any](ctx context.Context, p RetryPolicy, call func() (T, error)
 }
 
 // RequestCounts are the storage requests a store has made, by kind; retries count as requests.
-// Each is one billable storage transaction on Azure Table Storage.
+// Each is one billable storage transaction on Azure Table Storage (an entity group transaction is
+// billed as one, whatever its size).
 type RequestCounts struct {
 	PointReads int64 // Get of one row
-	QueryPages int64 // one page of a range query
-	Batches    int64 // one entity group transaction (any number of operations)
+	Queries    int64 // range queries and scans started (their first pages)
+	QueryPages int64 // pages of range queries and scans, first pages included
+	Batches    int64 // entity group transactions of two or more operations
+	Writes     int64 // single-row inserts, replaces, merges and upserts
+	Deletes    int64 // single-row deletes
 }
 
 // Total is the number of requests of every kind.
-func (c RequestCounts) Total() int64 { return c.PointReads + c.QueryPages + c.Batches }
+func (c RequestCounts) Total() int64 {
+	return c.PointReads + c.QueryPages + c.Batches + c.Writes + c.Deletes
+}
 
 // Sub returns c minus d, the requests made between two snapshots.
 func (c RequestCounts) Sub(d RequestCounts) RequestCounts {
-	return RequestCounts{PointReads: c.PointReads - d.PointReads, QueryPages: c.QueryPages - d.QueryPages, Batches: c.Batches - d.Batches}
+	return RequestCounts{
+		PointReads: c.PointReads - d.PointReads, Queries: c.Queries - d.Queries, QueryPages: c.QueryPages - d.QueryPages,
+		Batches: c.Batches - d.Batches, Writes: c.Writes - d.Writes, Deletes: c.Deletes - d.Deletes,
+	}
 }
 
 // counter counts requests to tables.
 type counter struct {
-	pointReads, queryPages, batches atomic.Int64
+	pointReads, queries, queryPages, batches, writes, deletes atomic.Int64
 }
 
 func (c *counter) snapshot() RequestCounts {
-	return RequestCounts{PointReads: c.pointReads.Load(), QueryPages: c.queryPages.Load(), Batches: c.batches.Load()}
+	return RequestCounts{
+		PointReads: c.pointReads.Load(), Queries: c.queries.Load(), QueryPages: c.queryPages.Load(),
+		Batches: c.batches.Load(), Writes: c.writes.Load(), Deletes: c.deletes.Load(),
+	}
+}
+
+// page counts one page of a query or scan.
+func (c *counter) page(continuation string) {
+	c.queryPages.Add(1)
+	if continuation == "" {
+		c.queries.Add(1)
+	}
+}
+
+// submit counts one batch request of ops.
+func (c *counter) submit(ops []table.Op) {
+	switch {
+	case len(ops) > 1:
+		c.batches.Add(1)
+	case len(ops) == 1 && ops[0].Kind == table.Delete:
+		c.deletes.Add(1)
+	default:
+		c.writes.Add(1)
+	}
 }
 
 // storage is a table with Estuite's retry policy and request counting: every call the store makes
@@ -115,14 +147,21 @@ func (s storage) get(ctx context.Context, pk, rk string) (table.Entity, error) {
 
 func (s storage) query(ctx context.Context, q table.Query) (table.Page, error) {
 	return withRetry(ctx, s.retry, func() (table.Page, error) {
-		s.counts.queryPages.Add(1)
+		s.counts.page(q.Continuation)
 		return s.t.Query(ctx, q)
+	})
+}
+
+func (s storage) scan(ctx context.Context, q table.ScanQuery) (table.Page, error) {
+	return withRetry(ctx, s.retry, func() (table.Page, error) {
+		s.counts.page(q.Continuation)
+		return s.t.Scan(ctx, q)
 	})
 }
 
 // submitOnce sends a batch once, without retry: an append must look at what is stored before it
 // tries again, because a failed batch may have committed.
 func (s storage) submitOnce(ctx context.Context, pk string, ops []table.Op) ([]string, error) {
-	s.counts.batches.Add(1)
+	s.counts.submit(ops)
 	return s.t.Submit(ctx, pk, ops)
 }

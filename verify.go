@@ -260,15 +260,11 @@ func (s *Store) Verify(ctx context.Context, opts *VerifyOptions) (*VerifyReport,
 	return v.r, nil
 }
 
-// scanAll pages through a range of partitions of a table with the store's retries, counting
-// each page as a query page.
+// scanAll pages through a range of partitions of a table with the store's retries.
 func (v *verifier) scanAll(ctx context.Context, st storage, phase string, q table.ScanQuery, row func(table.Entity)) error {
 	v.prog.Phase = phase
 	for {
-		p, err := withRetry(ctx, st.retry, func() (table.Page, error) {
-			st.counts.queryPages.Add(1)
-			return st.t.Scan(ctx, q)
-		})
+		p, err := st.scan(ctx, q)
 		if err != nil {
 			return err
 		}

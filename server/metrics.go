@@ -97,7 +97,7 @@ type stateCollector struct{ s *Server }
 
 var (
 	descStorage = prometheus.NewDesc(namespace+"_storage_requests_total",
-		"Storage requests the store has made, by kind (point_read, query_page, batch); retries count.", []string{"kind"}, nil)
+		"Storage requests the store has made, by kind (point_read, query_page, batch, write, delete); retries count. Each is one billable transaction on Azure.", []string{"kind"}, nil)
 	descFeedHead = prometheus.NewDesc(namespace+"_feed_head_position",
 		"Highest feed position this server has seen (from dispatch steps and feed reads).", nil, nil)
 	descLive = prometheus.NewDesc(namespace+"_live_subscriptions",
@@ -120,6 +120,8 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descStorage, prometheus.CounterValue, float64(rc.PointReads), "point_read")
 	ch <- prometheus.MustNewConstMetric(descStorage, prometheus.CounterValue, float64(rc.QueryPages), "query_page")
 	ch <- prometheus.MustNewConstMetric(descStorage, prometheus.CounterValue, float64(rc.Batches), "batch")
+	ch <- prometheus.MustNewConstMetric(descStorage, prometheus.CounterValue, float64(rc.Writes), "write")
+	ch <- prometheus.MustNewConstMetric(descStorage, prometheus.CounterValue, float64(rc.Deletes), "delete")
 	ch <- prometheus.MustNewConstMetric(descFeedHead, prometheus.GaugeValue, float64(c.s.metrics.feedHead.Load()))
 	c.s.liveMu.Lock()
 	n := len(c.s.live)
