@@ -149,3 +149,17 @@ func requestsOf(s *estuite.Store, f func()) estuite.RequestCounts {
 	f()
 	return s.RequestCounts().Sub(before)
 }
+
+func TestSizeCountsEveryRowOfBothTables(t *testing.T) {
+	s := openStore(t, mem.New(&mem.Options{PageSize: 4}), nil)
+	size, err := s.Size(context.Background())
+	if err != nil || size.Streams.Rows != 0 || size.Events.Rows != 0 {
+		t.Fatalf("empty store: %+v, %v", size, err)
+	}
+	mustAppend(t, s, "a", []estuite.EventData{jsonEvent("A", "{}"), jsonEvent("B", "{}")}, nil)
+	size, err = s.Size(context.Background())
+	// Stream table: head, commit row, two events. Event table: one dirty marker.
+	if err != nil || size.Streams.Rows != 4 || size.Events.Rows != 1 || size.Streams.Bytes < 4*100 {
+		t.Fatalf("after one append: %+v, %v", size, err)
+	}
+}
