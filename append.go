@@ -272,27 +272,6 @@ func (s *Store) commit(ctx context.Context, a *appendPlan) (AppendResult, error)
 	}
 }
 
-// announce writes the dirty marker of an append attempt on head h: the stream may reach version
-// h.version+len(events) once the batch lands. The dispatcher deletes the marker only once the
-// stream's head has reached that version (or it has fenced the head), and only with the ETag it
-// read, so a marker written again meanwhile survives.
-func (s *Store) announce(ctx context.Context, a *appendPlan, h head) error {
-	m := dirtyMarker{
-		shard:     dirtyShard(a.pk, dirtyShards),
-		stream:    a.stream,
-		first:     h.version + 1,
-		announced: h.version + int64(len(a.events)),
-	}
-	m.rowKey = dirtyMarkerKey(a.pk, m.announced)
-	_, err := withRetry(ctx, s.events.retry, func() ([]string, error) {
-		return s.events.submitOnce(ctx, dirtyPartition(m.shard), []table.Op{{Kind: table.Upsert, Entity: m.entity()}})
-	})
-	if err != nil {
-		return fmt.Errorf("estuite: announcing append to %q: %w", a.stream, err)
-	}
-	return nil
-}
-
 // loadHead returns the stream's head from the cache or from storage; a stream without a head row
 // has version 0 and no ETag.
 func (s *Store) loadHead(ctx context.Context, pk string) (head, error) {

@@ -195,3 +195,40 @@ func TestFailedOperationOfUnknownIndexIsResolved(t *testing.T) {
 		t.Fatalf("append over a stale head = %+v, %v; want version 3", res, err)
 	}
 }
+
+// Concurrent appends share their dirty-marker writes: under load the marker costs an append a
+// fraction of a request.
+func TestConcurrentAnnouncementsShareBatches(t *testing.T) {
+	b := mem.New(&mem.Options{Faults: func(c mem.Call) mem.Fault {
+		if c.Table == "estuiteevents" && c.Method == mem.MethodSubmit {
+			time.Sleep(2 * time.Millisecond) // a slow marker write lets others queue behind it
+		}
+		return mem.NoFault
+	}})
+	s := openStore(t, b, nil)
+	const writers, each = 16, 10
+	before := s.RequestCounts()
+	var wg sync.WaitGroup
+	for w := 0; w < writers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < each; i++ {
+				mustAppend(t, s, fmt.Sprintf("shared-%d", w), []estuite.EventData{jsonEvent("E", "{}")}, nil)
+			}
+		}()
+	}
+	wg.Wait()
+	d := s.RequestCounts().Sub(before)
+	appendBatches := int64(writers * each)
+	markerRequests := d.Writes + d.Batches - appendBatches
+	if markerRequests <= 0 || markerRequests > appendBatches/2 {
+		t.Fatalf("%d appends made %d marker requests; want them shared (at most %d)", appendBatches, markerRequests, appendBatches/2)
+	}
+	stepUntilIdle(t, estuite.NewDispatcher(s, nil))
+	var streams []string
+	for w := 0; w < writers; w++ {
+		streams = append(streams, fmt.Sprintf("shared-%d", w))
+	}
+	checkFeedMatchesStreams(t, s, streams)
+}

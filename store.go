@@ -48,6 +48,8 @@ type Store struct {
 	dirty dirtySignal
 	// feedHead tells in-process subscribers how far the feed has been written.
 	feedHead headWatch
+	// announcer writes appends' dirty markers, coalescing concurrent ones.
+	announcer announcer
 }
 
 // Open opens the event store kept in backend, creating its tables when missing. The store owns

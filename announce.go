@@ -1,0 +1,132 @@
+package estuite
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+
+	"github.com/estuite/estuite/table"
+)
+
+// announce writes the dirty marker of an append attempt on head h: the stream may reach version
+// h.version+len(events) once the batch lands. The dispatcher deletes the marker only once the
+// stream's head has reached that version (or it has fenced the head), and only with the ETag it
+// read, so a marker written again meanwhile survives.
+//
+// Concurrent announcements to one marker shard share one batch (group commit), so that under load
+// the marker costs an append a fraction of a request.
+func (s *Store) announce(ctx context.Context, a *appendPlan, h head) error {
+	m := dirtyMarker{
+		shard:     dirtyShard(a.pk, dirtyShards),
+		stream:    a.stream,
+		first:     h.version + 1,
+		announced: h.version + int64(len(a.events)),
+	}
+	m.rowKey = dirtyMarkerKey(a.pk, m.announced)
+	if err := s.announcer.announce(ctx, s.events, m); err != nil {
+		return fmt.Errorf("estuite: announcing append to %q: %w", a.stream, err)
+	}
+	return nil
+}
+
+// announcer coalesces concurrent marker writes per shard: the first caller to find its shard idle
+// leads, and writes every marker queued meanwhile in its batch.
+type announcer struct {
+	mu     sync.Mutex
+	shards [dirtyShards]announceShard
+}
+
+type announceShard struct {
+	busy  bool
+	queue []*announcement
+}
+
+type announcement struct {
+	m     dirtyMarker
+	taken bool          // in a leader's batch: its caller waits for the outcome
+	lead  bool          // set with done closed: the caller leads the next batch
+	err   error         // the outcome, set before done is closed
+	done  chan struct{} // closed once
+}
+
+func (an *announcer) announce(ctx context.Context, st storage, m dirtyMarker) error {
+	req := &announcement{m: m, done: make(chan struct{})}
+	sh := &an.shards[m.shard]
+	an.mu.Lock()
+	if sh.busy {
+		sh.queue = append(sh.queue, req)
+		an.mu.Unlock()
+		select {
+		case <-req.done:
+		case <-ctx.Done():
+			an.mu.Lock()
+			if !req.taken {
+				sh.queue = slices.DeleteFunc(sh.queue, func(q *announcement) bool { return q == req })
+				an.mu.Unlock()
+				return ctx.Err()
+			}
+			an.mu.Unlock()
+			<-req.done
+		}
+		if !req.lead {
+			return req.err
+		}
+	} else {
+		sh.busy = true
+		req.taken = true
+		an.mu.Unlock()
+	}
+	// Lead: write this marker and those queued, then hand the shard on.
+	batch := an.take(sh, []*announcement{req})
+	err := an.write(ctx, st, m.shard, batch)
+	an.mu.Lock()
+	if len(sh.queue) == 0 {
+		sh.busy = false
+	} else {
+		next := sh.queue[0]
+		sh.queue = sh.queue[1:]
+		next.taken, next.lead = true, true
+		close(next.done)
+	}
+	an.mu.Unlock()
+	for _, r := range batch[1:] {
+		r.err = err
+		close(r.done)
+	}
+	return err
+}
+
+// take adds queued markers to batch, up to a full batch of distinct rows.
+func (an *announcer) take(sh *announceShard, batch []*announcement) []*announcement {
+	an.mu.Lock()
+	defer an.mu.Unlock()
+	rows := map[string]bool{batch[0].m.rowKey: true}
+	var rest []*announcement
+	for _, r := range sh.queue {
+		if len(batch) < table.MaxBatchOps && !rows[r.m.rowKey] {
+			rows[r.m.rowKey] = true
+			r.taken = true
+			batch = append(batch, r)
+		} else {
+			rest = append(rest, r) // one op per row in a batch: the same row waits for the next
+		}
+	}
+	sh.queue = rest
+	return batch
+}
+
+// write upserts the markers of batch in one write-ahead batch, retrying transient failures (an
+// upsert is idempotent).
+func (an *announcer) write(ctx context.Context, st storage, shard int, batch []*announcement) error {
+	ops := make([]table.Op, len(batch))
+	for i, r := range batch {
+		ops[i] = table.Op{Kind: table.Upsert, Entity: r.m.entity()}
+	}
+	// The batch carries other callers' markers: the leader's cancellation must not fail them.
+	ctx = context.WithoutCancel(ctx)
+	_, err := withRetry(ctx, st.retry, func() ([]string, error) {
+		return st.submitWriteAhead(ctx, dirtyPartition(shard), ops)
+	})
+	return err
+}
