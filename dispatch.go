@@ -270,11 +270,7 @@ func (d *Dispatcher) load(ctx context.Context) error {
 
 func (d *Dispatcher) loadMarkers(ctx context.Context, st *feedState) error {
 	q := table.Query{PartitionKey: feedPartition(st.page), From: feedMarkerPrefix, To: nextPrefix(feedMarkerPrefix)}
-	for {
-		p, err := d.s.events.query(ctx, q)
-		if err != nil {
-			return err
-		}
+	return d.s.events.queryPages(ctx, q, func(p table.Page) error {
 		for _, row := range p.Entities {
 			stream, _ := row.Properties[propStream].(string)
 			v, ok := row.Properties[propVersion].(int64)
@@ -283,11 +279,8 @@ func (d *Dispatcher) loadMarkers(ctx context.Context, st *feedState) error {
 			}
 			st.markers[streamKey(stream)] = &pageMarker{stream: stream, version: v}
 		}
-		if p.Continuation == "" {
-			return nil
-		}
-		q.Continuation = p.Continuation
-	}
+		return nil
+	})
 }
 
 // nextPrefix is the smallest string greater than every string starting with prefix (for ASCII
@@ -301,16 +294,11 @@ func (d *Dispatcher) scanDirty(ctx context.Context, shards []int) ([]*streamWork
 	byStream := make(map[string]*streamWork)
 	var order []*streamWork
 	for _, shard := range shards {
-		q := table.Query{PartitionKey: dirtyPartition(shard)}
-		for {
-			p, err := d.s.events.query(ctx, q)
-			if err != nil {
-				return nil, err
-			}
+		err := d.s.events.queryPages(ctx, table.Query{PartitionKey: dirtyPartition(shard)}, func(p table.Page) error {
 			for _, row := range p.Entities {
 				m, err := decodeDirtyMarker(shard, row)
 				if err != nil {
-					return nil, err
+					return err
 				}
 				w := byStream[m.pk]
 				if w == nil {
@@ -325,10 +313,10 @@ func (d *Dispatcher) scanDirty(ctx context.Context, shards []int) ([]*streamWork
 				w.fmin = min(w.fmin, m.first)
 				w.amax = max(w.amax, m.announced)
 			}
-			if p.Continuation == "" {
-				break
-			}
-			q.Continuation = p.Continuation
+			return nil
+		})
+		if err != nil {
+			return nil, err
 		}
 	}
 	return order, nil

@@ -31,20 +31,15 @@ func (s *Store) Size(ctx context.Context) (StorageSize, error) {
 		st   storage
 		size *TableSize
 	}{{s.streams, &out.Streams}, {s.events, &out.Events}} {
-		q := table.ScanQuery{}
-		for {
-			p, err := t.st.scan(ctx, q)
-			if err != nil {
-				return out, err
-			}
+		err := t.st.scanPages(ctx, table.ScanQuery{}, func(p table.Page) error {
 			for _, e := range p.Entities {
 				t.size.Rows++
 				t.size.Bytes += int64(table.EntitySize(e))
 			}
-			if p.Continuation == "" {
-				break
-			}
-			q.Continuation = p.Continuation
+			return nil
+		})
+		if err != nil {
+			return out, err
 		}
 	}
 	return out, nil

@@ -159,6 +159,41 @@ func (s storage) scan(ctx context.Context, q table.ScanQuery) (table.Page, error
 	})
 }
 
+// queryPages calls each with every page of q in turn, following continuations, until the query
+// ends or each returns an error.
+func (s storage) queryPages(ctx context.Context, q table.Query, each func(table.Page) error) error {
+	for {
+		p, err := s.query(ctx, q)
+		if err != nil {
+			return err
+		}
+		if err := each(p); err != nil {
+			return err
+		}
+		if p.Continuation == "" {
+			return nil
+		}
+		q.Continuation = p.Continuation
+	}
+}
+
+// scanPages is queryPages for a scan.
+func (s storage) scanPages(ctx context.Context, q table.ScanQuery, each func(table.Page) error) error {
+	for {
+		p, err := s.scan(ctx, q)
+		if err != nil {
+			return err
+		}
+		if err := each(p); err != nil {
+			return err
+		}
+		if p.Continuation == "" {
+			return nil
+		}
+		q.Continuation = p.Continuation
+	}
+}
+
 // submitWriteAhead sends a write-ahead record once: deferred to the next synchronous write where
 // the backend can (table.DeferredSubmitter), a plain batch elsewhere.
 func (s storage) submitWriteAhead(ctx context.Context, pk string, ops []table.Op) ([]string, error) {

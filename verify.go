@@ -263,39 +263,23 @@ func (s *Store) Verify(ctx context.Context, opts *VerifyOptions) (*VerifyReport,
 // scanAll pages through a range of partitions of a table with the store's retries.
 func (v *verifier) scanAll(ctx context.Context, st storage, phase string, q table.ScanQuery, row func(table.Entity)) error {
 	v.prog.Phase = phase
-	for {
-		p, err := st.scan(ctx, q)
-		if err != nil {
-			return err
-		}
-		for _, e := range p.Entities {
-			v.prog.Rows++
-			row(e)
-		}
-		v.progress()
-		if p.Continuation == "" {
-			return nil
-		}
-		q.Continuation = p.Continuation
-	}
+	return st.scanPages(ctx, q, v.eachRow(row))
 }
 
 // queryAll pages through a query with the store's retries.
 func (v *verifier) queryAll(ctx context.Context, st storage, q table.Query, row func(table.Entity)) error {
-	for {
-		p, err := st.query(ctx, q)
-		if err != nil {
-			return err
-		}
+	return st.queryPages(ctx, q, v.eachRow(row))
+}
+
+// eachRow hands every row of a page to row, counting them for the progress report.
+func (v *verifier) eachRow(row func(table.Entity)) func(table.Page) error {
+	return func(p table.Page) error {
 		for _, e := range p.Entities {
 			v.prog.Rows++
 			row(e)
 		}
 		v.progress()
-		if p.Continuation == "" {
-			return nil
-		}
-		q.Continuation = p.Continuation
+		return nil
 	}
 }
 
