@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/to"
 	"github.com/Azure/azure-sdk-for-go/sdk/data/aztables"
 	"github.com/estuite/estuite"
@@ -208,17 +207,7 @@ func measureLag(b *testing.B, s *estuite.Store, rate, streams int, duration time
 func BenchmarkSingleBatchRateAzurite(b *testing.B) {
 	conn := azuritetest.ConnectionString(b)
 	b.Run("rawsdk/conc=16", func(b *testing.B) {
-		opts := &aztables.ClientOptions{}
-		opts.Retry = policy.RetryOptions{MaxRetries: -1}
-		service, err := aztables.NewServiceClientFromConnectionString(conn, opts)
-		if err != nil {
-			b.Fatal(err)
-		}
-		name := fmt.Sprintf("single%d", time.Now().UnixNano())
-		if _, err := service.CreateTable(context.Background(), name, nil); err != nil {
-			b.Fatal(err)
-		}
-		client := service.NewClient(name)
+		client := rawTable(b, conn, fmt.Sprintf("single%d", time.Now().UnixNano()), true)
 		runWorkers(b, 16, func(worker, i int) error {
 			row := rawRows(fmt.Sprintf("s-%d", worker), int64(i), benchEvents(1))[2]
 			_, err := client.SubmitTransaction(context.Background(), []aztables.TransactionAction{{ActionType: aztables.TransactionTypeAdd, Entity: table.EncodeJSON(row)}}, nil)
@@ -252,13 +241,7 @@ func BenchmarkFeedReadAzurite(b *testing.B) {
 		}
 	})
 	b.Run("rawsdk", func(b *testing.B) {
-		opts := &aztables.ClientOptions{}
-		opts.Retry = policy.RetryOptions{MaxRetries: -1}
-		service, err := aztables.NewServiceClientFromConnectionString(azuritetest.ConnectionString(b), opts)
-		if err != nil {
-			b.Fatal(err)
-		}
-		client := service.NewClient(prefix + "events")
+		client := rawTable(b, azuritetest.ConnectionString(b), prefix+"events", false)
 		for i := 0; i < b.N; i++ {
 			start := time.Now()
 			read := 0

@@ -100,31 +100,49 @@ func BenchmarkAppendAzurite(b *testing.B) {
 				runWorkers(b, conc, estuiteAppender(b, s, benchEvents(n)))
 			})
 			b.Run(fmt.Sprintf("rawsdk/events=%d/conc=%d", n, conc), func(b *testing.B) {
-				runWorkers(b, conc, rawSDKAppender(b, conn, n))
+				runWorkers(b, conc, rawSDKAppender(b, conn, n, false))
+			})
+			b.Run(fmt.Sprintf("rawsdk+marker/events=%d/conc=%d", n, conc), func(b *testing.B) {
+				runWorkers(b, conc, rawSDKAppender(b, conn, n, true))
 			})
 		}
 	}
 }
 
-// rawSDKAppender submits, with the SDK alone, the batch an Estuite append sends: insert a commit
-// row, replace the head row, insert the event rows.
-func rawSDKAppender(b *testing.B, conn string, n int) func(worker, i int) error {
+// rawTable returns an SDK client, without retries as Estuite's backend, for a table that it
+// creates (when create is set) or that exists.
+func rawTable(b *testing.B, conn, name string, create bool) *aztables.Client {
 	opts := &aztables.ClientOptions{}
 	opts.Retry = policy.RetryOptions{MaxRetries: -1}
 	service, err := aztables.NewServiceClientFromConnectionString(conn, opts)
 	if err != nil {
 		b.Fatal(err)
 	}
-	name := fmt.Sprintf("raw%d", time.Now().UnixNano())
-	if _, err := service.CreateTable(context.Background(), name, nil); err != nil {
-		b.Fatal(err)
+	if create {
+		if _, err := service.CreateTable(context.Background(), name, nil); err != nil {
+			b.Fatal(err)
+		}
 	}
-	client := service.NewClient(name)
+	return service.NewClient(name)
+}
+
+// rawSDKAppender submits, with the SDK alone, the batch an Estuite append sends: insert a commit
+// row, replace the head row, insert the event rows. With marker set it first upserts a dirty
+// marker row, as Estuite does before every append batch: the same storage work as Estuite.
+func rawSDKAppender(b *testing.B, conn string, n int, marker bool) func(worker, i int) error {
+	client := rawTable(b, conn, fmt.Sprintf("raw%d", time.Now().UnixNano()), true)
 	events := benchEvents(n)
 	versions := make([]int64, 64)
 	return func(worker, i int) error {
 		pk := fmt.Sprintf("stream-%d", worker)
 		v := versions[worker]
+		if marker {
+			row := table.Entity{PartitionKey: "dirty00", RowKey: fmt.Sprintf("%032d-%019d", worker, v+int64(n)), Properties: map[string]any{
+				"Stream": pk, "First": v + 1, "Announced": v + int64(n)}}
+			if _, err := client.SubmitTransaction(context.Background(), []aztables.TransactionAction{{ActionType: aztables.TransactionTypeInsertReplace, Entity: table.EncodeJSON(row)}}, nil); err != nil {
+				return err
+			}
+		}
 		actions := rawBatch(pk, v, events)
 		if v > 0 {
 			// As Estuite's warm append: replace the head under an ETag condition.
