@@ -450,3 +450,115 @@ func TestOperatorCommandsOnTheEmbeddedStore(t *testing.T) {
 	}
 	_ = context.Background
 }
+
+// TestAPIOverTheBinary drives the whole HTTP API of a running binary, on the embedded store and
+// on Azurite: appends and their conflicts, reads, the feed with filters, the live feed, bad input,
+// metrics.
+func TestAPIOverTheBinary(t *testing.T) {
+	backends := []struct {
+		name string
+		env  func(t *testing.T) ([]string, []string)
+	}{
+		{"embedded", func(t *testing.T) ([]string, []string) { return nil, []string{"--data", t.TempDir()} }},
+		{"azurite", func(t *testing.T) ([]string, []string) {
+			conn := azuritetest.ConnectionString(t)
+			return []string{"AZURE_STORAGE_CONNECTION_STRING=" + conn}, []string{"--table-prefix", fmt.Sprintf("api%d", time.Now().UnixNano())}
+		}},
+	}
+	for _, bc := range backends {
+		t.Run(bc.name, func(t *testing.T) {
+			env, args := bc.env(t)
+			apiSmoke(t, startServe(t, env, args...))
+		})
+	}
+}
+
+func apiSmoke(t *testing.T, p *proc) {
+	type errBody struct {
+		Error         string `json:"error"`
+		Message       string `json:"message"`
+		ActualVersion int64  `json:"actualVersion"`
+	}
+	stream := "cart/7 #é"
+	u := p.url("/streams/" + url.PathEscape(stream))
+	var res appendResult
+	events := []any{
+		map[string]any{"type": "ItemAdded", "data": map[string]any{"sku": "a"}, "metadata": map[string]any{"correlationId": "x"}},
+		map[string]any{"type": "Photo", "dataBase64": "AAEC/w=="},
+	}
+	if code := call(t, "POST", u, map[string]any{"expectedVersion": "no_stream", "commitId": "c1", "events": events}, &res); code != 201 || res.LastVersion != 2 {
+		t.Fatalf("append: %d %+v", code, res)
+	}
+	var eb errBody
+	if code := call(t, "POST", u, map[string]any{"expectedVersion": 1, "events": events[:1]}, &eb); code != 409 || eb.Error != "wrong_expected_version" || eb.ActualVersion != 2 {
+		t.Fatalf("conflict: %d %+v", code, eb)
+	}
+	if code := call(t, "POST", u, map[string]any{"commitId": "c1", "events": events[1:]}, &eb); code != 409 || eb.Error != "commit_conflict" {
+		t.Fatalf("commit conflict: %d %+v", code, eb)
+	}
+	for _, bad := range []any{
+		map[string]any{"events": []any{}},
+		map[string]any{"expectedVersion": "sometimes", "events": events},
+		map[string]any{"events": []any{map[string]any{"type": ""}}},
+		"not an object",
+	} {
+		if code := call(t, "POST", u, bad, &eb); code != 400 || eb.Error != "invalid_request" {
+			t.Fatalf("bad input %v: %d %+v", bad, code, eb)
+		}
+	}
+	var read struct {
+		Version int64 `json:"version"`
+		Events  []struct {
+			Version    int64           `json:"version"`
+			Data       json.RawMessage `json:"data"`
+			DataBase64 string          `json:"dataBase64"`
+			Metadata   json.RawMessage `json:"metadata"`
+		} `json:"events"`
+	}
+	if code := call(t, "GET", u+"/events?direction=backward&limit=10", nil, &read); code != 200 || read.Version != 2 || len(read.Events) != 2 ||
+		read.Events[0].DataBase64 != "AAEC/w==" || string(read.Events[1].Data) != `{"sku":"a"}` || string(read.Events[1].Metadata) != `{"correlationId":"x"}` {
+		t.Fatalf("read back: %+v", read)
+	}
+	if code := call(t, "GET", p.url("/streams/never"), nil, &eb); code != 404 || eb.Error != "stream_not_found" {
+		t.Fatalf("unknown stream: %d %+v", code, eb)
+	}
+	call(t, "POST", p.url("/streams/other"), map[string]any{"events": []any{map[string]any{"type": "Other"}}}, nil)
+	feed := waitForFeed(t, p, 3)
+	checkFeedExactlyOnce(t, feed, map[string]int64{stream: 2, "other": 1})
+	var page feedPage
+	if code := call(t, "GET", p.url("/feed?after=0&type=Other"), nil, &page); code != 200 || len(page.Events) != 1 || page.Next != 3 || page.Head != 3 {
+		t.Fatalf("filtered feed: %d %+v", code, page)
+	}
+	// The live feed: resume after position 2, receive position 3, then a new append.
+	req, _ := http.NewRequest("GET", p.url("/feed/live"), nil)
+	req.Header.Set("Last-Event-ID", "2")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	resp, err := http.DefaultClient.Do(req.WithContext(ctx))
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("live feed: %v %v", resp, err)
+	}
+	defer resp.Body.Close()
+	call(t, "POST", p.url("/streams/other"), map[string]any{"events": []any{map[string]any{"type": "Later"}}}, nil)
+	scanner := bufio.NewScanner(resp.Body)
+	var ids []string
+	for len(ids) < 2 && scanner.Scan() {
+		if id, ok := strings.CutPrefix(scanner.Text(), "id: "); ok {
+			ids = append(ids, id)
+		}
+	}
+	if fmt.Sprint(ids) != "[3 4]" {
+		t.Fatalf("live feed delivered ids %v; want [3 4]", ids)
+	}
+	metrics, err := http.Get(p.url("/metrics"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(metrics.Body)
+	metrics.Body.Close()
+	for _, name := range []string{"estuite_append_duration_seconds", "estuite_storage_requests_total", "estuite_feed_head_position", "estuite_dispatch_lag_seconds"} {
+		if !strings.Contains(string(body), name) {
+			t.Errorf("/metrics lacks %s", name)
+		}
+	}
+}
