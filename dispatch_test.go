@@ -2,6 +2,7 @@ package estuite_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"testing"
@@ -214,4 +215,40 @@ func TestConcurrentDispatchersWriteEachEventOnce(t *testing.T) {
 		stepUntilIdle(t, estuite.NewDispatcher(s, nil))
 		checkFeedMatchesStreams(t, s, streams)
 	})
+}
+
+// A first append that never lands gets a version-0 head as its fence: the stream still reads as
+// not found, a later first append works, and the store verifies clean.
+func TestFenceOfAStreamThatDoesNotExistYet(t *testing.T) {
+	failBatches := false
+	b := mem.New(&mem.Options{Faults: func(c mem.Call) mem.Fault {
+		if failBatches && c.Method == mem.MethodSubmit && c.Table == "estuitestreams" {
+			return mem.FailBefore
+		}
+		return mem.NoFault
+	}})
+	s := openStore(t, b, &estuite.Options{Retry: estuite.RetryPolicy{MaxAttempts: 1, BaseDelay: time.Microsecond, MaxDelay: time.Microsecond}})
+	failBatches = true
+	if _, err := s.Append(context.Background(), "newborn", []estuite.EventData{jsonEvent("Lost", "{}")}, &estuite.AppendOptions{Expected: estuite.NoStream}); err == nil {
+		t.Fatal("append succeeded through a failing batch")
+	}
+	failBatches = false
+	clock := &fakeClock{now: time.Unix(1e9, 0)}
+	d := estuite.NewDispatcher(s, &estuite.DispatcherOptions{Now: clock.Now, FenceAfter: time.Second})
+	d.Step(context.Background())
+	clock.Add(2 * time.Second)
+	if st, err := d.Step(context.Background()); err != nil || st.Fenced != 1 {
+		t.Fatalf("step = %+v, %v; want the missing head fenced", st, err)
+	}
+	if _, err := s.Read(context.Background(), "newborn", nil); !errors.Is(err, estuite.ErrStreamNotFound) {
+		t.Fatalf("a fenced stream without events reads as %v; want not found", err)
+	}
+	if report, err := s.Verify(context.Background(), nil); err != nil || !report.OK() {
+		t.Fatalf("verify after the fence: %+v, %v", report, err)
+	}
+	if res, err := s.Append(context.Background(), "newborn", []estuite.EventData{jsonEvent("Born", "{}")}, &estuite.AppendOptions{Expected: estuite.NoStream}); err != nil || res.LastVersion != 1 {
+		t.Fatalf("first append after the fence = %+v, %v", res, err)
+	}
+	stepUntilIdle(t, d)
+	checkFeedMatchesStreams(t, s, []string{"newborn"})
 }
