@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -72,9 +73,10 @@ type Subscription struct {
 
 	mu        sync.Mutex
 	err       error
-	position  int64  // last position handled (or skipped by the filter)
-	saved     int64  // position of the stored checkpoint
-	savedETag string // its ETag; "" when none is stored
+	position  int64   // last position handled (or skipped by the filter)
+	saved     int64   // position of the stored checkpoint
+	savedETag string  // its ETag; "" when none is stored
+	unsure    []int64 // positions of checkpoint writes whose outcome is unknown since the last success
 }
 
 // Subscribe starts a subscription to the feed; it runs on its own goroutine until ctx is done, Stop
@@ -277,9 +279,9 @@ func (sub *Subscription) checkpoint(ctx context.Context) error {
 		return nil
 	}
 	sub.mu.Lock()
-	pos, saved, etag := sub.position, sub.saved, sub.savedETag
+	pos, saved, etag, unsure := sub.position, sub.saved, sub.savedETag, sub.unsure
 	sub.mu.Unlock()
-	if pos == saved && etag != "" {
+	if pos == saved && etag != "" && len(unsure) == 0 {
 		return nil
 	}
 	row := table.Entity{PartitionKey: checkpointPart, RowKey: checkpointKey(sub.o.Name), Properties: map[string]any{
@@ -290,37 +292,55 @@ func (sub *Subscription) checkpoint(ctx context.Context) error {
 		op = table.Op{Kind: table.Replace, Entity: row, IfMatch: etag}
 	}
 	ev := sub.s.events
-	var err error
-	for attempt, ambiguous := 1, false; ; attempt++ {
-		var etags []string
-		etags, err = ev.submitOnce(ctx, checkpointPart, []table.Op{op})
+	for attempt := 1; ; attempt++ {
+		etags, err := ev.submitOnce(ctx, checkpointPart, []table.Op{op})
 		if err == nil {
 			sub.setSaved(pos, etags[0])
 			return nil
 		}
 		var be *table.BatchError
 		if errors.As(err, &be) {
-			if ambiguous {
-				// An earlier attempt may have landed: if the stored checkpoint is ours, it did.
-				if row, gerr := ev.get(ctx, checkpointPart, checkpointKey(sub.o.Name)); gerr == nil && row.Properties[propPosition] == pos {
-					sub.setSaved(pos, row.ETag)
-					return nil
+			// A write of ours whose outcome we did not learn (a lost response, a cancellation)
+			// may have landed and moved the ETag: if the stored checkpoint is one of those, it did.
+			if stored, gerr := ev.get(ctx, checkpointPart, checkpointKey(sub.o.Name)); gerr == nil {
+				if p, ok := stored.Properties[propPosition].(int64); ok && sub.wasUnsure(p) {
+					sub.setSaved(p, stored.ETag)
+					if p == pos {
+						return nil
+					}
+					op = table.Op{Kind: table.Replace, Entity: row, IfMatch: stored.ETag}
+					continue
 				}
 			}
 			return fmt.Errorf("%w: %q (%v)", ErrCheckpointConflict, sub.o.Name, err)
 		}
-		if !errors.Is(err, table.ErrTransient) || attempt >= ev.retry.MaxAttempts {
+		// Any other failure leaves the outcome unknown.
+		sub.noteUnsure(pos)
+		if !errors.Is(err, table.ErrTransient) || attempt >= ev.retry.MaxAttempts || ctx.Err() != nil {
 			return err
 		}
-		ambiguous = true
 		if serr := sleep(ctx, ev.retry.backoff(attempt, err)); serr != nil {
 			return serr
 		}
 	}
 }
 
+// noteUnsure records a checkpoint write whose outcome is unknown.
+func (sub *Subscription) noteUnsure(pos int64) {
+	sub.mu.Lock()
+	defer sub.mu.Unlock()
+	sub.unsure = append(sub.unsure, pos)
+}
+
+func (sub *Subscription) wasUnsure(pos int64) bool {
+	sub.mu.Lock()
+	defer sub.mu.Unlock()
+	return slices.Contains(sub.unsure, pos)
+}
+
+// setSaved records the stored checkpoint; the writes in doubt are settled by it.
 func (sub *Subscription) setSaved(pos int64, etag string) {
 	sub.mu.Lock()
 	defer sub.mu.Unlock()
-	sub.saved, sub.savedETag = pos, etag
+	sub.saved, sub.savedETag, sub.unsure = pos, etag, nil
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -277,4 +278,37 @@ func TestFilteredFeedReadsMovePastUnwantedEvents(t *testing.T) {
 			t.Fatalf("read at the end: %d events, next %d", len(page.Events), page.Next)
 		}
 	})
+}
+
+// A checkpoint write whose response is lost has landed: the subscription must recognise its own
+// write rather than report a conflict.
+func TestLostCheckpointResponseIsNotAConflict(t *testing.T) {
+	var lost atomic.Int32
+	b := mem.New(&mem.Options{Faults: func(c mem.Call) mem.Fault {
+		if c.Method == mem.MethodSubmit && c.PartitionKey == "checkpoint" && lost.Add(1) <= 2 {
+			return mem.FailAfter
+		}
+		return mem.NoFault
+	}})
+	s := openStore(t, b, &estuite.Options{Retry: estuite.RetryPolicy{MaxAttempts: 3, BaseDelay: time.Microsecond, MaxDelay: time.Microsecond}})
+	appendN(t, s, "a", 5)
+	stepUntilIdle(t, estuite.NewDispatcher(s, nil))
+	c := newCollector()
+	sub, err := s.Subscribe(context.Background(), estuite.SubscriptionOptions{Name: "lossy", Handler: c.handle, CheckpointEvery: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.waitFor(t, 5)
+	if err := sub.Stop(); err != nil {
+		t.Fatalf("stop: %v", err)
+	}
+	again := newCollector()
+	sub, _ = s.Subscribe(context.Background(), estuite.SubscriptionOptions{Name: "lossy", Handler: again.handle})
+	appendN(t, s, "a", 1)
+	stepUntilIdle(t, estuite.NewDispatcher(s, nil))
+	again.waitFor(t, 1)
+	sub.Stop()
+	if got := fmt.Sprint(again.positions()); got != "[6]" {
+		t.Fatalf("after lost checkpoint responses the subscription resumed with %s; want [6]", got)
+	}
 }
