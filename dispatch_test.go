@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -143,22 +144,30 @@ func (c *fakeClock) Add(d time.Duration) {
 	c.now = c.now.Add(d)
 }
 
-func TestAnnouncedAppendThatNeverLandsIsFenced(t *testing.T) {
-	failBatches := false
+// storeWithFailingAppends returns a store without retries whose append batches fail (before
+// they take effect) while the returned switch is on: its dirty markers are written, its batches
+// never land, as for a writer that died between the two.
+func storeWithFailingAppends(t *testing.T) (*estuite.Store, *atomic.Bool) {
+	var failBatches atomic.Bool
 	b := mem.New(&mem.Options{Faults: func(c mem.Call) mem.Fault {
-		if failBatches && c.Method == mem.MethodSubmit && c.Table == "estuitestreams" {
+		if failBatches.Load() && c.Method == mem.MethodSubmit && c.Table == "estuitestreams" {
 			return mem.FailBefore
 		}
 		return mem.NoFault
 	}})
 	s := openStore(t, b, &estuite.Options{Retry: estuite.RetryPolicy{MaxAttempts: 1, BaseDelay: time.Microsecond, MaxDelay: time.Microsecond}})
+	return s, &failBatches
+}
+
+func TestAnnouncedAppendThatNeverLandsIsFenced(t *testing.T) {
+	s, failBatches := storeWithFailingAppends(t)
 	appendN(t, s, "stuck", 2)
 	// The next append announces version 3, then its batch fails: a writer that died.
-	failBatches = true
+	failBatches.Store(true)
 	if _, err := s.Append(context.Background(), "stuck", []estuite.EventData{jsonEvent("Lost", "{}")}, nil); err == nil {
 		t.Fatal("append succeeded through a failing batch")
 	}
-	failBatches = false
+	failBatches.Store(false)
 
 	clock := &fakeClock{now: time.Unix(1e9, 0)}
 	d := estuite.NewDispatcher(s, &estuite.DispatcherOptions{Now: clock.Now, FenceAfter: time.Second})
@@ -220,19 +229,12 @@ func TestConcurrentDispatchersWriteEachEventOnce(t *testing.T) {
 // A first append that never lands gets a version-0 head as its fence: the stream still reads as
 // not found, a later first append works, and the store verifies clean.
 func TestFenceOfAStreamThatDoesNotExistYet(t *testing.T) {
-	failBatches := false
-	b := mem.New(&mem.Options{Faults: func(c mem.Call) mem.Fault {
-		if failBatches && c.Method == mem.MethodSubmit && c.Table == "estuitestreams" {
-			return mem.FailBefore
-		}
-		return mem.NoFault
-	}})
-	s := openStore(t, b, &estuite.Options{Retry: estuite.RetryPolicy{MaxAttempts: 1, BaseDelay: time.Microsecond, MaxDelay: time.Microsecond}})
-	failBatches = true
+	s, failBatches := storeWithFailingAppends(t)
+	failBatches.Store(true)
 	if _, err := s.Append(context.Background(), "newborn", []estuite.EventData{jsonEvent("Lost", "{}")}, &estuite.AppendOptions{Expected: estuite.NoStream}); err == nil {
 		t.Fatal("append succeeded through a failing batch")
 	}
-	failBatches = false
+	failBatches.Store(false)
 	clock := &fakeClock{now: time.Unix(1e9, 0)}
 	d := estuite.NewDispatcher(s, &estuite.DispatcherOptions{Now: clock.Now, FenceAfter: time.Second})
 	d.Step(context.Background())
