@@ -162,25 +162,19 @@ func (s storage) scan(ctx context.Context, q table.ScanQuery) (table.Page, error
 // queryPages calls each with every page of q in turn, following continuations, until the query
 // ends or each returns an error.
 func (s storage) queryPages(ctx context.Context, q table.Query, each func(table.Page) error) error {
-	for {
-		p, err := s.query(ctx, q)
-		if err != nil {
-			return err
-		}
-		if err := each(p); err != nil {
-			return err
-		}
-		if p.Continuation == "" {
-			return nil
-		}
-		q.Continuation = p.Continuation
-	}
+	return followPages(&q.Continuation, func() (table.Page, error) { return s.query(ctx, q) }, each)
 }
 
 // scanPages is queryPages for a scan.
 func (s storage) scanPages(ctx context.Context, q table.ScanQuery, each func(table.Page) error) error {
+	return followPages(&q.Continuation, func() (table.Page, error) { return s.scan(ctx, q) }, each)
+}
+
+// followPages fetches pages, setting *continuation to each page's continuation before the next
+// fetch, until a page has none.
+func followPages(continuation *string, fetch func() (table.Page, error), each func(table.Page) error) error {
 	for {
-		p, err := s.scan(ctx, q)
+		p, err := fetch()
 		if err != nil {
 			return err
 		}
@@ -190,7 +184,7 @@ func (s storage) scanPages(ctx context.Context, q table.ScanQuery, each func(tab
 		if p.Continuation == "" {
 			return nil
 		}
-		q.Continuation = p.Continuation
+		*continuation = p.Continuation
 	}
 }
 
