@@ -116,8 +116,8 @@ func (an *announcer) take(sh *announceShard, batch []*announcement) []*announcem
 	return batch
 }
 
-// write upserts the markers of batch in one write-ahead batch, retrying transient failures (an
-// upsert is idempotent).
+// write upserts the markers of batch in one batch, retrying transient failures (an upsert is
+// idempotent).
 func (an *announcer) write(ctx context.Context, st storage, shard int, batch []*announcement) error {
 	ops := make([]table.Op, len(batch))
 	for i, r := range batch {
@@ -126,7 +126,7 @@ func (an *announcer) write(ctx context.Context, st storage, shard int, batch []*
 	// The batch carries other callers' markers: the leader's cancellation must not fail them.
 	ctx = context.WithoutCancel(ctx)
 	_, err := withRetry(ctx, st.retry, func() ([]string, error) {
-		return st.submitWriteAhead(ctx, dirtyPartition(shard), ops)
+		return st.submitOnce(ctx, dirtyPartition(shard), ops)
 	})
 	return err
 }

@@ -91,6 +91,8 @@ func (d *Dispatcher) loop(ctx context.Context) error {
 			d.o.OnStep(st, err)
 		}
 		switch {
+		case errors.Is(err, ErrClosed):
+			return err
 		case err != nil:
 			if ctx.Err() != nil {
 				return nil
@@ -102,13 +104,19 @@ func (d *Dispatcher) loop(ctx context.Context) error {
 			}
 			poll = min(2*poll, d.o.MaxPollInterval)
 			continue
-		case st.Streams > 0:
-			// There was work: look again at once, at these shards and any marked since.
+		case st.Events > 0 || st.Resolved > 0 || st.Fenced > 0 || st.Incomplete:
+			// Progress: look again at once, at these shards and any marked since.
 			poll = d.o.PollInterval
 			shards = union(shards, d.s.dirty.take())
 			continue
 		}
-		timer := time.NewTimer(poll)
+		wait, waiting := poll, []int(nil)
+		if st.Streams > 0 {
+			// Only announcements that have not landed yet: look again well before they may be
+			// fenced, without spinning.
+			wait, waiting = max(d.o.PollInterval, d.o.FenceAfter/4), shards
+		}
+		timer := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
 			timer.Stop()
@@ -118,11 +126,13 @@ func (d *Dispatcher) loop(ctx context.Context) error {
 			if sleep(ctx, DefaultLinger) != nil {
 				return nil
 			}
-			shards = d.s.dirty.take()
+			shards = union(waiting, d.s.dirty.take())
 			poll = d.o.PollInterval
 		case <-timer.C:
 			shards = allShards()
-			poll = min(2*poll, d.o.MaxPollInterval)
+			if st.Streams == 0 {
+				poll = min(2*poll, d.o.MaxPollInterval)
+			}
 		}
 	}
 	return nil

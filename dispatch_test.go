@@ -254,3 +254,41 @@ func TestFenceOfAStreamThatDoesNotExistYet(t *testing.T) {
 	stepUntilIdle(t, d)
 	checkFeedMatchesStreams(t, s, []string{"newborn"})
 }
+
+// An announcement that will never land (here: a retried commit with expected version Any) must
+// not make a started dispatcher spin until it fences the head.
+func TestStartedDispatcherDoesNotSpinOnAnUnlandedAnnouncement(t *testing.T) {
+	s := openStore(t, mem.New(nil), nil)
+	d := estuite.NewDispatcher(s, nil)
+	if err := d.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer d.Stop()
+	events := []estuite.EventData{jsonEvent("A", "{}")}
+	mustAppend(t, s, "retried", events, &estuite.AppendOptions{CommitID: "c"})
+	if res := mustAppend(t, s, "retried", events, &estuite.AppendOptions{CommitID: "c"}); !res.Duplicate {
+		t.Fatal("retry not answered as a duplicate")
+	}
+	before := s.RequestCounts()
+	time.Sleep(time.Second) // the marker of the retry announces version 2, which never comes
+	if n := s.RequestCounts().Sub(before).Total(); n > 200 {
+		t.Fatalf("the dispatcher made %d storage requests in a second while waiting to fence", n)
+	}
+}
+
+func TestStartedDispatcherStopsWhenTheStoreCloses(t *testing.T) {
+	s, err := estuite.Open(context.Background(), mem.New(nil), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := estuite.NewDispatcher(s, &estuite.DispatcherOptions{PollInterval: time.Millisecond})
+	if err := d.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	select {
+	case <-d.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("the dispatcher kept running after the store closed")
+	}
+}

@@ -188,16 +188,6 @@ func followPages(continuation *string, fetch func() (table.Page, error), each fu
 	}
 }
 
-// submitWriteAhead sends a write-ahead record once: deferred to the next synchronous write where
-// the backend can (table.DeferredSubmitter), a plain batch elsewhere.
-func (s storage) submitWriteAhead(ctx context.Context, pk string, ops []table.Op) ([]string, error) {
-	s.counts.submit(ops)
-	if d, ok := s.t.(table.DeferredSubmitter); ok {
-		return d.SubmitDeferred(ctx, pk, ops)
-	}
-	return s.t.Submit(ctx, pk, ops)
-}
-
 // submitOnce sends a batch once, without retry: an append must look at what is stored before it
 // tries again, because a failed batch may have committed.
 func (s storage) submitOnce(ctx context.Context, pk string, ops []table.Op) ([]string, error) {

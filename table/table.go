@@ -77,15 +77,6 @@ type Table interface {
 	Submit(ctx context.Context, partitionKey string, ops []Op) ([]string, error)
 }
 
-// DeferredSubmitter is an optional capability of a Table: SubmitDeferred is Submit — atomic,
-// visible at once, conditions checked — except that the batch may become durable only together
-// with the next Submit on the same backend. It is for write-ahead records whose only job is to be
-// stored before a later write: if the later write is durable, so is the record. A backend whose
-// every write is durable (Azure) need not implement it.
-type DeferredSubmitter interface {
-	SubmitDeferred(ctx context.Context, partitionKey string, ops []Op) ([]string, error)
-}
-
 // Query selects a key range of one partition. See Table.Query.
 type Query struct {
 	PartitionKey string

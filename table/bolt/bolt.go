@@ -117,7 +117,6 @@ func Open(path string, opts *Options) (*Backend, error) {
 	}
 	b := &Backend{db: db}
 	b.gc.db = db
-	b.gc.noSync = o.NoSync
 	return b, nil
 }
 
@@ -341,25 +340,13 @@ func (t *Table) decode(pk, rk string, v []byte, e *table.Entity) error {
 // returns ctx's error (wrapped as a table.TransientError) and writes nothing; once taken, it
 // waits for the outcome.
 func (t *Table) Submit(ctx context.Context, pk string, ops []table.Op) ([]string, error) {
-	return t.submit(ctx, pk, ops, false)
-}
-
-// SubmitDeferred implements table.DeferredSubmitter: the batch commits like Submit's, but its
-// transaction skips the fsync when no request that shares it needs one, so it becomes durable
-// with the file's next synchronous commit. Estuite writes its write-ahead dirty markers so: the
-// append batch that follows a marker syncs both.
-func (t *Table) SubmitDeferred(ctx context.Context, pk string, ops []table.Op) ([]string, error) {
-	return t.submit(ctx, pk, ops, true)
-}
-
-func (t *Table) submit(ctx context.Context, pk string, ops []table.Op, deferSync bool) ([]string, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, &table.TransientError{Err: err}
 	}
 	if err := table.ValidateBatch(pk, ops); err != nil {
 		return nil, err
 	}
-	r := &request{table: t, pk: pk, ops: ops, deferSync: deferSync, wake: make(chan struct{})}
+	r := &request{table: t, pk: pk, ops: ops, wake: make(chan struct{})}
 	t.gc.submit(ctx, r)
 	return r.etags, r.err
 }

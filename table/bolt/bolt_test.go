@@ -584,39 +584,3 @@ func TestScanContinuation(t *testing.T) {
 		}
 	}
 }
-
-// A deferred write is visible at once and durable once a later synchronous write commits.
-func TestSubmitDeferredIsDurableWithTheNextSubmit(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "d.db")
-	b, err := Open(path, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx := context.Background()
-	tbl, _ := b.OpenTable(ctx, "deferred")
-	marker := table.Entity{PartitionKey: "p", RowKey: "marker", Properties: map[string]any{"V": int64(1)}}
-	if _, err := tbl.(table.DeferredSubmitter).SubmitDeferred(ctx, "p", []table.Op{{Kind: table.Upsert, Entity: marker}}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := tbl.Get(ctx, "p", "marker"); err != nil {
-		t.Fatalf("deferred write not visible: %v", err)
-	}
-	if _, err := tbl.Submit(ctx, "q", []table.Op{{Kind: table.Insert, Entity: table.Entity{PartitionKey: "q", RowKey: "batch"}}}); err != nil {
-		t.Fatal(err)
-	}
-	if b.db.NoSync {
-		t.Fatal("the synchronous submit ran with NoSync set")
-	}
-	b.Close()
-	b, err = Open(path, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
-	tbl, _ = b.OpenTable(ctx, "deferred")
-	for _, k := range [][2]string{{"p", "marker"}, {"q", "batch"}} {
-		if _, err := tbl.Get(ctx, k[0], k[1]); err != nil {
-			t.Fatalf("%v lost after reopen: %v", k, err)
-		}
-	}
-}

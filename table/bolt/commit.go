@@ -18,8 +18,6 @@ type request struct {
 	table *Table
 	pk    string
 	ops   []table.Op
-	// deferSync: the request does not need its transaction to fsync (see Table.SubmitDeferred).
-	deferSync bool
 
 	// taken is set, under committer.mu, when a leader takes the request into a transaction;
 	// from then on the caller waits for the outcome whatever its context says.
@@ -37,8 +35,7 @@ type request struct {
 // commits at a time; busy says one does, and queue holds the requests that arrived meanwhile.
 // Invariant: the queue is empty whenever busy is false.
 type committer struct {
-	db     *bbolt.DB
-	noSync bool // Options.NoSync: never fsync
+	db *bbolt.DB
 
 	mu    sync.Mutex
 	busy  bool
@@ -133,9 +130,6 @@ func (c *committer) commit(batch []*request) {
 		if c.testHook != nil {
 			c.testHook(len(batch))
 		}
-		// bbolt reads NoSync when this transaction commits, under its writer lock, which every
-		// writer of the file holds while it reads or (here) sets the flag.
-		c.db.NoSync = c.noSync || !slices.ContainsFunc(batch, func(r *request) bool { return !r.deferSync })
 		counter, err := readCounter(meta)
 		if err != nil {
 			return err
