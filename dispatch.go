@@ -76,7 +76,8 @@ type Dispatcher struct {
 
 	mu    sync.Mutex          // serializes steps
 	st    *feedState          // nil until loaded, and after any doubt
-	waits map[string]waitInfo // stream pk → since when its announced version is ahead of its head
+	waits  map[string]waitInfo // stream pk → since when its announced version is ahead of its head
+	cursor string              // hash of the last stream of the previous step, when not all fitted
 
 	run struct {
 		sync.Mutex
@@ -158,6 +159,7 @@ func allShards() []int {
 // streamWork is one dirty stream of a step.
 type streamWork struct {
 	pk, stream string
+	hash       string // streamHash(pk): the order in which streams take turns
 	markers    []dirtyMarker
 	fmin, amax int64
 
@@ -173,7 +175,7 @@ type streamWork struct {
 
 	dispatched int64 // last version in the feed
 	pending    []table.Entity
-	resolvable bool // markers may go once pending is written
+	resolve []dirtyMarker // markers that may go once pending is written
 }
 
 func (d *Dispatcher) step(ctx context.Context, shards []int) (stats DispatchStats, err error) {
@@ -302,10 +304,7 @@ func (d *Dispatcher) scanDirty(ctx context.Context, shards []int) ([]*streamWork
 				}
 				w := byStream[m.pk]
 				if w == nil {
-					if len(order) >= d.o.MaxStreamsPerStep {
-						continue
-					}
-					w = &streamWork{pk: m.pk, stream: m.stream, fmin: m.first, amax: m.announced}
+					w = &streamWork{pk: m.pk, hash: streamHash(m.pk), stream: m.stream, fmin: m.first, amax: m.announced}
 					byStream[m.pk] = w
 					order = append(order, w)
 				}
@@ -319,7 +318,29 @@ func (d *Dispatcher) scanDirty(ctx context.Context, shards []int) ([]*streamWork
 			return nil, err
 		}
 	}
-	return order, nil
+	return d.takeTurn(order), nil
+}
+
+// takeTurn picks at most MaxStreamsPerStep of the dirty streams, taking turns: the streams after
+// the last one picked in the previous step (by stream hash) come first, so that no stream waits
+// behind others that stay dirty.
+func (d *Dispatcher) takeTurn(work []*streamWork) []*streamWork {
+	if len(work) <= d.o.MaxStreamsPerStep {
+		return work
+	}
+	slices.SortFunc(work, func(a, b *streamWork) int { return cmp.Compare(a.hash, b.hash) })
+	start, _ := slices.BinarySearchFunc(work, d.cursor, func(w *streamWork, c string) int {
+		if w.hash <= c {
+			return -1
+		}
+		return 1
+	})
+	picked := make([]*streamWork, 0, d.o.MaxStreamsPerStep)
+	for i := 0; i < d.o.MaxStreamsPerStep; i++ {
+		picked = append(picked, work[(start+i)%len(work)])
+	}
+	d.cursor = picked[len(picked)-1].hash
+	return picked
 }
 
 // readStreams reads, for each dirty stream, its events from the first one that may be
@@ -442,9 +463,15 @@ func (d *Dispatcher) plan(ctx context.Context, w *streamWork, stats *DispatchSta
 	if w.truncated {
 		return nil // more to do next step; the markers stay
 	}
+	// A marker at or below the head announced an append that has landed (and is written now) or
+	// can no longer land (the head moved past the version it was prepared on): it may go.
+	for _, m := range w.markers {
+		if m.announced <= w.headVer {
+			w.resolve = append(w.resolve, m)
+		}
+	}
 	if w.headVer >= w.amax {
 		delete(d.waits, w.pk)
-		w.resolvable = true
 		return nil
 	}
 	// An announced append has not landed (yet). Wait, then fence the head.
@@ -464,7 +491,7 @@ func (d *Dispatcher) plan(ctx context.Context, w *streamWork, stats *DispatchSta
 	if fenced {
 		stats.Fenced++
 		delete(d.waits, w.pk)
-		w.resolvable = true
+		w.resolve = w.markers
 	}
 	return nil
 }
@@ -684,10 +711,7 @@ func (d *Dispatcher) confirmProgress(ctx context.Context, pk string, version int
 func (d *Dispatcher) resolve(ctx context.Context, work []*streamWork, stats *DispatchStats) {
 	byShard := make(map[int][]dirtyMarker)
 	for _, w := range work {
-		if !w.resolvable {
-			continue
-		}
-		for _, m := range w.markers {
+		for _, m := range w.resolve {
 			byShard[m.shard] = append(byShard[m.shard], m)
 		}
 	}

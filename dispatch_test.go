@@ -172,8 +172,8 @@ func TestAnnouncedAppendThatNeverLandsIsFenced(t *testing.T) {
 	clock := &fakeClock{now: time.Unix(1e9, 0)}
 	d := estuite.NewDispatcher(s, &estuite.DispatcherOptions{Now: clock.Now, FenceAfter: time.Second})
 	st, err := d.Step(context.Background())
-	if err != nil || st.Events != 2 || st.Fenced != 0 || st.Resolved != 0 {
-		t.Fatalf("first step = %+v, %v; want 2 events dispatched, the marker kept", st, err)
+	if err != nil || st.Events != 2 || st.Fenced != 0 || st.Resolved != 1 {
+		t.Fatalf("first step = %+v, %v; want 2 events dispatched, the landed append's marker resolved, the lost one's kept", st, err)
 	}
 	clock.Add(500 * time.Millisecond)
 	if st, _ := d.Step(context.Background()); st.Fenced != 0 || st.Resolved != 0 {
@@ -290,5 +290,36 @@ func TestStartedDispatcherStopsWhenTheStoreCloses(t *testing.T) {
 	case <-d.Done():
 	case <-time.After(10 * time.Second):
 		t.Fatal("the dispatcher kept running after the store closed")
+	}
+}
+
+// With more dirty streams than a step takes, streams take turns: one that stays dirty (here, an
+// announcement that has not landed) cannot keep another from the feed.
+func TestDirtyStreamsTakeTurns(t *testing.T) {
+	s, failBatches := storeWithFailingAppends(t)
+	// The stuck streams' hashes sort before the waiting ones': without turns, the first stuck
+	// stream would be taken at every step.
+	stuck, waiting := []string{"turn-3", "turn-4", "turn-6"}, []string{"turn-0", "turn-2"}
+	failBatches.Store(true)
+	for _, stream := range stuck {
+		s.Append(context.Background(), stream, []estuite.EventData{jsonEvent("Stuck", "{}")}, nil)
+	}
+	failBatches.Store(false)
+	for _, stream := range waiting {
+		mustAppend(t, s, stream, []estuite.EventData{jsonEvent("Waiting", "{}")}, nil)
+	}
+	clock := &fakeClock{now: time.Unix(1e9, 0)}
+	d := estuite.NewDispatcher(s, &estuite.DispatcherOptions{MaxStreamsPerStep: 1, FenceAfter: time.Hour, Now: clock.Now})
+	dispatched := 0
+	for i := 0; i < 5; i++ {
+		st, err := d.Step(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		dispatched += st.Events
+		clock.Add(time.Second)
+	}
+	if dispatched != 2 {
+		t.Fatalf("five steps of one stream each dispatched %d events; want both waiting streams' events", dispatched)
 	}
 }
