@@ -74,8 +74,8 @@ type Dispatcher struct {
 	s *Store
 	o DispatcherOptions
 
-	mu    sync.Mutex          // serializes steps
-	st    *feedState          // nil until loaded, and after any doubt
+	mu     sync.Mutex          // serializes steps
+	st     *feedState          // nil until loaded, and after any doubt
 	waits  map[string]waitInfo // stream pk → since when its announced version is ahead of its head
 	cursor string              // hash of the last stream of the previous step, when not all fitted
 
@@ -175,7 +175,7 @@ type streamWork struct {
 
 	dispatched int64 // last version in the feed
 	pending    []table.Entity
-	resolve []dirtyMarker // markers that may go once pending is written
+	resolve    []dirtyMarker // markers that may go once pending is written
 }
 
 func (d *Dispatcher) step(ctx context.Context, shards []int) (stats DispatchStats, err error) {
