@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/estuite/estuite/table"
+	"github.com/google/uuid"
 )
 
 // ErrCheckpointConflict: another instance of a durable subscription moved its checkpoint, so this
@@ -77,6 +78,7 @@ type Subscription struct {
 	saved     int64   // position of the stored checkpoint
 	savedETag string  // its ETag; "" when none is stored
 	unsure    []int64 // positions of checkpoint writes whose outcome is unknown since the last success
+	token     string  // identifies this instance's checkpoint writes
 }
 
 // Subscribe starts a subscription to the feed; it runs on its own goroutine until ctx is done, Stop
@@ -120,7 +122,7 @@ func (s *Store) Subscribe(ctx context.Context, opts SubscriptionOptions) (*Subsc
 	if o.BatchSize <= 0 {
 		o.BatchSize = DefaultSubscriptionBatch
 	}
-	sub := &Subscription{s: s, o: o, done: make(chan struct{}), position: o.After, saved: o.After}
+	sub := &Subscription{s: s, o: o, done: make(chan struct{}), position: o.After, saved: o.After, token: uuid.NewString()}
 	if o.Name != "" {
 		row, err := s.events.get(ctx, checkpointPart, checkpointKey(o.Name))
 		switch {
@@ -285,7 +287,7 @@ func (sub *Subscription) checkpoint(ctx context.Context) error {
 		return nil
 	}
 	row := table.Entity{PartitionKey: checkpointPart, RowKey: checkpointKey(sub.o.Name), Properties: map[string]any{
-		propStream: sub.o.Name, propPosition: pos, propUpdated: time.Now().UTC(),
+		propStream: sub.o.Name, propPosition: pos, propOwner: sub.token, propUpdated: time.Now().UTC(),
 	}}
 	op := table.Op{Kind: table.Insert, Entity: row}
 	if etag != "" {
@@ -302,15 +304,20 @@ func (sub *Subscription) checkpoint(ctx context.Context) error {
 		if errors.As(err, &be) {
 			// A write of ours whose outcome we did not learn (a lost response, a cancellation)
 			// may have landed and moved the ETag: if the stored checkpoint is one of those, it did.
-			if stored, gerr := ev.get(ctx, checkpointPart, checkpointKey(sub.o.Name)); gerr == nil {
-				if p, ok := stored.Properties[propPosition].(int64); ok && sub.wasUnsure(p) {
-					sub.setSaved(p, stored.ETag)
-					if p == pos {
-						return nil
-					}
-					op = table.Op{Kind: table.Replace, Entity: row, IfMatch: stored.ETag}
-					continue
+			// The row carries this instance's token, so another instance's write of the same
+			// position is not taken for ours.
+			stored, gerr := ev.get(ctx, checkpointPart, checkpointKey(sub.o.Name))
+			if gerr != nil && !errors.Is(gerr, table.ErrNotFound) {
+				return gerr // the outcome is still unknown: no conflict is proven
+			}
+			p, _ := stored.Properties[propPosition].(int64)
+			if gerr == nil && stored.Properties[propOwner] == sub.token && sub.wasUnsure(p) {
+				sub.setSaved(p, stored.ETag)
+				if p == pos {
+					return nil
 				}
+				op = table.Op{Kind: table.Replace, Entity: row, IfMatch: stored.ETag}
+				continue
 			}
 			return fmt.Errorf("%w: %q (%v)", ErrCheckpointConflict, sub.o.Name, err)
 		}

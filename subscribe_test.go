@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/estuite/estuite"
+	"github.com/estuite/estuite/table"
 	"github.com/estuite/estuite/table/mem"
 )
 
@@ -310,5 +311,74 @@ func TestLostCheckpointResponseIsNotAConflict(t *testing.T) {
 	sub.Stop()
 	if got := fmt.Sprint(again.positions()); got != "[6]" {
 		t.Fatalf("after lost checkpoint responses the subscription resumed with %s; want [6]", got)
+	}
+}
+
+// holdCheckpoint is a backend whose first checkpoint write waits for release, then fails without
+// taking effect (a timeout), so that a test can run another instance meanwhile.
+type holdCheckpoint struct {
+	*mem.Backend
+	entered, release chan struct{}
+	once             *sync.Once
+}
+
+func (b holdCheckpoint) OpenTable(ctx context.Context, name string) (table.Table, error) {
+	t, err := b.Backend.OpenTable(ctx, name)
+	return holdCheckpointTable{t, b}, err
+}
+
+type holdCheckpointTable struct {
+	table.Table
+	b holdCheckpoint
+}
+
+func (t holdCheckpointTable) Submit(ctx context.Context, pk string, ops []table.Op) ([]string, error) {
+	first := false
+	if pk == "checkpoint" {
+		t.b.once.Do(func() { first = true })
+	}
+	if first {
+		close(t.b.entered)
+		<-t.b.release
+		return nil, &table.TransientError{Err: errors.New("timed out before taking effect")}
+	}
+	return t.Table.Submit(ctx, pk, ops)
+}
+
+// Instance A's checkpoint write of position 10 times out without effect; instance B stores
+// position 10 meanwhile. A must not take B's write for its own: it stops with a conflict.
+func TestCheckpointWrittenByAnotherInstanceIsNotTakenForOwn(t *testing.T) {
+	b := mem.New(nil)
+	w := openStore(t, b, nil)
+	appendN(t, w, "s", 10)
+	stepUntilIdle(t, estuite.NewDispatcher(w, nil))
+	hold := holdCheckpoint{b, make(chan struct{}), make(chan struct{}), &sync.Once{}}
+	sa := openStore(t, hold, nil)
+	sb := openStore(t, b, nil)
+	a, err := sa.Subscribe(context.Background(), estuite.SubscriptionOptions{Name: "n", Handler: newCollector().handle})
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-hold.entered // A is writing checkpoint 10
+	caught := make(chan int64, 1)
+	bsub, err := sb.Subscribe(context.Background(), estuite.SubscriptionOptions{Name: "n", Handler: newCollector().handle,
+		CaughtUp: func(p int64) { caught <- p }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bsub.Stop()
+	<-caught // B has stored checkpoint 10
+	close(hold.release)
+	select {
+	case <-a.Done():
+		if !errors.Is(a.Err(), estuite.ErrCheckpointConflict) {
+			t.Fatalf("instance A stopped with %v; want a checkpoint conflict", a.Err())
+		}
+	case <-time.After(10 * time.Second):
+		a.Stop()
+		t.Fatal("instance A carried on after instance B had stored the checkpoint")
+	}
+	if err := bsub.Err(); err != nil {
+		t.Fatalf("instance B stopped with %v", err)
 	}
 }
