@@ -267,6 +267,10 @@ func (s *Store) commit(ctx context.Context, a *appendPlan) (AppendResult, error)
 				return AppendResult{}, err
 			}
 		default:
+			if transient > 0 || ctx.Err() != nil {
+				// An earlier round, or this one cut short by the context, may have committed.
+				return AppendResult{}, &unavailableError{err: fmt.Errorf("append to %q may or may not have been committed (retry with commit ID %q to find out): %w", a.stream, a.commitID, err)}
+			}
 			return AppendResult{}, fmt.Errorf("estuite: append to %q: %w", a.stream, err)
 		}
 	}
