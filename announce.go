@@ -4,30 +4,40 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 
 	"github.com/estuite/estuite/table"
+	"github.com/google/uuid"
 )
 
 // announce writes the dirty marker of an append attempt on head h: the stream may reach version
 // h.version+len(events) once the batch lands. The dispatcher deletes the marker only once the
 // stream's head has reached that version (or it has fenced the head), and only with the ETag it
-// read, so a marker written again meanwhile survives.
+// read. Every attempt writes a marker of its own, before its batch.
 //
 // Concurrent announcements to one marker shard share one batch (group commit), so that under load
 // the marker costs an append a fraction of a request.
-func (s *Store) announce(ctx context.Context, a *appendPlan, h head) error {
+func (s *Store) announce(ctx context.Context, a *appendPlan, h head) (dirtyMarker, error) {
 	m := dirtyMarker{
 		shard:     dirtyShard(a.pk, dirtyShards),
 		stream:    a.stream,
 		first:     h.version + 1,
 		announced: h.version + int64(len(a.events)),
 	}
-	m.rowKey = dirtyMarkerKey(a.pk, m.announced)
+	m.rowKey = dirtyMarkerKey(a.pk, m.announced, strings.ReplaceAll(uuid.NewString(), "-", "")[:16])
 	if err := s.announcer.announce(ctx, s.events, m); err != nil {
-		return fmt.Errorf("estuite: announcing append to %q: %w", a.stream, err)
+		return m, fmt.Errorf("estuite: announcing append to %q: %w", a.stream, err)
 	}
-	return nil
+	return m, nil
+}
+
+// retract deletes the marker of an attempt whose batch the storage refused: that batch can never
+// land, and the marker is this attempt's alone, so no dispatcher needs to wait for it (or fence
+// the stream's head). Best effort: a marker left behind is resolved by the dispatcher's fence.
+func (s *Store) retract(ctx context.Context, m dirtyMarker) {
+	op := table.Op{Kind: table.Delete, Entity: table.Entity{PartitionKey: dirtyPartition(m.shard), RowKey: m.rowKey}, IfMatch: table.AnyETag}
+	_, _ = s.events.submitOnce(ctx, dirtyPartition(m.shard), []table.Op{op})
 }
 
 // announcer coalesces concurrent marker writes per shard: the first caller to find its shard idle

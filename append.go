@@ -214,7 +214,8 @@ func (s *Store) commit(ctx context.Context, a *appendPlan) (AppendResult, error)
 			return AppendResult{}, &WrongExpectedVersionError{Stream: a.stream, Expected: a.expected, Actual: h.version}
 		}
 		// Write-ahead: announce the append before it can land, so that no dispatcher can miss it.
-		if err := s.announce(ctx, a, h); err != nil {
+		marker, err := s.announce(ctx, a, h)
+		if err != nil {
 			return AppendResult{}, err
 		}
 		ops := a.ops(h)
@@ -226,6 +227,9 @@ func (s *Store) commit(ctx context.Context, a *appendPlan) (AppendResult, error)
 		}
 		s.heads.forget(a.pk)
 		var be *table.BatchError
+		if errors.As(err, &be) {
+			s.retract(ctx, marker) // the storage refused the batch: it will never land
+		}
 		switch {
 		case errors.As(err, &be) && be.Index == commitOp && errors.Is(err, table.ErrAlreadyExists):
 			res, found, ferr := s.findCommit(ctx, a)

@@ -717,7 +717,11 @@ func (d *Dispatcher) resolve(ctx context.Context, work []*streamWork, stats *Dis
 	}
 	for _, shard := range slices.Sorted(maps.Keys(byShard)) {
 		markers := byShard[shard]
-		slices.SortFunc(markers, func(a, b dirtyMarker) int { return cmp.Compare(a.rowKey, b.rowKey) })
+		// By stream and version, then ETag: an order that does not depend on the attempts' random
+		// IDs, so that a seeded simulation replays exactly.
+		slices.SortFunc(markers, func(a, b dirtyMarker) int {
+			return cmp.Or(cmp.Compare(a.pk, b.pk), cmp.Compare(a.announced, b.announced), cmp.Compare(a.etag, b.etag))
+		})
 		for chunk := range slices.Chunk(markers, table.MaxBatchOps) {
 			ops := make([]table.Op, len(chunk))
 			for i, m := range chunk {

@@ -323,3 +323,23 @@ func TestDirtyStreamsTakeTurns(t *testing.T) {
 		t.Fatalf("five steps of one stream each dispatched %d events; want both waiting streams' events", dispatched)
 	}
 }
+
+// An append the storage refuses (here: a retried commit) takes its marker back, so the
+// dispatcher has nothing to wait for and no head to fence.
+func TestRefusedAppendTakesItsMarkerBack(t *testing.T) {
+	s := openStore(t, mem.New(nil), nil)
+	events := []estuite.EventData{jsonEvent("A", "{}")}
+	mustAppend(t, s, "retried", events, &estuite.AppendOptions{CommitID: "c"})
+	if res := mustAppend(t, s, "retried", events, &estuite.AppendOptions{CommitID: "c"}); !res.Duplicate {
+		t.Fatal("retry not answered as a duplicate")
+	}
+	clock := &fakeClock{now: time.Unix(1e9, 0)}
+	d := estuite.NewDispatcher(s, &estuite.DispatcherOptions{Now: clock.Now})
+	st, err := d.Step(context.Background())
+	if err != nil || st.Events != 1 || st.Resolved != 1 {
+		t.Fatalf("step = %+v, %v; want the event dispatched and the one remaining marker resolved", st, err)
+	}
+	if st, _ := d.Step(context.Background()); st.Streams != 0 {
+		t.Fatalf("a marker was left: %+v", st)
+	}
+}

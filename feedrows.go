@@ -77,8 +77,11 @@ func dirtyShard(pk string, shards int) int {
 	return int(uint32(sum[0])<<8|uint32(sum[1])) % shards
 }
 
-func dirtyMarkerKey(pk string, announced int64) string {
-	return fmt.Sprintf("%s-%0*d", streamHash(pk), versionDigits, announced)
+// dirtyMarkerKey is the row key of the marker one attempt writes: the stream's hash, the version
+// it announces, and an ID of the attempt, so that no two attempts share a row and an attempt whose
+// batch was refused can take its own marker back.
+func dirtyMarkerKey(pk string, announced int64, attempt string) string {
+	return fmt.Sprintf("%s-%0*d-%s", streamHash(pk), versionDigits, announced, attempt)
 }
 
 // Properties of event-table rows (besides those an event row shares with the stream table).

@@ -767,7 +767,7 @@ func (s *Store) Repair(ctx context.Context, report *VerifyReport) (RepairResult,
 		}
 		pk := streamKey(r.Stream)
 		m := dirtyMarker{shard: dirtyShard(pk, dirtyShards), stream: r.Stream, first: r.From, announced: r.To,
-			rowKey: dirtyMarkerKey(pk, r.To)}
+			rowKey: dirtyMarkerKey(pk, r.To, "repair")}
 		_, err := withRetry(ctx, s.events.retry, func() ([]string, error) {
 			return s.events.submitOnce(ctx, dirtyPartition(m.shard), []table.Op{{Kind: table.Upsert, Entity: m.entity()}})
 		})
