@@ -139,8 +139,14 @@ func TestTwoInstancesOfOneSubscriptionCannotBothAdvance(t *testing.T) {
 	s := openStore(t, mem.New(nil), nil)
 	appendN(t, s, "a", 3)
 	stepUntilIdle(t, estuite.NewDispatcher(s, nil))
+	// Subscribe reads the checkpoint before it returns; the handlers wait until both have, so
+	// that both instances start from the same (absent) checkpoint.
+	gate := make(chan struct{})
 	opts := func(c *collector) estuite.SubscriptionOptions {
-		return estuite.SubscriptionOptions{Name: "twin", Handler: c.handle, CheckpointEvery: 1}
+		return estuite.SubscriptionOptions{Name: "twin", CheckpointEvery: 1, Handler: func(ctx context.Context, ev estuite.FeedEvent) error {
+			<-gate
+			return c.handle(ctx, ev)
+		}}
 	}
 	c1, c2 := newCollector(), newCollector()
 	sub1, err := s.Subscribe(context.Background(), opts(c1))
@@ -151,6 +157,7 @@ func TestTwoInstancesOfOneSubscriptionCannotBothAdvance(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	close(gate)
 	c1.waitFor(t, 3)
 	c2.waitFor(t, 3)
 	// Both read the same (absent) checkpoint: only one can store it.
