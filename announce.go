@@ -2,6 +2,7 @@ package estuite
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -11,14 +12,12 @@ import (
 	"github.com/google/uuid"
 )
 
-// announce writes the dirty marker of an append attempt on head h: the stream may reach version
-// h.version+len(events) once the batch lands. The dispatcher deletes the marker only once the
-// stream's head has reached that version (or it has fenced the head), and only with the ETag it
-// read. Every attempt writes a marker of its own, before its batch.
-//
-// Concurrent announcements to one marker shard share one batch (group commit), so that under load
-// the marker costs an append a fraction of a request.
-func (s *Store) announce(ctx context.Context, a *appendPlan, h head) (dirtyMarker, error) {
+// submitAppend sends an append attempt on head h: its dirty marker, then its batch. The marker
+// is write-ahead: it is stored before the batch can land, so that no dispatcher can miss the
+// append. Where the backend writes several partitions atomically (table.MultiSubmitter, the
+// embedded store), marker and batch go in one transaction. It returns the batch's ETags, or its
+// error (a *table.BatchError when the storage refused it).
+func (s *Store) submitAppend(ctx context.Context, a *appendPlan, h head) ([]string, error) {
 	m := dirtyMarker{
 		shard:     dirtyShard(a.pk, dirtyShards),
 		stream:    a.stream,
@@ -26,10 +25,31 @@ func (s *Store) announce(ctx context.Context, a *appendPlan, h head) (dirtyMarke
 		announced: h.version + int64(len(a.events)),
 	}
 	m.rowKey = dirtyMarkerKey(a.pk, m.announced, strings.ReplaceAll(uuid.NewString(), "-", "")[:16])
-	if err := s.announcer.announce(ctx, s.events, m); err != nil {
-		return m, fmt.Errorf("estuite: announcing append to %q: %w", a.stream, err)
+	ops := a.ops(h)
+	if ms, ok := s.backend.(table.MultiSubmitter); ok {
+		s.counts.batches.Add(1)
+		etags, err := ms.SubmitParts(ctx, []table.Part{
+			{Table: s.events.t, PartitionKey: dirtyPartition(m.shard), Ops: []table.Op{{Kind: table.Upsert, Entity: m.entity()}}},
+			{Table: s.streams.t, PartitionKey: a.pk, Ops: ops},
+		})
+		var pe *table.PartError
+		if errors.As(err, &pe) && pe.Part == 1 {
+			return nil, pe.Err // the append batch was refused (and the marker not written)
+		}
+		if err != nil {
+			return nil, err
+		}
+		return etags[1], nil
 	}
-	return m, nil
+	if err := s.announcer.announce(ctx, s.events, m); err != nil {
+		return nil, fmt.Errorf("estuite: announcing append to %q: %w", a.stream, err)
+	}
+	etags, err := s.streams.submitOnce(ctx, a.pk, ops)
+	var be *table.BatchError
+	if errors.As(err, &be) {
+		s.retract(ctx, m) // the storage refused the batch: it will never land
+	}
+	return etags, err
 }
 
 // retract deletes the marker of an attempt whose batch the storage refused: that batch can never

@@ -213,13 +213,7 @@ func (s *Store) commit(ctx context.Context, a *appendPlan) (AppendResult, error)
 			}
 			return AppendResult{}, &WrongExpectedVersionError{Stream: a.stream, Expected: a.expected, Actual: h.version}
 		}
-		// Write-ahead: announce the append before it can land, so that no dispatcher can miss it.
-		marker, err := s.announce(ctx, a, h)
-		if err != nil {
-			return AppendResult{}, err
-		}
-		ops := a.ops(h)
-		etags, err := s.streams.submitOnce(ctx, a.pk, ops)
+		etags, err := s.submitAppend(ctx, a, h)
 		if err == nil {
 			s.dirty.mark(dirtyShard(a.pk, dirtyShards))
 			s.heads.put(a.pk, head{version: h.version + int64(len(a.events)), etag: etags[headOp]})
@@ -227,9 +221,6 @@ func (s *Store) commit(ctx context.Context, a *appendPlan) (AppendResult, error)
 		}
 		s.heads.forget(a.pk)
 		var be *table.BatchError
-		if errors.As(err, &be) {
-			s.retract(ctx, marker) // the storage refused the batch: it will never land
-		}
 		switch {
 		case errors.As(err, &be) && be.Index == commitOp && errors.Is(err, table.ErrAlreadyExists):
 			res, found, ferr := s.findCommit(ctx, a)

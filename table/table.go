@@ -77,6 +77,33 @@ type Table interface {
 	Submit(ctx context.Context, partitionKey string, ops []Op) ([]string, error)
 }
 
+// Part is one batch of a multi-part write: operations on one partition of one table.
+type Part struct {
+	Table        Table
+	PartitionKey string
+	Ops          []Op
+}
+
+// MultiSubmitter is an optional capability of a Backend: SubmitParts applies batches to several
+// partitions, of one or more of the backend's tables, atomically — all of them or none. Each part
+// follows Submit's rules, and the parts name distinct (table, partition) pairs. A failing
+// operation is reported as a *PartError naming its part and wrapping that part's *BatchError. On
+// success SubmitParts returns each part's ETags. Azure Table Storage has no such transaction; the
+// embedded backend has.
+type MultiSubmitter interface {
+	SubmitParts(ctx context.Context, parts []Part) ([][]string, error)
+}
+
+// PartError reports the part of a multi-part write whose batch failed. Nothing was written.
+type PartError struct {
+	Part int   // index of the failing part
+	Err  error // its error, typically a *BatchError
+}
+
+func (e *PartError) Error() string { return fmt.Sprintf("table: part %d: %v", e.Part, e.Err) }
+
+func (e *PartError) Unwrap() error { return e.Err }
+
 // Query selects a key range of one partition. See Table.Query.
 type Query struct {
 	PartitionKey string

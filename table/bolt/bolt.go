@@ -373,12 +373,47 @@ func formatETag(n uint64) string {
 // applyRequest plans r against the rows of tx and writes the result. A failed plan is r's own
 // error (r.err) and writes nothing; a returned error is a storage failure that must abort tx.
 func applyRequest(tx *bbolt.Tx, r *request, newETag func() string) error {
-	bk := tx.Bucket(r.table.bucket)
-	if bk == nil {
-		r.err = fmt.Errorf("%w: table %s", table.ErrNotFound, r.table.name)
-		return nil
+	parts := append([]part{{table: r.table, pk: r.pk, ops: r.ops}}, r.extra...)
+	plans := make([]*plannedPart, len(parts))
+	for i, p := range parts {
+		pl, err := planPart(tx, p, newETag)
+		if err != nil {
+			if len(parts) > 1 {
+				err = &table.PartError{Part: i, Err: err}
+			}
+			r.err = err // the request fails alone, writing nothing
+			return nil
+		}
+		plans[i] = pl
 	}
-	prefix := partitionPrefix(r.pk)
+	for _, pl := range plans {
+		if err := pl.apply(); err != nil {
+			return err
+		}
+	}
+	r.etags = plans[0].etags
+	for _, pl := range plans[1:] {
+		r.extraETags = append(r.extraETags, pl.etags)
+	}
+	return nil
+}
+
+// plannedPart is a part checked against the rows of a transaction, ready to be written.
+type plannedPart struct {
+	bk     *bbolt.Bucket
+	prefix []byte
+	writes []table.Write
+	values [][]byte
+	etags  []string
+}
+
+// planPart checks one part's ops against the transaction's rows and encodes its writes.
+func planPart(tx *bbolt.Tx, p part, newETag func() string) (*plannedPart, error) {
+	bk := tx.Bucket(p.table.bucket)
+	if bk == nil {
+		return nil, fmt.Errorf("%w: table %s", table.ErrNotFound, p.table.name)
+	}
+	prefix := partitionPrefix(p.pk)
 	var readErr error
 	lookup := func(rk string) (table.Entity, bool) {
 		v := bk.Get(rowKey(prefix, rk))
@@ -386,42 +421,43 @@ func applyRequest(tx *bbolt.Tx, r *request, newETag func() string) error {
 			return table.Entity{}, false
 		}
 		var e table.Entity
-		if err := r.table.decode(r.pk, rk, v, &e); err != nil {
+		if err := p.table.decode(p.pk, rk, v, &e); err != nil {
 			readErr = err
 			return table.Entity{}, false
 		}
 		return e, true
 	}
-	writes, etags, err := table.PlanBatch(r.pk, r.ops, lookup, newETag)
+	writes, etags, err := table.PlanBatch(p.pk, p.ops, lookup, newETag)
 	if readErr != nil {
-		r.err = fmt.Errorf("bolt: submit %s %q: %w", r.table.name, r.pk, readErr)
-		return nil
+		return nil, fmt.Errorf("bolt: submit %s %q: %w", p.table.name, p.pk, readErr)
 	}
 	if err != nil {
-		r.err = err
-		return nil
+		return nil, err
 	}
 	values := make([][]byte, len(writes))
 	for i, w := range writes {
 		if w.Entity != nil {
 			if values[i], err = encodeRow(w.Entity.ETag, w.Entity.Properties); err != nil {
-				r.err = &table.BatchError{Index: i, Code: "InvalidInput", Err: table.Invalidf("%v", err)}
-				return nil
+				return nil, &table.BatchError{Index: i, Code: "InvalidInput", Err: table.Invalidf("%v", err)}
 			}
 		}
 	}
-	for i, w := range writes {
-		k := rowKey(prefix, w.RowKey)
+	return &plannedPart{bk: bk, prefix: prefix, writes: writes, values: values, etags: etags}, nil
+}
+
+func (pl *plannedPart) apply() error {
+	for i, w := range pl.writes {
+		k := rowKey(pl.prefix, w.RowKey)
+		var err error
 		if w.Entity == nil {
-			err = bk.Delete(k)
+			err = pl.bk.Delete(k)
 		} else {
-			err = bk.Put(k, values[i])
+			err = pl.bk.Put(k, pl.values[i])
 		}
 		if err != nil {
 			return err
 		}
 	}
-	r.etags = etags
 	return nil
 }
 
@@ -435,4 +471,38 @@ func readCounter(meta *bbolt.Bucket) (uint64, error) {
 		return binary.BigEndian.Uint64(v), nil
 	}
 	return 0, errors.New("bolt: corrupt ETag counter")
+}
+
+// SubmitParts implements table.MultiSubmitter: the parts commit in one bbolt transaction, so
+// that they become visible and durable together. Every part's table must come from this backend.
+func (b *Backend) SubmitParts(ctx context.Context, parts []table.Part) ([][]string, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, &table.TransientError{Err: err}
+	}
+	if len(parts) == 0 {
+		return nil, table.Invalidf("no parts")
+	}
+	ps := make([]part, len(parts))
+	seen := make(map[string]bool, len(parts))
+	for i, p := range parts {
+		t, ok := p.Table.(*Table)
+		if !ok || t.gc != &b.gc {
+			return nil, &table.PartError{Part: i, Err: table.Invalidf("table of another backend")}
+		}
+		if err := table.ValidateBatch(p.PartitionKey, p.Ops); err != nil {
+			return nil, &table.PartError{Part: i, Err: err}
+		}
+		key := t.name + "\x00" + p.PartitionKey
+		if seen[key] {
+			return nil, &table.PartError{Part: i, Err: table.Invalidf("partition %q of table %s appears twice", p.PartitionKey, t.name)}
+		}
+		seen[key] = true
+		ps[i] = part{table: t, pk: p.PartitionKey, ops: p.Ops}
+	}
+	r := &request{table: ps[0].table, pk: ps[0].pk, ops: ps[0].ops, extra: ps[1:], wake: make(chan struct{})}
+	b.gc.submit(ctx, r)
+	if r.err != nil {
+		return nil, r.err
+	}
+	return append([][]string{r.etags}, r.extraETags...), nil
 }

@@ -584,3 +584,69 @@ func TestScanContinuation(t *testing.T) {
 		}
 	}
 }
+
+// SubmitParts writes batches of several tables and partitions in one transaction: all or none.
+func TestSubmitPartsIsAtomicAcrossTables(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "parts.db")
+	b, err := Open(path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	ta, _ := b.OpenTable(ctx, "alpha")
+	tb, _ := b.OpenTable(ctx, "beta")
+	row := func(pk, rk string) table.Entity {
+		return table.Entity{PartitionKey: pk, RowKey: rk, Properties: map[string]any{"V": int64(1)}}
+	}
+	etags, err := b.SubmitParts(ctx, []table.Part{
+		{Table: ta, PartitionKey: "p", Ops: []table.Op{{Kind: table.Upsert, Entity: row("p", "marker")}}},
+		{Table: tb, PartitionKey: "q", Ops: []table.Op{{Kind: table.Insert, Entity: row("q", "1")}, {Kind: table.Insert, Entity: row("q", "2")}}},
+	})
+	if err != nil || len(etags) != 2 || len(etags[0]) != 1 || len(etags[1]) != 2 {
+		t.Fatalf("SubmitParts = %v, %v", etags, err)
+	}
+	if got, _ := tb.Get(ctx, "q", "2"); got.ETag != etags[1][1] {
+		t.Fatalf("returned ETag %q, stored %q", etags[1][1], got.ETag)
+	}
+	// The second part fails: nothing of the first is written either.
+	_, err = b.SubmitParts(ctx, []table.Part{
+		{Table: ta, PartitionKey: "p", Ops: []table.Op{{Kind: table.Insert, Entity: row("p", "new")}}},
+		{Table: tb, PartitionKey: "q", Ops: []table.Op{{Kind: table.Insert, Entity: row("q", "3")}, {Kind: table.Insert, Entity: row("q", "1")}}},
+	})
+	var pe *table.PartError
+	var be *table.BatchError
+	if !errors.As(err, &pe) || pe.Part != 1 || !errors.As(err, &be) || be.Index != 1 || !errors.Is(err, table.ErrAlreadyExists) {
+		t.Fatalf("failing part: %v; want part 1, op 1, already exists", err)
+	}
+	for _, k := range []struct {
+		t      table.Table
+		pk, rk string
+	}{{ta, "p", "new"}, {tb, "q", "3"}} {
+		if _, err := k.t.Get(ctx, k.pk, k.rk); !errors.Is(err, table.ErrNotFound) {
+			t.Fatalf("%s/%s written by a failed multi-part write: %v", k.pk, k.rk, err)
+		}
+	}
+	// Parts must be distinct partitions of this backend's tables.
+	other, _ := Open(filepath.Join(t.TempDir(), "other.db"), nil)
+	defer other.Close()
+	foreign, _ := other.OpenTable(ctx, "alpha")
+	for _, parts := range [][]table.Part{
+		{{Table: foreign, PartitionKey: "p", Ops: []table.Op{{Kind: table.Upsert, Entity: row("p", "x")}}}},
+		{{Table: ta, PartitionKey: "p", Ops: []table.Op{{Kind: table.Upsert, Entity: row("p", "x")}}},
+			{Table: ta, PartitionKey: "p", Ops: []table.Op{{Kind: table.Upsert, Entity: row("p", "y")}}}},
+	} {
+		if _, err := b.SubmitParts(ctx, parts); !errors.Is(err, table.ErrInvalid) {
+			t.Fatalf("invalid parts: %v; want ErrInvalid", err)
+		}
+	}
+	b.Close()
+	b, err = Open(path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	ta, _ = b.OpenTable(ctx, "alpha")
+	if _, err := ta.Get(ctx, "p", "marker"); err != nil {
+		t.Fatalf("multi-part write lost after reopen: %v", err)
+	}
+}

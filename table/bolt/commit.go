@@ -18,6 +18,9 @@ type request struct {
 	table *Table
 	pk    string
 	ops   []table.Op
+	// extra are more parts applied atomically with the first (Backend.SubmitParts).
+	extra      []part
+	extraETags [][]string
 
 	// taken is set, under committer.mu, when a leader takes the request into a transaction;
 	// from then on the caller waits for the outcome whatever its context says.
@@ -29,6 +32,13 @@ type request struct {
 	err   error
 	lead  []*request
 	wake  chan struct{} // closed once: outcome ready or leadership handed over
+}
+
+// part is one batch of a multi-part request.
+type part struct {
+	table *Table
+	pk    string
+	ops   []table.Op
 }
 
 // committer coalesces concurrent Submit calls into shared bbolt transactions. At most one leader
