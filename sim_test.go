@@ -248,7 +248,7 @@ func (wr *simWriter) run(ctx context.Context, s *estuite.Store, resume bool) {
 	w, r := wr.world, wr.r
 	for ; wr.appends > 0 && ctx.Err() == nil; wr.appends-- {
 		var c *simCommit
-		exp := estuite.Any
+		var exp estuite.ExpectedVersion
 		switch {
 		case resume && wr.inflight != nil:
 			c, exp = wr.inflight, wr.exp // the restarted process retries what it was doing

@@ -13,7 +13,7 @@ import (
 	"github.com/estuite/estuite/table"
 	"github.com/estuite/estuite/table/azure"
 	"github.com/estuite/estuite/table/bolt"
-	bbolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
 )
 
 // backendFlags select the storage every command works on: the embedded store in a directory,
@@ -62,7 +62,7 @@ func (b *backendFlags) open(ctx context.Context) (*estuite.Store, error) {
 	if b.embedded() {
 		path := filepath.Join(b.dir(), "estuite.db")
 		bb, err := bolt.Open(path, &bolt.Options{Timeout: 2 * time.Second})
-		if errors.Is(err, bbolt.ErrTimeout) {
+		if errors.Is(err, berrors.ErrTimeout) {
 			return nil, fmt.Errorf("%s is in use by another process (a running `estuite serve`?): stop it, or use its HTTP API", path)
 		}
 		if err != nil {

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	bbolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
 
 	"github.com/estuite/estuite/table"
 )
@@ -175,7 +175,7 @@ func TestETagChanges(t *testing.T) {
 	}
 	e := check(mustSubmit(t, tb, "p", insert("p", "r", map[string]any{"A": int64(1)}), insert("p", "s", nil)))
 	e = check(mustSubmit(t, tb, "p", table.Op{Kind: table.Replace, Entity: entity("p", "r", map[string]any{"A": int64(2)}), IfMatch: e}))
-	e = check(mustSubmit(t, tb, "p", table.Op{Kind: table.Merge, Entity: entity("p", "r", map[string]any{"B": "x"}), IfMatch: e}))
+	check(mustSubmit(t, tb, "p", table.Op{Kind: table.Merge, Entity: entity("p", "r", map[string]any{"B": "x"}), IfMatch: e}))
 	_, err := tb.Submit(context.Background(), "p", []table.Op{{Kind: table.Replace, Entity: entity("p", "r", nil), IfMatch: `W/"0"`}})
 	var be *table.BatchError
 	if !errors.As(err, &be) || be.Index != 0 || !errors.Is(err, table.ErrPreconditionFailed) {
@@ -206,10 +206,10 @@ func TestReopen(t *testing.T) {
 	if err := b.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := tb.Get(context.Background(), "p", "r1"); !errors.Is(err, bbolt.ErrDatabaseNotOpen) {
+	if _, err := tb.Get(context.Background(), "p", "r1"); !errors.Is(err, berrors.ErrDatabaseNotOpen) {
 		t.Fatalf("Get after Close: %v", err)
 	}
-	if _, err := tb.Submit(context.Background(), "p", []table.Op{insert("p", "r9", nil)}); !errors.Is(err, bbolt.ErrDatabaseNotOpen) {
+	if _, err := tb.Submit(context.Background(), "p", []table.Op{insert("p", "r9", nil)}); !errors.Is(err, berrors.ErrDatabaseNotOpen) {
 		t.Fatalf("Submit after Close: %v", err)
 	}
 
