@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"testing"
 
 	"github.com/estuite/estuite"
+	"github.com/estuite/estuite/table/bolt"
 	"github.com/estuite/estuite/table/mem"
 )
 
@@ -162,4 +164,20 @@ func TestSizeCountsEveryRowOfBothTables(t *testing.T) {
 	if err != nil || size.Streams.Rows != 4 || size.Events.Rows != 1 || size.Streams.Bytes < 4*100 {
 		t.Fatalf("after one append: %+v, %v", size, err)
 	}
+}
+
+// On the embedded store an append's dirty marker and batch are one transaction.
+func TestEmbeddedWarmAppendIsOneTransaction(t *testing.T) {
+	b, err := bolt.Open(filepath.Join(t.TempDir(), "estuite.db"), &bolt.Options{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := openStore(t, b, nil)
+	one := []estuite.EventData{jsonEvent("E", "{}")}
+	mustAppend(t, s, "warm", one, nil)
+	if d := requestsOf(s, func() { mustAppend(t, s, "warm", one, nil) }); d.Total() != 1 || d.Batches != 1 {
+		t.Fatalf("warm embedded append: %+v requests, want one batch", d)
+	}
+	stepUntilIdle(t, estuite.NewDispatcher(s, nil))
+	checkFeedMatchesStreams(t, s, []string{"warm"})
 }
