@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"path/filepath"
 	"slices"
 	"sync"
 	"testing"
@@ -16,7 +15,6 @@ import (
 	"github.com/estuite/estuite/internal/azuritetest"
 	"github.com/estuite/estuite/table"
 	"github.com/estuite/estuite/table/azure"
-	"github.com/estuite/estuite/table/bolt"
 )
 
 // Benchmarks of the feed, on Azurite unless named otherwise:
@@ -290,15 +288,7 @@ func stepUntilIdleB(b *testing.B, d *estuite.Dispatcher) {
 func BenchmarkDispatchEmbedded(b *testing.B) {
 	for _, commitSize := range []int{1, 50} {
 		b.Run(fmt.Sprintf("commit=%d", commitSize), func(b *testing.B) {
-			backend, err := bolt.Open(filepath.Join(b.TempDir(), "estuite.db"), nil)
-			if err != nil {
-				b.Fatal(err)
-			}
-			s, err := estuite.Open(context.Background(), backend, nil)
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer s.Close()
+			s := openEmbeddedB(b)
 			total := 5000
 			appendBacklog(b, s, 500, commitSize, total)
 			before := s.RequestCounts()

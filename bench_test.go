@@ -187,15 +187,7 @@ func BenchmarkAppendEmbedded(b *testing.B) {
 	for _, n := range benchEventCounts {
 		for _, conc := range benchConcurrency {
 			b.Run(fmt.Sprintf("estuite/events=%d/conc=%d", n, conc), func(b *testing.B) {
-				backend, err := bolt.Open(filepath.Join(b.TempDir(), "estuite.db"), nil)
-				if err != nil {
-					b.Fatal(err)
-				}
-				s, err := estuite.Open(context.Background(), backend, nil)
-				if err != nil {
-					b.Fatal(err)
-				}
-				defer s.Close()
+				s := openEmbeddedB(b)
 				runWorkers(b, conc, estuiteAppender(b, s, benchEvents(n)))
 			})
 			b.Run(fmt.Sprintf("barebolt/events=%d/conc=%d", n, conc), func(b *testing.B) {
@@ -234,4 +226,18 @@ func bareBoltAppender(b *testing.B, db *bbolt.DB, n int) func(worker, i int) err
 		versions[worker] = v + int64(n)
 		return err
 	}
+}
+
+// openEmbeddedB opens a store on a fresh embedded backend (fsync on), closed at cleanup.
+func openEmbeddedB(b *testing.B) *estuite.Store {
+	backend, err := bolt.Open(filepath.Join(b.TempDir(), "estuite.db"), nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	s, err := estuite.Open(context.Background(), backend, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { s.Close() })
+	return s
 }

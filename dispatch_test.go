@@ -197,30 +197,19 @@ func TestConcurrentDispatchersWriteEachEventOnce(t *testing.T) {
 		for i := 0; i < 20; i++ {
 			streams = append(streams, fmt.Sprintf("c%d", i))
 		}
-		var wg sync.WaitGroup
-		stop := make(chan struct{})
+		var stops []func()
 		for w := 0; w < 3; w++ {
-			d := estuite.NewDispatcher(s, nil)
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for {
-					select {
-					case <-stop:
-						return
-					default:
-					}
-					d.Step(context.Background()) // conflicts between dispatchers are expected
-				}
-			}()
+			// Conflicts between the dispatchers are expected: their errors are not failures.
+			stops = append(stops, stepInBackground(t, estuite.NewDispatcher(s, nil), false))
 		}
 		for round := 0; round < 5; round++ {
 			for _, stream := range streams {
 				appendN(t, s, stream, round+1)
 			}
 		}
-		close(stop)
-		wg.Wait()
+		for _, stop := range stops {
+			stop()
+		}
 		stepUntilIdle(t, estuite.NewDispatcher(s, nil))
 		checkFeedMatchesStreams(t, s, streams)
 	})
@@ -342,4 +331,27 @@ func TestRefusedAppendTakesItsMarkerBack(t *testing.T) {
 	if st, _ := d.Step(context.Background()); st.Streams != 0 {
 		t.Fatalf("a marker was left: %+v", st)
 	}
+}
+
+// stepInBackground steps d in a loop on its own goroutine until the returned stop is called
+// (which waits for it). With errorsFail, a step's error fails the test and ends the loop.
+func stepInBackground(t *testing.T, d *estuite.Dispatcher, errorsFail bool) (stop func()) {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case <-done:
+				return
+			default:
+			}
+			if _, err := d.Step(context.Background()); err != nil && errorsFail {
+				t.Errorf("Step: %v", err)
+				return
+			}
+		}
+	}()
+	return func() { close(done); wg.Wait() }
 }

@@ -419,24 +419,8 @@ func TestVerifyWhileAppendingAndDispatching(t *testing.T) {
 	for i := 0; i < 8; i++ {
 		streams = append(streams, fmt.Sprintf("live-%d", i))
 	}
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
 	d := estuite.NewDispatcher(s, nil)
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			if _, err := d.Step(context.Background()); err != nil {
-				t.Errorf("Step: %v", err)
-				return
-			}
-		}
-	}()
+	stop := stepInBackground(t, d, true)
 	var writers sync.WaitGroup
 	for _, stream := range streams {
 		writers.Add(1)
@@ -463,8 +447,7 @@ func TestVerifyWhileAppendingAndDispatching(t *testing.T) {
 			t.Errorf("Verify during writes: %+v", r)
 		}
 	}
-	close(stop)
-	wg.Wait()
+	stop()
 	stepUntilIdle(t, d)
 	checkVerifyReport(t, mustVerify(t, s, nil), &estuite.VerifyReport{Streams: 8, Events: 8 * 60, FeedHead: 8 * 60})
 }
