@@ -193,7 +193,6 @@ func (a *appendPlan) ops(h head) []table.Op {
 // commit runs the append against storage until it is committed or refused.
 func (s *Store) commit(ctx context.Context, a *appendPlan) (AppendResult, error) {
 	transient, conflicts := 0, 0
-	var lastErr error
 	// A stream expected not to exist needs no head read: if it does exist, the head insert fails.
 	_, cached := s.heads.get(a.pk)
 	assumeNew := !cached && a.expected.expectsNoStream()
@@ -250,13 +249,12 @@ func (s *Store) commit(ctx context.Context, a *appendPlan) (AppendResult, error)
 			}
 		case errors.Is(err, table.ErrTransient):
 			// The batch may or may not have committed; the next round looks at what is stored.
-			lastErr = err
 			transient++
 			if ctx.Err() != nil {
 				return AppendResult{}, fmt.Errorf("estuite: append to %q may or may not have been committed: %w", a.stream, ctx.Err())
 			}
 			if transient >= s.streams.retry.MaxAttempts {
-				return AppendResult{}, &unavailableError{err: fmt.Errorf("append to %q may or may not have been committed (retry with commit ID %q to find out): %w", a.stream, a.commitID, lastErr)}
+				return AppendResult{}, &unavailableError{err: fmt.Errorf("append to %q may or may not have been committed (retry with commit ID %q to find out): %w", a.stream, a.commitID, err)}
 			}
 			if err := sleep(ctx, s.streams.retry.backoff(transient, err)); err != nil {
 				return AppendResult{}, err
