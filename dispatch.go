@@ -29,6 +29,9 @@ type DispatchStats struct {
 	// MaxLag is the longest time from an event's commit (its recorded time) to its feed write,
 	// among the events of the step.
 	MaxLag time.Duration
+	// Lags holds, for each event written, the time from its commit (its recorded time, on the
+	// writer's clock) to its feed write (on the dispatcher's store clock), in feed order.
+	Lags []time.Duration
 }
 
 // dispatcherDefaults fill in DispatcherOptions.
@@ -58,9 +61,10 @@ type DispatcherOptions struct {
 	Workers int
 	// MaxStreamsPerStep bounds the streams one step dispatches. Default DefaultMaxStreamsPerStep.
 	MaxStreamsPerStep int
-	// Now is the clock for fence waits and leases. Default time.Now. Correctness never depends
+	// Clock is this process's clock: fence waits, leases, polls and backoff are measured on it
+	// (never against another process's time). Default SystemClock(). Correctness never depends
 	// on it: every write of the dispatcher is fenced by ETags.
-	Now func() time.Time
+	Clock Clock
 	// OnStep, when set, is called after every step that Start runs, with its stats and error:
 	// for metrics and logs. It must not block.
 	OnStep func(DispatchStats, error)
@@ -78,6 +82,12 @@ type Dispatcher struct {
 	st     *feedState          // nil until loaded, and after any doubt
 	waits  map[string]waitInfo // stream pk → since when its announced version is ahead of its head
 	cursor string              // hash of the last stream of the previous step, when not all fitted
+
+	// pendingSince: stream pk → when a step first found it with work pending (on d.o.Clock), for
+	// Health. Kept for the streams of the last steps only, so it stays bounded.
+	pendingMu    sync.Mutex
+	pendingSince map[string]time.Time
+	health       healthState
 
 	run struct {
 		sync.Mutex
@@ -133,13 +143,13 @@ func NewDispatcher(s *Store, opts *DispatcherOptions) *Dispatcher {
 	if o.MaxStreamsPerStep <= 0 {
 		o.MaxStreamsPerStep = DefaultMaxStreamsPerStep
 	}
-	if o.Now == nil {
-		o.Now = time.Now
+	if o.Clock == nil {
+		o.Clock = SystemClock()
 	}
 	if o.Owner == "" {
 		o.Owner = uuid.NewString()
 	}
-	return &Dispatcher{s: s, o: o, waits: make(map[string]waitInfo)}
+	return &Dispatcher{s: s, o: o, waits: make(map[string]waitInfo), pendingSince: make(map[string]time.Time)}
 }
 
 // Step runs one dispatch cycle over every dirty-marker shard: it reads the streams announced as
@@ -475,7 +485,7 @@ func (d *Dispatcher) plan(ctx context.Context, w *streamWork, stats *DispatchSta
 		return nil
 	}
 	// An announced append has not landed (yet). Wait, then fence the head.
-	now := d.o.Now()
+	now := d.o.Clock.Now()
 	wi, ok := d.waits[w.pk]
 	if !ok || wi.announced != w.amax {
 		d.waits[w.pk] = waitInfo{announced: w.amax, since: now}
@@ -593,6 +603,7 @@ func (d *Dispatcher) writeFeed(ctx context.Context, work []*streamWork, stats *D
 			}
 			if rec, ok := row.Properties[propRecorded].(time.Time); ok {
 				stats.MaxLag = max(stats.MaxLag, now.Sub(rec))
+				stats.Lags = append(stats.Lags, now.Sub(rec))
 			}
 			b.next++
 			if b.next > pageLast(d.st.page) {

@@ -75,7 +75,7 @@ func (d *Dispatcher) loop(ctx context.Context) error {
 	var renewAt time.Time
 	held := false
 	for ctx.Err() == nil {
-		if now := d.o.Now(); !held || !now.Before(renewAt) {
+		if now := d.o.Clock.Now(); !held || !now.Before(renewAt) {
 			var err error
 			held, err = d.acquireLease(ctx)
 			if err != nil || !held {
@@ -147,7 +147,7 @@ func union(a, b []int) []int {
 // acquireLease takes or renews the dispatcher lease. It reports whether this dispatcher holds it.
 func (d *Dispatcher) acquireLease(ctx context.Context) (bool, error) {
 	ev := d.s.events
-	now := d.o.Now()
+	now := d.o.Clock.Now()
 	lease := table.Entity{PartitionKey: leasePartition, RowKey: dispatcherLeaseRow, Properties: map[string]any{
 		propOwner: d.o.Owner, propExpires: now.Add(d.o.LeaseDuration).UTC(),
 	}}
@@ -179,6 +179,6 @@ func (d *Dispatcher) releaseLease(ctx context.Context) {
 	if err != nil || row.Properties[propOwner] != d.o.Owner {
 		return
 	}
-	row.Properties[propExpires] = d.o.Now().UTC()
+	row.Properties[propExpires] = d.o.Clock.Now().UTC()
 	_, _ = ev.submitOnce(ctx, leasePartition, []table.Op{{Kind: table.Replace, Entity: row, IfMatch: row.ETag}})
 }

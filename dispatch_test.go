@@ -138,6 +138,16 @@ type fakeClock struct {
 }
 
 func (c *fakeClock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.now }
+// Wait lets d pass on the fake clock at once (after a short real pause, so that a loop that
+// waits does not spin), unless ctx ends or wake fires first.
+func (c *fakeClock) Wait(ctx context.Context, d time.Duration, wake <-chan struct{}) (bool, error) {
+	if woken, err := estuite.SystemClock().Wait(ctx, time.Millisecond, wake); woken || err != nil {
+		return woken, err
+	}
+	c.Add(d)
+	return false, nil
+}
+
 func (c *fakeClock) Add(d time.Duration) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -170,7 +180,7 @@ func TestAnnouncedAppendThatNeverLandsIsFenced(t *testing.T) {
 	failBatches.Store(false)
 
 	clock := &fakeClock{now: time.Unix(1e9, 0)}
-	d := estuite.NewDispatcher(s, &estuite.DispatcherOptions{Now: clock.Now, FenceAfter: time.Second})
+	d := estuite.NewDispatcher(s, &estuite.DispatcherOptions{Clock: clock, FenceAfter: time.Second})
 	st, err := d.Step(context.Background())
 	if err != nil || st.Events != 2 || st.Fenced != 0 || st.Resolved != 1 {
 		t.Fatalf("first step = %+v, %v; want 2 events dispatched, the landed append's marker resolved, the lost one's kept", st, err)
@@ -225,7 +235,7 @@ func TestFenceOfAStreamThatDoesNotExistYet(t *testing.T) {
 	}
 	failBatches.Store(false)
 	clock := &fakeClock{now: time.Unix(1e9, 0)}
-	d := estuite.NewDispatcher(s, &estuite.DispatcherOptions{Now: clock.Now, FenceAfter: time.Second})
+	d := estuite.NewDispatcher(s, &estuite.DispatcherOptions{Clock: clock, FenceAfter: time.Second})
 	d.Step(context.Background())
 	clock.Add(2 * time.Second)
 	if st, err := d.Step(context.Background()); err != nil || st.Fenced != 1 {
@@ -298,7 +308,7 @@ func TestDirtyStreamsTakeTurns(t *testing.T) {
 		mustAppend(t, s, stream, []estuite.EventData{jsonEvent("Waiting", "{}")}, nil)
 	}
 	clock := &fakeClock{now: time.Unix(1e9, 0)}
-	d := estuite.NewDispatcher(s, &estuite.DispatcherOptions{MaxStreamsPerStep: 1, FenceAfter: time.Hour, Now: clock.Now})
+	d := estuite.NewDispatcher(s, &estuite.DispatcherOptions{MaxStreamsPerStep: 1, FenceAfter: time.Hour, Clock: clock})
 	dispatched := 0
 	for i := 0; i < 5; i++ {
 		st, err := d.Step(context.Background())
@@ -323,7 +333,7 @@ func TestRefusedAppendTakesItsMarkerBack(t *testing.T) {
 		t.Fatal("retry not answered as a duplicate")
 	}
 	clock := &fakeClock{now: time.Unix(1e9, 0)}
-	d := estuite.NewDispatcher(s, &estuite.DispatcherOptions{Now: clock.Now})
+	d := estuite.NewDispatcher(s, &estuite.DispatcherOptions{Clock: clock})
 	st, err := d.Step(context.Background())
 	if err != nil || st.Events != 1 || st.Resolved != 1 {
 		t.Fatalf("step = %+v, %v; want the event dispatched and the one remaining marker resolved", st, err)

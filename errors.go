@@ -134,3 +134,22 @@ func (e *unavailableError) Error() string {
 }
 func (e *unavailableError) Is(target error) bool { return target == ErrUnavailable }
 func (e *unavailableError) Unwrap() error        { return e.err }
+
+// ErrContention: the stream kept changing under the append — other processes appended to it
+// at every attempt — until the store's attempts ran out. The append was not committed (each
+// attempt's batch was refused whole); it is safe to retry. The error is a *ContentionError.
+// Contention is not unavailability: storage answered every request.
+var ErrContention = errors.New("estuite: stream contended")
+
+// ContentionError reports an append refused because its stream kept changing under it.
+type ContentionError struct {
+	Stream   string
+	Attempts int // how many times the append was tried
+}
+
+func (e *ContentionError) Error() string {
+	return fmt.Sprintf("estuite: stream %q kept changing under %d attempts of the append; nothing was written, retry it", e.Stream, e.Attempts)
+}
+
+// Is makes errors.Is(err, ErrContention) true.
+func (e *ContentionError) Is(target error) bool { return target == ErrContention }

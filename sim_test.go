@@ -314,7 +314,7 @@ func (wr *simWriter) run(ctx context.Context, s *estuite.Store, resume bool) {
 
 // simDispatcher steps a dispatcher until the writers are done (or it crashes).
 func simDispatcher(ctx context.Context, w *simWorld, sched *simsched.Scheduler, s *estuite.Store) {
-	d := estuite.NewDispatcher(s, &estuite.DispatcherOptions{Workers: 1, Now: sched.Now, FenceAfter: simFenceAfter})
+	d := estuite.NewDispatcher(s, &estuite.DispatcherOptions{Workers: 1, Clock: simClock{sched}, FenceAfter: simFenceAfter})
 	for ctx.Err() == nil && sched.Live("writer") > 0 {
 		st, err := d.Step(ctx)
 		w.mu.Lock()
@@ -328,6 +328,17 @@ func simDispatcher(ctx context.Context, w *simWorld, sched *simsched.Scheduler, 
 			w.problem("dispatcher step: %v", err)
 		}
 	}
+}
+
+// simClock reads the scheduler's virtual time. Its Wait is not used while dispatchers are
+// stepped by hand.
+type simClock struct{ s *simsched.Scheduler }
+
+func (c simClock) Now() time.Time { return c.s.Now() }
+
+func (c simClock) Wait(ctx context.Context, d time.Duration, wake <-chan struct{}) (bool, error) {
+	c.s.Advance(d)
+	return false, ctx.Err()
 }
 
 // simResult is the outcome of one schedule.
@@ -421,7 +432,7 @@ func runSimulation(seed uint64, big, trace bool) simResult {
 		return res
 	}
 	res.problems = append(res.problems, world.problems...)
-	d := estuite.NewDispatcher(final, &estuite.DispatcherOptions{Now: sched.Now, FenceAfter: simFenceAfter})
+	d := estuite.NewDispatcher(final, &estuite.DispatcherOptions{Clock: simClock{sched}, FenceAfter: simFenceAfter})
 	idle, finalEvents := false, 0
 	var finalSteps []string
 	for i := 0; i < 20 && !idle; i++ {
