@@ -42,11 +42,15 @@ const feedShard = 0
 
 func feedPartition(page int64) string { return fmt.Sprintf("feed%02d-%012d", feedShard, page) }
 
-func pageOf(position int64) int64 { return (position - 1) / FeedPageSize }
+// feedPageSize is FeedPageSize, except in tests that make pages small so that every schedule
+// crosses pages (export_test.go). It is part of the storage format: never change it otherwise.
+var feedPageSize int64 = FeedPageSize
 
-func pageFirst(page int64) int64 { return page*FeedPageSize + 1 }
+func pageOf(position int64) int64 { return (position - 1) / feedPageSize }
 
-func pageLast(page int64) int64 { return (page + 1) * FeedPageSize }
+func pageFirst(page int64) int64 { return page*feedPageSize + 1 }
+
+func pageLast(page int64) int64 { return (page + 1) * feedPageSize }
 
 func feedEventKey(position int64) string {
 	return fmt.Sprintf("%s%0*d", feedEventPrefix, versionDigits, position)
