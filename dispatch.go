@@ -42,7 +42,16 @@ const (
 	DefaultMaxPollInterval   = 5 * time.Second
 	DefaultDispatchWorkers   = 16
 	DefaultMaxStreamsPerStep = 500
+	DefaultMaxStepBytes      = 64 << 20
 )
+
+// unknownEventBytes is what a dispatcher assumes an event row may weigh when the dirty marker
+// that announced it does not say (markers of earlier releases).
+const unknownEventBytes = 64 << 10
+
+// maxMarkerRowsPerStream bounds the markers of one stream a step takes (a stream with more waits
+// for the next steps, which see the rest once these are resolved).
+const maxMarkerRowsPerStream = 1000
 
 // DispatcherOptions configure a Dispatcher. nil means defaults.
 type DispatcherOptions struct {
@@ -59,8 +68,15 @@ type DispatcherOptions struct {
 	PollInterval, MaxPollInterval time.Duration
 	// Workers bounds the stream reads a step makes at once. Default DefaultDispatchWorkers.
 	Workers int
-	// MaxStreamsPerStep bounds the streams one step dispatches. Default DefaultMaxStreamsPerStep.
+	// MaxStreamsPerStep bounds the streams one step dispatches, and so the dirty markers it
+	// reads: streams take turns, shard by shard, in the order of their hash. Default
+	// DefaultMaxStreamsPerStep.
 	MaxStreamsPerStep int
+	// MaxStepBytes bounds the event bytes one step reads from the stream table (as estimated
+	// from the dirty markers, which record the largest event of their append): each stream's
+	// read is limited to its share, and streams beyond the budget wait for the next step. At
+	// least one event is read per step. Default DefaultMaxStepBytes.
+	MaxStepBytes int64
 	// Clock is this process's clock: fence waits, leases, polls and backoff are measured on it
 	// (never against another process's time). Default SystemClock(). Correctness never depends
 	// on it: every write of the dispatcher is fenced by ETags.
@@ -78,15 +94,16 @@ type Dispatcher struct {
 	s *Store
 	o DispatcherOptions
 
-	mu     sync.Mutex          // serializes steps
-	st     *feedState          // nil until loaded, and after any doubt
-	waits  map[string]waitInfo // stream pk → since when its announced version is ahead of its head
-	cursor string              // hash of the last stream of the previous step, when not all fitted
+	mu        sync.Mutex          // serializes steps
+	st        *feedState          // nil until loaded, and after any doubt
+	waits     map[string]waitInfo // stream pk → since when its announced version is ahead of its head
+	cursors   [dirtyShards]string // per shard: the stream hash the next step starts at ("": the first)
+	shardTurn int                 // which of the scanned shards goes first
 
 	// pendingSince: stream pk → when a step first found it with work pending (on d.o.Clock), for
 	// Health. Kept for the streams of the last steps only, so it stays bounded.
 	pendingMu    sync.Mutex
-	pendingSince map[string]time.Time
+	pendingSince map[string]pendingInfo
 	health       healthState
 
 	run struct {
@@ -98,8 +115,14 @@ type Dispatcher struct {
 }
 
 type waitInfo struct {
+	shard     int
 	announced int64
 	since     time.Time
+}
+
+type pendingInfo struct {
+	shard int
+	since time.Time
 }
 
 // feedState is what a dispatcher knows of the feed page it writes to.
@@ -143,13 +166,16 @@ func NewDispatcher(s *Store, opts *DispatcherOptions) *Dispatcher {
 	if o.MaxStreamsPerStep <= 0 {
 		o.MaxStreamsPerStep = DefaultMaxStreamsPerStep
 	}
+	if o.MaxStepBytes <= 0 {
+		o.MaxStepBytes = DefaultMaxStepBytes
+	}
 	if o.Clock == nil {
 		o.Clock = SystemClock()
 	}
 	if o.Owner == "" {
 		o.Owner = uuid.NewString()
 	}
-	return &Dispatcher{s: s, o: o, waits: make(map[string]waitInfo), pendingSince: make(map[string]time.Time)}
+	return &Dispatcher{s: s, o: o, waits: make(map[string]waitInfo), pendingSince: make(map[string]pendingInfo)}
 }
 
 // Step runs one dispatch cycle over every dirty-marker shard: it reads the streams announced as
@@ -170,8 +196,11 @@ func allShards() []int {
 type streamWork struct {
 	pk, stream string
 	hash       string // streamHash(pk): the order in which streams take turns
+	shard      int
 	markers    []dirtyMarker
 	fmin, amax int64
+	maxBytes   int64 // the largest event row its markers announce (unknownEventBytes if one does not say)
+	limit      int   // rows its read may return this step; 0: not read (over the step's byte budget)
 
 	// read from the stream table
 	events    []table.Entity // event rows, consecutive versions
@@ -208,6 +237,10 @@ func (d *Dispatcher) step(ctx context.Context, shards []int) (stats DispatchStat
 		stats.FeedHead = d.st.next - 1
 		return stats, nil
 	}
+	work, deferred := d.budget(work)
+	if deferred {
+		stats.Incomplete = true
+	}
 	if err := d.readStreams(ctx, work); err != nil {
 		return stats, err
 	}
@@ -228,6 +261,7 @@ func (d *Dispatcher) step(ctx context.Context, shards []int) (stats DispatchStat
 		}
 	}
 	d.resolve(ctx, work, &stats)
+	d.notePending(work)
 	return stats, nil
 }
 
@@ -301,56 +335,161 @@ func nextPrefix(prefix string) string {
 	return prefix[:len(prefix)-1] + string(prefix[len(prefix)-1]+1)
 }
 
-// scanDirty reads the dirty markers of the given shards, grouped by stream.
+// scanDirty reads the dirty markers of the given shards, grouped by stream. Streams take turns:
+// each shard is read from where the previous step stopped (its cursor, a stream hash: marker row
+// keys begin with it), at most MaxStreamsPerStep streams in all, so that a step's cost does not
+// grow with the markers pending and no stream waits behind others that stay dirty.
 func (d *Dispatcher) scanDirty(ctx context.Context, shards []int) ([]*streamWork, error) {
-	byStream := make(map[string]*streamWork)
-	var order []*streamWork
-	for _, shard := range shards {
-		err := d.s.events.queryPages(ctx, table.Query{PartitionKey: dirtyPartition(shard)}, func(p table.Page) error {
+	if len(shards) == 0 {
+		return nil, nil
+	}
+	// The shards take turns at going first: when the streams of the first ones fill the step,
+	// the next step begins with the first shard this one did not reach.
+	start := d.shardTurn % len(shards)
+	d.shardTurn = start + 1
+	var work []*streamWork
+	for i := range shards {
+		left := d.o.MaxStreamsPerStep - len(work)
+		if left <= 0 {
+			d.shardTurn = start + i
+			break
+		}
+		shard := shards[(start+i)%len(shards)]
+		quota := (left + len(shards) - i - 1) / (len(shards) - i) // an even share of what is left
+		ws, complete, err := d.scanShard(ctx, shard, quota)
+		if err != nil {
+			return nil, err
+		}
+		if complete {
+			d.prune(shard, ws)
+		}
+		work = append(work, ws...)
+	}
+	return work, nil
+}
+
+// scanShard reads the markers of up to quota streams of one shard, from the shard's cursor on
+// and then around from the start. complete reports that it read every marker of the shard.
+func (d *Dispatcher) scanShard(ctx context.Context, shard, quota int) (work []*streamWork, complete bool, err error) {
+	cursor := d.cursors[shard]
+	var cur *streamWork
+	stopAt := "" // hash of the first stream left for the next step
+	errFull := errors.New("quota reached")
+	read := func(from, to string) error {
+		return d.s.events.queryPages(ctx, table.Query{PartitionKey: dirtyPartition(shard), From: from, To: to}, func(p table.Page) error {
 			for _, row := range p.Entities {
 				m, err := decodeDirtyMarker(shard, row)
 				if err != nil {
 					return err
 				}
-				w := byStream[m.pk]
-				if w == nil {
-					w = &streamWork{pk: m.pk, hash: streamHash(m.pk), stream: m.stream, fmin: m.first, amax: m.announced}
-					byStream[m.pk] = w
-					order = append(order, w)
+				if cur == nil || cur.pk != m.pk {
+					if len(work) == quota {
+						stopAt = streamHash(m.pk)
+						return errFull
+					}
+					cur = &streamWork{pk: m.pk, hash: streamHash(m.pk), stream: m.stream, shard: shard, fmin: m.first, amax: m.announced}
+					work = append(work, cur)
 				}
-				w.markers = append(w.markers, m)
-				w.fmin = min(w.fmin, m.first)
-				w.amax = max(w.amax, m.announced)
+				if len(cur.markers) == maxMarkerRowsPerStream {
+					continue // the rest of this stream's markers wait for the next steps
+				}
+				cur.markers = append(cur.markers, m)
+				cur.fmin = min(cur.fmin, m.first)
+				cur.amax = max(cur.amax, m.announced)
+				b := m.maxBytes
+				if b <= 0 {
+					b = unknownEventBytes
+				}
+				cur.maxBytes = max(cur.maxBytes, b)
 			}
 			return nil
 		})
-		if err != nil {
-			return nil, err
-		}
 	}
-	return d.takeTurn(order), nil
+	err = read(cursor, "")
+	if err == nil && cursor != "" {
+		cur = nil
+		err = read("", cursor)
+	}
+	switch {
+	case errors.Is(err, errFull):
+		d.cursors[shard] = stopAt
+		return work, false, nil
+	case err != nil:
+		return nil, false, err
+	}
+	d.cursors[shard] = ""
+	return work, true, nil
 }
 
-// takeTurn picks at most MaxStreamsPerStep of the dirty streams, taking turns: the streams after
-// the last one picked in the previous step (by stream hash) come first, so that no stream waits
-// behind others that stay dirty.
-func (d *Dispatcher) takeTurn(work []*streamWork) []*streamWork {
-	if len(work) <= d.o.MaxStreamsPerStep {
-		return work
-	}
-	slices.SortFunc(work, func(a, b *streamWork) int { return cmp.Compare(a.hash, b.hash) })
-	start, _ := slices.BinarySearchFunc(work, d.cursor, func(w *streamWork, c string) int {
-		if w.hash <= c {
-			return -1
+// budget decides how many rows each stream's read may return, so that the step reads at most
+// MaxStepBytes of events as estimated from the markers. Streams past the budget are left for
+// the next step (the first of them, per shard, is where that shard's next turn starts); the first
+// stream is always read. deferred reports whether any was left.
+func (d *Dispatcher) budget(work []*streamWork) (read []*streamWork, deferred bool) {
+	share := d.o.MaxStepBytes / int64(len(work))
+	left := d.o.MaxStepBytes
+	rewound := make(map[int]bool)
+	for i, w := range work {
+		rows := min(int64(table.MaxPageSize), max(1, share/w.maxBytes))
+		if cost := rows * w.maxBytes; cost > left {
+			if rows = left / w.maxBytes; rows < 1 && i > 0 {
+				if !rewound[w.shard] {
+					rewound[w.shard] = true
+					d.cursors[w.shard] = w.hash
+				}
+				deferred = true
+				continue
+			}
+			rows = max(rows, 1)
 		}
-		return 1
-	})
-	picked := make([]*streamWork, 0, d.o.MaxStreamsPerStep)
-	for i := 0; i < d.o.MaxStreamsPerStep; i++ {
-		picked = append(picked, work[(start+i)%len(work)])
+		left -= rows * w.maxBytes
+		w.limit = int(rows)
+		read = append(read, w)
 	}
-	d.cursor = picked[len(picked)-1].hash
-	return picked
+	return read, deferred
+}
+
+// prune forgets what this dispatcher remembered of streams of a shard that have no marker any
+// more (resolved by another dispatcher, or retracted): work lists every stream of the shard.
+func (d *Dispatcher) prune(shard int, work []*streamWork) {
+	dirty := make(map[string]bool, len(work))
+	for _, w := range work {
+		dirty[w.pk] = true
+	}
+	for pk, wi := range d.waits {
+		if wi.shard == shard && !dirty[pk] {
+			delete(d.waits, pk)
+		}
+	}
+	d.pendingMu.Lock()
+	defer d.pendingMu.Unlock()
+	for pk, p := range d.pendingSince {
+		if p.shard == shard && !dirty[pk] {
+			delete(d.pendingSince, pk)
+		}
+	}
+}
+
+// notePending records, for Health, since when each stream of the step has had work pending, and
+// forgets the streams the step finished.
+func (d *Dispatcher) notePending(work []*streamWork) {
+	now := d.o.Clock.Now()
+	d.pendingMu.Lock()
+	defer d.pendingMu.Unlock()
+	for _, w := range work {
+		if len(w.resolve) == len(w.markers) && len(w.markers) < maxMarkerRowsPerStream {
+			delete(d.pendingSince, w.pk)
+		} else if _, ok := d.pendingSince[w.pk]; !ok {
+			d.pendingSince[w.pk] = pendingInfo{shard: w.shard, since: now}
+		}
+	}
+}
+
+// forgetPending clears what Health reports of pending work, when this dispatcher stops looking.
+func (d *Dispatcher) forgetPending() {
+	d.pendingMu.Lock()
+	clear(d.pendingSince)
+	d.pendingMu.Unlock()
 }
 
 // readStreams reads, for each dirty stream, its events from the first one that may be
@@ -379,7 +518,11 @@ func (d *Dispatcher) readStreams(ctx context.Context, work []*streamWork) error 
 
 func (d *Dispatcher) readStream(ctx context.Context, w *streamWork, from int64) error {
 	st := d.s.streams
-	q := table.Query{PartitionKey: w.pk, From: eventKey(from), To: eventIDPrefix}
+	limit := w.limit
+	if limit <= 0 {
+		limit = table.MaxPageSize
+	}
+	q := table.Query{PartitionKey: w.pk, From: eventKey(from), To: eventIDPrefix, Limit: limit}
 	var err error
 	for {
 		p, err := st.query(ctx, q)
@@ -399,7 +542,7 @@ func (d *Dispatcher) readStream(ctx context.Context, w *streamWork, from int64) 
 		if p.Continuation == "" || w.hasHead {
 			break
 		}
-		if len(w.events) >= table.MaxPageSize {
+		if len(w.events) >= limit {
 			// A long backlog: take what was read, and the progress and head directly.
 			w.truncated = true
 			break
@@ -462,9 +605,13 @@ func (d *Dispatcher) plan(ctx context.Context, w *streamWork, stats *DispatchSta
 		w.pending = append(w.pending, row)
 		next++
 	}
-	if w.truncated && len(w.pending) == 0 && !w.reread {
-		// The read began so far behind that its page held only dispatched events (a stale
-		// marker's first version, below the progress row): read again from where the feed stands.
+	if len(w.pending) == 0 && !w.reread && (w.truncated || next-1 < limit) {
+		// Nothing to write, yet the head is past what the feed holds. Either the read began so far
+		// behind that its page held only dispatched events (a stale marker's first version, below
+		// the progress row), or it began past the head (what this dispatcher knows of the feed's
+		// page is older than another dispatcher's writes, or a marker was lost): read again from
+		// where the feed stands. A write of what that finds is fenced by the page header, so an
+		// out-of-date view fails there and is read anew.
 		return d.rereadFrom(ctx, w, next, stats)
 	}
 	if next-1 < limit {
@@ -488,7 +635,7 @@ func (d *Dispatcher) plan(ctx context.Context, w *streamWork, stats *DispatchSta
 	now := d.o.Clock.Now()
 	wi, ok := d.waits[w.pk]
 	if !ok || wi.announced != w.amax {
-		d.waits[w.pk] = waitInfo{announced: w.amax, since: now}
+		d.waits[w.pk] = waitInfo{shard: w.shard, announced: w.amax, since: now}
 		return nil
 	}
 	if now.Sub(wi.since) < d.o.FenceAfter {
@@ -509,6 +656,9 @@ func (d *Dispatcher) plan(ctx context.Context, w *streamWork, stats *DispatchSta
 // rereadFrom reads the stream again from version next and plans it anew (once per step).
 func (d *Dispatcher) rereadFrom(ctx context.Context, w *streamWork, next int64, stats *DispatchStats) error {
 	w.events, w.pending, w.truncated, w.reread = nil, nil, false, true
+	// What the first read found of the progress and the head is read again too: a read that
+	// stopped at the first page of events must not be taken for one that reached the head.
+	w.progress, w.hasProg, w.head, w.hasHead, w.headVer = table.Entity{}, false, table.Entity{}, false, 0
 	if err := d.readStream(ctx, w, next); err != nil {
 		return err
 	}

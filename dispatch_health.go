@@ -59,7 +59,7 @@ func (d *Dispatcher) Health() DispatcherHealth {
 	d.pendingMu.Lock()
 	for _, since := range d.pendingSince {
 		h.Pending++
-		if age := now.Sub(since); age > h.OldestPending {
+		if age := now.Sub(since.since); age > h.OldestPending {
 			h.OldestPending = age
 		}
 	}

@@ -15,8 +15,10 @@ const DefaultLinger = 10 * time.Millisecond
 
 // Start runs the dispatcher in the background until ctx is done or Stop is called. It holds the
 // store's dispatcher lease while it works, so that of several processes on one store one
-// dispatches at a time (the others wait to take the lease over); it steps at once when this
-// process appends, and looks for other processes' appends with a poll that backs off while idle.
+// dispatches at a time (the others watch the lease and take it over when its holder stops
+// renewing it); it steps at once when this process appends, and looks at every dirty-marker
+// shard at least every PollInterval while busy (with a poll that backs off to MaxPollInterval
+// while idle), so that other processes' appends are found however busy this process is.
 // Start returns an error if the dispatcher is already running.
 func (d *Dispatcher) Start(ctx context.Context) error {
 	d.run.Lock()
@@ -30,8 +32,10 @@ func (d *Dispatcher) Start(ctx context.Context) error {
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	d.run.cancel, d.run.done, d.run.err = cancel, make(chan struct{}), nil
+	d.setRunning(true)
 	go func(done chan struct{}) {
 		err := d.loop(ctx)
+		d.setRunning(false)
 		d.run.Lock()
 		d.run.err = err
 		d.run.Unlock()
@@ -69,27 +73,52 @@ func (d *Dispatcher) Done() <-chan struct{} {
 }
 
 func (d *Dispatcher) loop(ctx context.Context) error {
-	defer d.releaseLease(context.WithoutCancel(ctx))
+	var lease leaseState
+	defer func() { d.releaseLease(context.WithoutCancel(ctx), &lease) }()
+	clock := d.o.Clock
 	poll := d.o.PollInterval
 	shards := allShards()
-	var renewAt time.Time
-	held := false
+	var lastFull time.Time // when a step last looked at every shard
+	fullDone := false
 	for ctx.Err() == nil {
-		if now := d.o.Clock.Now(); !held || !now.Before(renewAt) {
-			var err error
-			held, err = d.acquireLease(ctx)
-			if err != nil || !held {
-				if sleep(ctx, d.o.LeaseDuration/3) != nil {
+		if now := clock.Now(); !lease.held || !now.Before(lease.renewAt) {
+			wasHeld := lease.held
+			err := d.acquireLease(ctx, &lease)
+			if errors.Is(err, ErrClosed) {
+				return err
+			}
+			d.setLeaseHeld(lease.held)
+			if !lease.held {
+				if wasHeld {
+					d.forgetPending() // a dispatcher without the lease looks at no markers
+				}
+				if _, err := clock.Wait(ctx, d.o.LeaseDuration/4, nil); err != nil {
 					break
 				}
 				continue
 			}
-			renewAt = now.Add(d.o.LeaseDuration / 3)
+			if !wasHeld {
+				// Taken anew: another dispatcher may have written the feed meanwhile, so what this
+				// one knows of the feed's page is a guess. Read it again.
+				d.invalidate()
+				shards = allShards()
+			}
+		}
+		now := clock.Now()
+		if !fullDone || now.Sub(lastFull) >= poll {
+			// However busy this process is, every shard is looked at at least every poll interval:
+			// other processes' appends wake no one here.
+			shards = allShards()
+		}
+		if len(shards) == dirtyShards {
+			lastFull, fullDone = now, true
 		}
 		st, err := d.step(ctx, shards)
+		d.observeStep(st, err)
 		if d.o.OnStep != nil {
 			d.o.OnStep(st, err)
 		}
+		progress := st.Events > 0 || st.Resolved > 0 || st.Fenced > 0
 		switch {
 		case errors.Is(err, ErrClosed):
 			return err
@@ -99,40 +128,40 @@ func (d *Dispatcher) loop(ctx context.Context) error {
 			}
 			// Storage trouble or another dispatcher's write: back off, then look at every shard.
 			shards = allShards()
-			if sleep(ctx, poll) != nil {
+			if _, werr := clock.Wait(ctx, lease.cap(clock.Now(), poll), nil); werr != nil {
 				return nil
 			}
 			poll = min(2*poll, d.o.MaxPollInterval)
 			continue
-		case st.Events > 0 || st.Resolved > 0 || st.Fenced > 0 || st.Incomplete:
-			// Progress: look again at once, at these shards and any marked since.
+		case progress:
+			// Look again at once, at these shards and any marked since.
 			poll = d.o.PollInterval
 			shards = union(shards, d.s.dirty.take())
 			continue
 		}
+		// No progress. A step that was incomplete without making progress must not be repeated
+		// at once: that would spin. Wait like a step that found only announcements.
 		wait, waiting := poll, []int(nil)
 		if st.Streams > 0 {
-			// Only announcements that have not landed yet: look again well before they may be
-			// fenced, without spinning.
+			// Announcements that have not landed yet (or work that could not move): look again
+			// well before they may be fenced, without spinning.
 			wait, waiting = max(d.o.PollInterval, d.o.FenceAfter/4), shards
 		}
-		timer := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			timer.Stop()
+		woken, werr := clock.Wait(ctx, lease.cap(clock.Now(), wait), d.s.dirty.wake)
+		if werr != nil {
 			return nil
-		case <-d.s.dirty.wake:
-			timer.Stop()
-			if sleep(ctx, DefaultLinger) != nil {
+		}
+		if woken {
+			if _, err := clock.Wait(ctx, DefaultLinger, nil); err != nil {
 				return nil
 			}
 			shards = union(waiting, d.s.dirty.take())
 			poll = d.o.PollInterval
-		case <-timer.C:
-			shards = allShards()
-			if st.Streams == 0 {
-				poll = min(2*poll, d.o.MaxPollInterval)
-			}
+			continue
+		}
+		shards = allShards()
+		if st.Streams == 0 {
+			poll = min(2*poll, d.o.MaxPollInterval)
 		}
 	}
 	return nil
@@ -144,41 +173,128 @@ func union(a, b []int) []int {
 	return slices.Compact(out)
 }
 
-// acquireLease takes or renews the dispatcher lease. It reports whether this dispatcher holds it.
-func (d *Dispatcher) acquireLease(ctx context.Context) (bool, error) {
+// invalidate makes the next step read the feed's page again.
+func (d *Dispatcher) invalidate() {
+	d.mu.Lock()
+	d.st = nil
+	d.mu.Unlock()
+}
+
+// leaseState is what a dispatcher knows of the lease row. Every time in it is a reading of the
+// dispatcher's own clock: a lease is never judged by a time another process wrote.
+type leaseState struct {
+	held    bool
+	etag    string        // the row's ETag as this dispatcher last wrote or read it
+	seenAt  time.Time     // when this dispatcher first saw etag (another's lease)
+	renewAt time.Time     // when to renew the lease held
+	until   time.Time     // the lease held is safe to use until then
+	waitFor time.Duration // how long another's lease must stay unchanged to have expired
+}
+
+// cap shortens a wait so that a held lease is renewed in time.
+func (l *leaseState) cap(now time.Time, wait time.Duration) time.Duration {
+	if l.held {
+		wait = min(wait, max(l.renewAt.Sub(now), 0))
+	}
+	return wait
+}
+
+// Lease timing. The holder renews every LeaseDuration/leaseRenewDivisor and stops relying on its
+// lease leaseSafeFraction of a duration after the renewal it last sent; another dispatcher takes
+// the lease over once it has seen the row's ETag unchanged for the holder's duration on its own
+// clock. The lease only saves work: every write of the dispatcher is fenced by ETags.
+const (
+	leaseRenewDivisor = 3
+	leaseSafeFraction = 2.0 / 3
+	maxLeaseDuration  = 24 * time.Hour
+)
+
+// acquireLease takes, renews or watches the dispatcher lease, and records in l whether this
+// dispatcher holds it.
+//
+// The row names its owner and the holder's lease duration. A lease is another's until its owner
+// clears it (release) or until this dispatcher has seen the same ETag for that duration: a holder
+// that renews changes the ETag, so a lease whose ETag stays put for a whole duration has not been
+// renewed, whatever any clock says. A row that names this dispatcher's owner is its own (a
+// restarted process with a stable owner takes its lease back at once).
+func (d *Dispatcher) acquireLease(ctx context.Context, l *leaseState) error {
+	if err := d.s.checkOpen(); err != nil {
+		return err
+	}
 	ev := d.s.events
-	now := d.o.Clock.Now()
-	lease := table.Entity{PartitionKey: leasePartition, RowKey: dispatcherLeaseRow, Properties: map[string]any{
-		propOwner: d.o.Owner, propExpires: now.Add(d.o.LeaseDuration).UTC(),
-	}}
-	op := table.Op{Kind: table.Insert, Entity: lease}
+	clock := d.o.Clock
+	op := table.Op{Kind: table.Insert}
 	row, err := ev.get(ctx, leasePartition, dispatcherLeaseRow)
+	now := clock.Now()
 	switch {
 	case err == nil:
 		owner, _ := row.Properties[propOwner].(string)
-		expires, _ := row.Properties[propExpires].(time.Time)
-		if owner != d.o.Owner && now.Before(expires) {
-			return false, nil
+		if owner != "" && owner != d.o.Owner {
+			l.held = false
+			if row.ETag != l.etag {
+				l.etag, l.seenAt, l.waitFor = row.ETag, now, leaseDurationOf(row, d.o.LeaseDuration)
+				return nil
+			}
+			if now.Sub(l.seenAt) < l.waitFor {
+				return nil
+			}
+			// Unchanged for its whole duration: its holder stopped renewing it. Take it over.
 		}
-		op = table.Op{Kind: table.Replace, Entity: lease, IfMatch: row.ETag}
-	case !errors.Is(err, table.ErrNotFound):
-		return false, err
+		op = table.Op{Kind: table.Replace, IfMatch: row.ETag}
+	case errors.Is(err, table.ErrNotFound):
+	default:
+		if l.held && now.Before(l.until) {
+			return nil // keep working on the lease as last renewed; renew on the next round
+		}
+		l.held = false
+		return err
 	}
-	_, err = ev.submitOnce(ctx, leasePartition, []table.Op{op})
+	op.Entity = table.Entity{PartitionKey: leasePartition, RowKey: dispatcherLeaseRow, Properties: map[string]any{
+		propOwner:    d.o.Owner,
+		propDuration: d.o.LeaseDuration.Milliseconds(),
+		// Informational only (and read by dispatchers of format 1 releases before this one):
+		// no dispatcher of this release compares it with its own clock.
+		propExpires: d.s.now().Add(d.o.LeaseDuration).UTC(),
+	}}
+	etags, err := ev.submitOnce(ctx, leasePartition, []table.Op{op})
 	var be *table.BatchError
-	if errors.As(err, &be) {
-		return false, nil // someone else took or renewed it first
+	switch {
+	case errors.As(err, &be):
+		l.held, l.etag = false, "" // someone else took or renewed it first: watch it anew
+		return nil
+	case err != nil:
+		if !(l.held && now.Before(l.until)) {
+			l.held = false
+		}
+		l.etag = ""
+		return err
 	}
-	return err == nil, err
+	l.held, l.etag = true, etags[0]
+	l.renewAt = now.Add(d.o.LeaseDuration / leaseRenewDivisor)
+	l.until = now.Add(time.Duration(float64(d.o.LeaseDuration) * leaseSafeFraction))
+	return nil
 }
 
-// releaseLease ends this dispatcher's lease early, so that another process can take over at once.
-func (d *Dispatcher) releaseLease(ctx context.Context) {
-	ev := d.s.events
-	row, err := ev.get(ctx, leasePartition, dispatcherLeaseRow)
-	if err != nil || row.Properties[propOwner] != d.o.Owner {
+// leaseDurationOf is how long the lease row's holder said its lease lasts, within sane bounds;
+// fallback when the row does not say (rows of earlier releases).
+func leaseDurationOf(row table.Entity, fallback time.Duration) time.Duration {
+	ms, ok := row.Properties[propDuration].(int64)
+	if !ok || ms <= 0 {
+		return fallback
+	}
+	return min(time.Duration(ms)*time.Millisecond, maxLeaseDuration)
+}
+
+// releaseLease ends this dispatcher's lease early, so that another process can take over at once:
+// it clears the owner, under the ETag of its last renewal, so that a lease another dispatcher has
+// taken meanwhile stays.
+func (d *Dispatcher) releaseLease(ctx context.Context, l *leaseState) {
+	if !l.held || l.etag == "" || d.s.checkOpen() != nil {
 		return
 	}
-	row.Properties[propExpires] = d.o.Clock.Now().UTC()
-	_, _ = ev.submitOnce(ctx, leasePartition, []table.Op{{Kind: table.Replace, Entity: row, IfMatch: row.ETag}})
+	l.held = false
+	row := table.Entity{PartitionKey: leasePartition, RowKey: dispatcherLeaseRow, Properties: map[string]any{
+		propOwner: "", propDuration: d.o.LeaseDuration.Milliseconds(), propExpires: d.s.now().UTC(),
+	}}
+	_, _ = d.s.events.submitOnce(ctx, leasePartition, []table.Op{{Kind: table.Replace, Entity: row, IfMatch: l.etag}})
 }

@@ -98,6 +98,8 @@ const (
 	propDispatched = "Dispatched"
 	propOwner      = "Owner"
 	propExpires    = "Expires"
+	propDuration   = "DurationMs"
+	propMaxBytes   = "MaxEventBytes"
 	propUpdated    = "Updated"
 )
 
@@ -152,6 +154,7 @@ type dirtyMarker struct {
 	pk        string // its partition key in the stream table
 	first     int64  // first version the append writes
 	announced int64  // the stream version once the append lands
+	maxBytes  int64  // the size of the append's largest event row (0: not recorded)
 }
 
 func (m dirtyMarker) entity() table.Entity {
@@ -159,6 +162,7 @@ func (m dirtyMarker) entity() table.Entity {
 		propStream:    m.stream,
 		propFirst:     m.first,
 		propAnnounced: m.announced,
+		propMaxBytes:  m.maxBytes,
 	}}
 }
 
@@ -168,6 +172,9 @@ func decodeDirtyMarker(shard int, row table.Entity) (dirtyMarker, error) {
 	m.stream, _ = row.Properties[propStream].(string)
 	m.first, ok1 = row.Properties[propFirst].(int64)
 	m.announced, ok2 = row.Properties[propAnnounced].(int64)
+	if b, ok := row.Properties[propMaxBytes].(int64); ok && b > 0 {
+		m.maxBytes = min(b, table.MaxEntityBytes)
+	}
 	if m.stream == "" || !ok1 || !ok2 || m.first < 1 || m.announced < m.first {
 		return m, corrupt(row.PartitionKey, row.RowKey, "malformed dirty marker")
 	}
