@@ -10,6 +10,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -372,4 +373,56 @@ func TestStepReadsBoundedBytes(t *testing.T) {
 		}
 	}
 	checkFeedMatchesStreams(t, s, streams)
+}
+
+// Defect 3, as Start runs it: a started dispatcher whose view of the feed page another dispatcher
+// has overtaken fences an announced append that never lands, without spinning meanwhile.
+func TestStartedOutOfDateDispatcherFencesWithoutSpinning(t *testing.T) {
+	var failBatches atomic.Bool
+	backend := mem.New(&mem.Options{Faults: func(c mem.Call) mem.Fault {
+		if failBatches.Load() && c.Method == mem.MethodSubmit && c.Table == "estuitestreams" {
+			return mem.FailBefore
+		}
+		return mem.NoFault
+	}})
+	noRetry := &estuite.Options{Retry: estuite.RetryPolicy{MaxAttempts: 1, BaseDelay: time.Microsecond, MaxDelay: time.Microsecond}}
+	s := openStore(t, backend, noRetry)
+	elsewhere, err := estuite.Open(context.Background(), backend, noRetry) // another process
+	if err != nil {
+		t.Fatal(err)
+	}
+	started := estuite.NewDispatcher(s, &estuite.DispatcherOptions{FenceAfter: 300 * time.Millisecond, PollInterval: 300 * time.Millisecond})
+	appendN(t, s, "s", 10)
+	if err := started.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer started.Stop()
+	waitForFeed(t, s, "s", 10, 3*time.Second)
+	// Another process appends, and its dispatcher (stepped by hand, without the lease) writes
+	// the events before the started one looks again.
+	appendN(t, elsewhere, "s", 20)
+	other := estuite.NewDispatcher(elsewhere, nil)
+	for len(readFeedAll(t, s)) < 30 {
+		other.Step(context.Background())
+	}
+	failBatches.Store(true)
+	if _, err := elsewhere.Append(context.Background(), "s", []estuite.EventData{jsonEvent("Lost", "{}")}, nil); err == nil {
+		t.Fatal("append succeeded through a failing batch")
+	}
+	failBatches.Store(false)
+	before := s.RequestCounts()
+	waitFor(t, 5*time.Second, func() bool {
+		h := started.Health()
+		return h.Pending == 0 && h.LastStep.After(time.Now().Add(-time.Second)) && s.RequestCounts().Sub(before).Writes > 0
+	})
+	time.Sleep(time.Second)
+	if n := s.RequestCounts().Sub(before).Total(); n > 1000 {
+		t.Fatalf("the dispatcher made %d storage requests in about a second", n)
+	}
+	// The fence let the next append through on a fresh head.
+	if res := mustAppend(t, s, "s", []estuite.EventData{jsonEvent("After", "{}")}, nil); res.LastVersion != 31 {
+		t.Fatalf("append after the fence = %+v", res)
+	}
+	waitForFeed(t, s, "s", 31, 3*time.Second)
+	checkFeedMatchesStreams(t, s, []string{"s"})
 }

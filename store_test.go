@@ -37,7 +37,7 @@ func forEachBackend(t *testing.T, f func(t *testing.T, s *estuite.Store)) {
 	}
 }
 
-func openStore(t *testing.T, b table.Backend, opts *estuite.Options) *estuite.Store {
+func openStore(t testing.TB, b table.Backend, opts *estuite.Options) *estuite.Store {
 	t.Helper()
 	s, err := estuite.Open(context.Background(), b, opts)
 	if err != nil {
