@@ -16,8 +16,20 @@
 // package tabletest, so that the event-store logic above this contract behaves the same on each.
 //
 // Backends report failures with the sentinel errors of this package (ErrNotFound,
-// ErrAlreadyExists, ErrPreconditionFailed, ErrInvalid, ErrTransient), wrapped so that errors.Is
-// works; a failed batch operation is reported as a *BatchError naming the operation's index.
+// ErrAlreadyExists, ErrPreconditionFailed, ErrInvalid, ErrTransient, ErrUnknownOutcome), wrapped
+// so that errors.Is works; a failed batch operation is reported as a *BatchError naming the
+// operation's index.
+//
+// # Unknown outcomes
+//
+// A write can fail in a way that leaves its outcome unknown: the request may or may not have
+// taken effect. The service accepted a batch but its answer was cut short or could not be
+// decoded, the connection broke after the request went out, a commit failed on I/O after it
+// began writing. A backend must never report such a write as a definite failure: it returns a
+// *TransientError whose Err wraps ErrUnknownOutcome (see UnknownOutcome), so that both
+// errors.Is(err, ErrTransient) and errors.Is(err, ErrUnknownOutcome) hold. The caller settles it
+// by reading what is stored (Estuite reads the append's commit row), never by assuming either
+// outcome. A *BatchError, by contrast, is a definite refusal: nothing was written.
 package table
 
 import (
@@ -74,6 +86,12 @@ type Table interface {
 	// When an operation fails (a key exists, an ETag does not match, a row to update or delete is
 	// missing) Submit writes nothing and returns a *BatchError with that operation's index. On
 	// success it returns the new ETag of every op, in op order ("" for deletes).
+	//
+	// When Submit cannot tell whether the batch was applied (its answer was lost, cut short or
+	// not understood, or a commit failed after it began writing), it returns a *TransientError
+	// wrapping ErrUnknownOutcome: the batch may have been applied in full, or not at all, never
+	// in part. When ctx ends while the request is in flight, Submit returns ctx's error
+	// (possibly wrapped), and the outcome is unknown as well.
 	Submit(ctx context.Context, partitionKey string, ops []Op) ([]string, error)
 }
 
@@ -88,8 +106,9 @@ type Part struct {
 // partitions, of one or more of the backend's tables, atomically — all of them or none. Each part
 // follows Submit's rules, and the parts name distinct (table, partition) pairs. A failing
 // operation is reported as a *PartError naming its part and wrapping that part's *BatchError. On
-// success SubmitParts returns each part's ETags. Azure Table Storage has no such transaction; the
-// embedded backend has.
+// success SubmitParts returns each part's ETags. When the outcome cannot be known, SubmitParts
+// returns a *TransientError wrapping ErrUnknownOutcome, as Submit does: all of the parts may have
+// been applied, or none. Azure Table Storage has no such transaction; the embedded backend has.
 type MultiSubmitter interface {
 	SubmitParts(ctx context.Context, parts []Part) ([][]string, error)
 }
@@ -201,8 +220,15 @@ var (
 	ErrInvalid = errors.New("table: invalid request")
 	// ErrTransient: the request failed in a way that may pass on a retry (timeout, throttling,
 	// server error, lost connection). A write that failed transiently may or may not have taken
-	// effect.
+	// effect: backends wrap ErrUnknownOutcome as well whenever they cannot rule that out, and a
+	// transient write error without it was, to the backend's knowledge, refused before it took
+	// effect (throttled, never sent, given up before it was taken). Callers for whom a wrong
+	// guess is costly settle every transient write failure by reading what is stored.
 	ErrTransient = errors.New("table: transient failure")
+	// ErrUnknownOutcome: the request may or may not have taken effect. It always comes inside a
+	// *TransientError (see UnknownOutcome), so it is an ErrTransient too, never a definite
+	// failure: read what is stored to find out.
+	ErrUnknownOutcome = errors.New("table: the request may or may not have taken effect")
 )
 
 // BatchError reports the operation that made a batch fail. Nothing of the batch was written.
@@ -235,6 +261,13 @@ func (e *TransientError) Error() string {
 func (e *TransientError) Is(target error) bool { return target == ErrTransient }
 
 func (e *TransientError) Unwrap() error { return e.Err }
+
+// UnknownOutcome returns the error of a write whose outcome is unknown because of cause: a
+// *TransientError whose Err wraps both ErrUnknownOutcome and cause. Set its RetryAfter when the
+// service asked for a delay.
+func UnknownOutcome(cause error) *TransientError {
+	return &TransientError{Err: fmt.Errorf("%w: %w", ErrUnknownOutcome, cause)}
+}
 
 // RetryAfter returns the delay a transient error asks for, or 0.
 func RetryAfter(err error) time.Duration {

@@ -15,6 +15,14 @@
 // message ("N:..."). Cosmos DB may leave the index out: then it is 0 for a batch of one
 // operation and -1 (unknown) otherwise.
 //
+// A batch whose outcome cannot be known is reported as table.UnknownOutcome (a
+// *table.TransientError wrapping table.ErrUnknownOutcome): a connection that failed or broke
+// after the request was handed to the transport (also while the answer was read), a try that
+// timed out, an accepted batch whose body is cut short or cannot be decoded or does not give
+// every operation's ETag, and a server error other than throttling (500, 502, 504, ...). Only a
+// refusal the service spelled out — an operation's error response, a 4xx status, throttling —
+// is reported as definite.
+//
 // Known gap: the SDK re-encodes entities with encoding/json, which escapes '<', '>' and '&' as
 // six bytes that table.BatchSize counts as one, so a batch of such characters that the contract
 // allows can exceed Azure's 4 MiB request limit and fail with table.ErrInvalid (413).
@@ -70,6 +78,7 @@ func Open(connectionString string, opts *Options) (*Backend, error) {
 		co.Transport = opts.HTTPClient
 	}
 	co.PerCallPolicies = []policy.Policy{quotedKeyPolicy{}}
+	co.PerRetryPolicies = []policy.Policy{exchangePolicy{}}
 	service, err := aztables.NewServiceClientFromConnectionString(connectionString, co)
 	if err != nil {
 		return nil, table.Invalidf("azure: bad connection string: %v", err)

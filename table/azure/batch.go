@@ -117,19 +117,38 @@ func boundaryOf(data []byte) string {
 	return ""
 }
 
-// batchETags returns the ETags of a successful batch's operations, in op order ("" for deletes).
-func batchETags(body []byte, ops []table.Op) ([]string, error) {
+// batchOutcome reads the body of an accepted entity group transaction (status 202): the new
+// ETags when every operation answered with success, the contract's error when an operation's
+// error response says the batch was refused, and an unknown outcome (table.UnknownOutcome)
+// otherwise — a body that cannot be decoded, one cut short before every operation answered, a
+// success without an ETag. Such a batch may have been applied: it is never reported as failed.
+func batchOutcome(body []byte, ops []table.Op) ([]string, error) {
 	responses, err := batchResponses(body)
 	if err != nil {
-		return nil, err
+		return nil, table.UnknownOutcome(err)
 	}
+	for _, resp := range responses {
+		if resp.StatusCode >= 400 {
+			return nil, operationFailure(resp, len(ops))
+		}
+	}
+	etags, err := batchETags(responses, ops)
+	if err != nil {
+		return nil, table.UnknownOutcome(err)
+	}
+	return etags, nil
+}
+
+// batchETags returns the ETags of a successful batch's operations, in op order ("" for deletes),
+// or an error when the responses do not give them all.
+func batchETags(responses []*http.Response, ops []table.Op) ([]string, error) {
 	if len(responses) != len(ops) {
 		return nil, fmt.Errorf("azure: batch response holds %d operation responses for %d operations", len(responses), len(ops))
 	}
 	etags := make([]string, len(ops))
 	for i, resp := range responses {
 		if resp.StatusCode >= 300 {
-			return nil, fmt.Errorf("azure: batch succeeded but operation %d answered %s", i, resp.Status)
+			return nil, fmt.Errorf("azure: batch operation %d answered %s", i, resp.Status)
 		}
 		if ops[i].Kind == table.Delete {
 			continue
@@ -141,45 +160,32 @@ func batchETags(body []byte, ops []table.Op) ([]string, error) {
 	return etags, nil
 }
 
-// batchFailure turns the body of a failed entity group transaction (status 202 with an error
-// response inside) into the contract's error: a *table.BatchError naming the failed operation,
-// or a *table.TransientError when the operation failed for a passing reason (throttling, server
-// error). The index comes from the "N:" prefix of the error message; when it is missing, it is
-// 0 for a batch of one operation and -1 otherwise (unknown).
-//
-// A body that cannot be read, or that holds no error, leaves it unknown whether the batch was
-// applied: that is reported as a *table.TransientError.
-func batchFailure(body []byte, nops int) error {
-	responses, err := batchResponses(body)
-	if err != nil {
-		return &table.TransientError{Err: err}
+// operationFailure turns the error response of a batch's failed operation into the contract's
+// error: a *table.BatchError naming the operation, or, for a passing reason (throttling, server
+// error), what statusError makes of it for a write. The index comes from the "N:" prefix of the
+// error message; when it is missing, it is 0 for a batch of one operation and -1 otherwise
+// (unknown).
+func operationFailure(resp *http.Response, nops int) error {
+	data, _ := io.ReadAll(resp.Body)
+	code, message := errorDetails(data)
+	index := -1
+	if n, _, ok := strings.Cut(message, ":"); ok {
+		if i, err := strconv.Atoi(n); err == nil && i >= 0 && i < nops {
+			index = i
+		}
 	}
-	for _, resp := range responses {
-		if resp.StatusCode < 400 {
-			continue
-		}
-		data, _ := io.ReadAll(resp.Body)
-		code, message := errorDetails(data)
-		index := -1
-		if n, _, ok := strings.Cut(message, ":"); ok {
-			if i, err := strconv.Atoi(n); err == nil && i >= 0 && i < nops {
-				index = i
-			}
-		}
-		if index < 0 && nops == 1 {
-			index = 0
-		}
-		kind := errorKind(resp.StatusCode, code)
-		if kind == nil {
-			return &table.TransientError{RetryAfter: retryAfter(resp.Header),
-				Err: fmt.Errorf("azure: batch operation failed: %s %s: %s", resp.Status, code, message)}
-		}
-		if code == "" {
-			code = strconv.Itoa(resp.StatusCode)
-		}
-		return &table.BatchError{Index: index, Code: code, Err: kind}
+	if index < 0 && nops == 1 {
+		index = 0
 	}
-	return &table.TransientError{Err: fmt.Errorf("azure: batch failed but its response holds no error: %q", body)}
+	kind := errorKind(resp.StatusCode, code)
+	if kind == nil {
+		return statusError(resp.StatusCode, code, resp.Header,
+			fmt.Errorf("azure: batch operation failed: %s %s: %s", resp.Status, code, message), true)
+	}
+	if code == "" {
+		code = strconv.Itoa(resp.StatusCode)
+	}
+	return &table.BatchError{Index: index, Code: code, Err: kind}
 }
 
 // errorDetails returns the code and message of an error body, in JSON

@@ -158,7 +158,7 @@ func fixture(t *testing.T, name string) []byte {
 
 func TestBatchETagsFromAzurite(t *testing.T) {
 	ops := []table.Op{{Kind: table.Insert}, {Kind: table.Upsert}, {Kind: table.Insert}}
-	etags, err := batchETags(fixture(t, "azurite-success-insert-upsert-insert.txt"), ops)
+	etags, err := batchOutcome(fixture(t, "azurite-success-insert-upsert-insert.txt"), ops)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -167,12 +167,12 @@ func TestBatchETagsFromAzurite(t *testing.T) {
 		t.Errorf("etags = %q, want %q", etags, want)
 	}
 	ops = []table.Op{{Kind: table.Replace}, {Kind: table.Delete}, {Kind: table.Merge}}
-	etags, err = batchETags(fixture(t, "azurite-success-replace-delete-merge.txt"), ops)
+	etags, err = batchOutcome(fixture(t, "azurite-success-replace-delete-merge.txt"), ops)
 	if err != nil || etags[0] == "" || etags[1] != "" || etags[2] == "" {
 		t.Errorf("etags = %q, %v", etags, err)
 	}
-	if _, err := batchETags(fixture(t, "azurite-success-replace-delete-merge.txt"), ops[:2]); err == nil {
-		t.Error("a response count that differs from the op count was accepted")
+	if _, err := batchOutcome(fixture(t, "azurite-success-replace-delete-merge.txt"), ops[:2]); !isUnknownOutcome(err) {
+		t.Errorf("a response count that differs from the op count: %v, want an unknown outcome", err)
 	}
 }
 
@@ -233,20 +233,28 @@ func TestBatchFailure(t *testing.T) {
 		{"index out of range", fixture(t, "azurite-fail-1-EntityAlreadyExists.txt"), 1, 0, "EntityAlreadyExists", table.ErrAlreadyExists},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			err := batchFailure(tc.body, tc.nops)
+			_, err := batchOutcome(tc.body, make([]table.Op, tc.nops))
 			var be *table.BatchError
 			if !errors.As(err, &be) || be.Index != tc.index || be.Code != tc.code || be.Err != tc.kind || !errors.Is(err, tc.kind) {
 				t.Fatalf("got %#v (%v), want index %d code %s kind %v", be, err, tc.index, tc.code, tc.kind)
 			}
+			if errors.Is(err, table.ErrTransient) || errors.Is(err, table.ErrUnknownOutcome) {
+				t.Fatalf("a refusal the service spelled out became %v", err)
+			}
 		})
 	}
 	throttled := strings.Replace(cosmosConflict, "409 Conflict", "429 Too Many Requests\r\nx-ms-retry-after-ms: 250", 1)
-	err := batchFailure([]byte(throttled), 1)
-	if !errors.Is(err, table.ErrTransient) || table.RetryAfter(err) != 250*time.Millisecond {
-		t.Errorf("throttled operation: %v", err)
+	_, err := batchOutcome([]byte(throttled), make([]table.Op, 1))
+	if !errors.Is(err, table.ErrTransient) || errors.Is(err, table.ErrUnknownOutcome) || table.RetryAfter(err) != 250*time.Millisecond {
+		t.Errorf("throttled operation: %v, want a transient refusal asking for 250ms", err)
 	}
-	if err := batchFailure([]byte("not multipart"), 1); !errors.Is(err, table.ErrTransient) {
-		t.Errorf("unreadable failure body: %v", err)
+	timedOut := strings.Replace(cosmosConflict, "409 Conflict", "500 Internal Server Error", 1)
+	timedOut = strings.Replace(timedOut, "EntityAlreadyExists", "OperationTimedOut", 1)
+	if _, err := batchOutcome([]byte(timedOut), make([]table.Op, 1)); !isUnknownOutcome(err) {
+		t.Errorf("operation that timed out on the server: %v, want an unknown outcome", err)
+	}
+	if _, err := batchOutcome([]byte("not multipart"), make([]table.Op, 1)); !isUnknownOutcome(err) {
+		t.Errorf("unreadable batch body: %v, want an unknown outcome", err)
 	}
 }
 
@@ -275,9 +283,44 @@ func TestErrorMapping(t *testing.T) {
 		{fmt.Errorf("reading: %w", io.ErrUnexpectedEOF), table.ErrTransient},
 		{context.DeadlineExceeded, table.ErrTransient}, // a try timed out, not the caller's ctx
 	} {
-		if got := mapError(ctx, tc.err); !errors.Is(got, tc.want) {
+		if got := mapError(ctx, tc.err); !errors.Is(got, tc.want) || errors.Is(got, table.ErrUnknownOutcome) {
 			t.Errorf("mapError(%v) = %v, want %v", tc.err, got, tc.want)
 		}
+	}
+	// A batch's error status: definite unless it may have come after the batch was applied.
+	sent := func(status int) *exchange { return &exchange{sent: true, response: &http.Response{StatusCode: status}} }
+	for _, tc := range []struct {
+		err     error
+		want    error
+		unknown bool
+	}{
+		{respErr(404, "TableNotFound", nil), table.ErrNotFound, false},
+		{respErr(400, "InvalidInput", nil), table.ErrInvalid, false},
+		{respErr(413, "RequestBodyTooLarge", nil), table.ErrInvalid, false},
+		{respErr(403, "AuthenticationFailed", nil), table.ErrInvalid, false},
+		{respErr(429, "", nil), table.ErrTransient, false},
+		{respErr(503, "ServerBusy", nil), table.ErrTransient, false},
+		{respErr(409, "TableBeingDeleted", nil), table.ErrTransient, false},
+		{respErr(500, "OperationTimedOut", nil), table.ErrUnknownOutcome, true},
+		{respErr(500, "InternalError", nil), table.ErrUnknownOutcome, true},
+		{respErr(502, "", nil), table.ErrUnknownOutcome, true},
+		{respErr(503, "", nil), table.ErrUnknownOutcome, true}, // not Azure's ServerBusy: Cosmos DB, a proxy
+		{respErr(504, "", nil), table.ErrUnknownOutcome, true},
+		{respErr(408, "RequestTimeout", nil), table.ErrUnknownOutcome, true},
+	} {
+		var re *azcore.ResponseError
+		errors.As(tc.err, &re)
+		_, got := submitOutcome(ctx, tc.err, sent(re.StatusCode), nil)
+		if !errors.Is(got, tc.want) || isUnknownOutcome(got) != tc.unknown {
+			t.Errorf("batch answered %v: %v, want %v (unknown outcome: %v)", tc.err, got, tc.want, tc.unknown)
+		}
+	}
+	// Nothing sent: the error is what it is; sent without an answer: unknown.
+	if _, got := submitOutcome(ctx, errors.New("building the request"), &exchange{}, nil); errors.Is(got, table.ErrTransient) {
+		t.Errorf("a batch never sent: %v", got)
+	}
+	if _, got := submitOutcome(ctx, &net.OpError{Op: "read", Err: errors.New("connection reset")}, &exchange{sent: true}, nil); !isUnknownOutcome(got) {
+		t.Errorf("a batch whose connection broke: %v, want an unknown outcome", got)
 	}
 	for _, tc := range []struct {
 		header http.Header

@@ -22,6 +22,11 @@
 // its result. No caller waits for a timer: under no contention a Submit is one plain
 // transaction, and under contention a transaction carries everything that queued during the
 // previous fsync. Reads run in bbolt read-only transactions, concurrently with writes.
+//
+// A commit that fails after it began writing (a failed page write or fsync) may or may not be
+// durable: every request that took part in it fails with table.UnknownOutcome, an error that is
+// both table.ErrTransient and table.ErrUnknownOutcome, never a definite failure. A request whose
+// own batch was refused in that transaction keeps its *table.BatchError.
 package bolt
 
 import (

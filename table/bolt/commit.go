@@ -54,6 +54,9 @@ type committer struct {
 	// testHook, when set by a test before any Submit, is called inside each transaction with
 	// the number of requests it carries, before they are applied.
 	testHook func(n int)
+	// commitTx, when set by a test before any Submit, commits each transaction in place of
+	// tx.Commit, so that a test can make a commit fail after it wrote. nil in production.
+	commitTx func(tx *bbolt.Tx) error
 }
 
 // submit runs r to its outcome (r.etags, r.err), leading commits or following as needed.
@@ -125,42 +128,74 @@ func (c *committer) lead(self *request, batch []*request) {
 }
 
 // commit applies batch in one bbolt transaction and records each request's outcome.
+//
+// An error before the commit (the transaction could not begin, a storage failure while applying)
+// rolls everything back: every request fails with it, definitely. An error of the commit itself
+// — it may have written pages, or the meta page, before a write or fsync failed — leaves it
+// unknown whether the transaction is durable: every request that took part in it fails with
+// table.UnknownOutcome, while a request whose own plan failed keeps its error (it wrote nothing
+// in any case).
 func (c *committer) commit(batch []*request) {
-	err := c.db.Update(func(tx *bbolt.Tx) (err error) {
-		// A panic would leave the committer busy forever; fail the transaction instead.
-		defer func() {
-			if p := recover(); p != nil {
-				err = fmt.Errorf("bolt: panic during commit: %v", p)
-			}
-		}()
-		meta := tx.Bucket(metaBucket)
-		if meta == nil {
-			return errors.New("bolt: meta bucket missing")
-		}
-		if c.testHook != nil {
-			c.testHook(len(batch))
-		}
-		counter, err := readCounter(meta)
-		if err != nil {
-			return err
-		}
-		newETag := func() string {
-			counter++
-			return formatETag(counter)
-		}
-		for _, r := range batch {
-			if err := applyRequest(tx, r, newETag); err != nil {
-				return err
-			}
-		}
-		return meta.Put(etagKey, binary.BigEndian.AppendUint64(nil, counter))
-	})
-	if err != nil {
+	fail := func(err error) {
 		if !errors.Is(err, table.ErrTransient) {
 			err = fmt.Errorf("bolt: commit failed: %w", err)
 		}
 		for _, r := range batch {
-			r.etags, r.err = nil, err
+			r.etags, r.extraETags, r.err = nil, nil, err
 		}
 	}
+	tx, err := c.db.Begin(true)
+	if err != nil {
+		fail(err)
+		return
+	}
+	if err := c.apply(tx, batch); err != nil {
+		_ = tx.Rollback()
+		fail(err)
+		return
+	}
+	if c.commitTx != nil {
+		err = c.commitTx(tx)
+	} else {
+		err = tx.Commit()
+	}
+	if err != nil {
+		unknown := table.UnknownOutcome(fmt.Errorf("bolt: commit failed after it began writing: %w", err))
+		for _, r := range batch {
+			if r.err == nil {
+				r.etags, r.extraETags, r.err = nil, nil, unknown
+			}
+		}
+	}
+}
+
+// apply writes batch into tx. A panic would leave the committer busy forever; it fails the
+// transaction instead.
+func (c *committer) apply(tx *bbolt.Tx, batch []*request) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("bolt: panic during commit: %v", p)
+		}
+	}()
+	meta := tx.Bucket(metaBucket)
+	if meta == nil {
+		return errors.New("bolt: meta bucket missing")
+	}
+	if c.testHook != nil {
+		c.testHook(len(batch))
+	}
+	counter, err := readCounter(meta)
+	if err != nil {
+		return err
+	}
+	newETag := func() string {
+		counter++
+		return formatETag(counter)
+	}
+	for _, r := range batch {
+		if err := applyRequest(tx, r, newETag); err != nil {
+			return err
+		}
+	}
+	return meta.Put(etagKey, binary.BigEndian.AppendUint64(nil, counter))
 }

@@ -46,7 +46,8 @@ const (
 	// FailBefore fails the call with a transient error before it takes effect.
 	FailBefore
 	// FailAfter lets the call take effect, then fails it with a transient error, as when a
-	// response is lost on the way back.
+	// response is lost on the way back. For MethodSubmit the error is table.UnknownOutcome: it
+	// wraps table.ErrUnknownOutcome as well, as a real backend's would.
 	FailAfter
 )
 
@@ -334,7 +335,7 @@ func (t *Table) Submit(ctx context.Context, pk string, ops []table.Op) ([]string
 		return nil, err
 	}
 	if f == FailAfter {
-		return nil, injected(c, "after")
+		return nil, table.UnknownOutcome(fmt.Errorf("%w: %s %s after", ErrInjected, c.Method, c.PartitionKey))
 	}
 	return etags, nil
 }

@@ -106,6 +106,9 @@ func TestFailBeforeSubmitWritesNothing(t *testing.T) {
 	}
 	_, err = tbl.Submit(ctx, "p", ops)
 	wantInjected(t, "Submit with FailBefore", err)
+	if errors.Is(err, table.ErrUnknownOutcome) {
+		t.Errorf("Submit with FailBefore: %v claims an unknown outcome, but nothing was applied", err)
+	}
 	r.set(mem.MethodSubmit, mem.NoFault)
 
 	if _, err := tbl.Get(ctx, "p", "b"); !errors.Is(err, table.ErrNotFound) {
@@ -130,6 +133,9 @@ func TestFailAfterSubmitTakesEffect(t *testing.T) {
 	r.set(mem.MethodSubmit, mem.FailAfter)
 	etags, err := tbl.Submit(ctx, "p", []table.Op{insert("p", "a", "a")})
 	wantInjected(t, "Submit with FailAfter", err)
+	if !errors.Is(err, table.ErrUnknownOutcome) {
+		t.Errorf("Submit with FailAfter: %v does not wrap table.ErrUnknownOutcome", err)
+	}
 	if etags != nil {
 		t.Errorf("Submit with FailAfter returned ETags %q", etags)
 	}
