@@ -61,8 +61,9 @@ type Options struct {
 	// <token>" (the scheme in any case). It is compared in constant time.
 	Token string
 	// Logger receives one Debug line per request, and one more line per failed request with its
-	// route, stream and error code: Error for 5xx, Info for 409 and stream_not_found (normal
-	// under optimistic concurrency), Warn for the rest. nil means slog.Default().
+	// route, stream and error code: Error for 5xx, Info for 4xx (the client's doing, normal in
+	// operation), Debug for a request whose client went away before the answer (counted with
+	// status 499). nil means slog.Default().
 	Logger *slog.Logger
 	// Registerer receives the server's metrics and Gatherer is what /metrics serves. When both
 	// are nil, the server uses a registry of its own (with the Go and process collectors), so
