@@ -91,7 +91,9 @@ type Options struct {
 	LiveKeepAlive time.Duration
 	// Dispatcher, when set, is the dispatcher running in this process: /metrics reports its
 	// Health at every scrape (lease held, pending work, time since progress). Its OnStep should
-	// still be ObserveDispatch, which feeds the per-step metrics. Optional.
+	// still be ObserveDispatch, which feeds the per-step metrics. The seconds since progress are
+	// measured with time.Now against the dispatcher's readings: give it the SystemClock (the
+	// default). Optional.
 	Dispatcher *estuite.Dispatcher
 	// MaxSubscriptionMetrics bounds how many durable subscriptions /metrics reports the
 	// checkpoint distance of. Each scrape costs one query of the checkpoint partition (one
