@@ -22,9 +22,17 @@ const (
 	codeWrongExpectedVersion = "wrong_expected_version"
 	codeCommitConflict       = "commit_conflict"
 	codeDuplicateEvent       = "duplicate_event"
+	codeStreamContended      = "stream_contended"
 	codeUnavailable          = "unavailable"
 	codeInternal             = "internal"
+	// codeClientClosed is never sent (nobody is listening): it labels the metrics and logs of
+	// a request whose client went away before it was answered.
+	codeClientClosed = "client_closed_request"
 )
+
+// StatusClientClosedRequest is the status counted (in estuite_http_requests_total) for a request
+// whose client went away before the answer was ready: nginx's 499. The client never sees it.
+const StatusClientClosedRequest = 499
 
 // apiError is an error response: its status and JSON body, and the error behind it (for the
 // logs, never for the client unless it is the client's fault).
@@ -40,17 +48,18 @@ type apiError struct {
 
 func (e *apiError) Error() string { return e.Code + ": " + e.Message }
 
-// logLevel is how loud a failed request is in the logs: Error for the server's faults, Warn for
-// requests a client should not have sent, Info for answers that are part of normal operation
-// (optimistic-concurrency conflicts, a stream not yet written).
+// logLevel is how loud a failed request is in the logs: Error for the server's faults (5xx),
+// Debug for a client that went away (nothing went wrong on the server), Info for every answer a
+// client caused (4xx: bad input, conflicts, a stream not yet written), which are part of normal
+// operation and must not page anyone.
 func (e *apiError) logLevel() slog.Level {
 	switch {
 	case e.Status >= 500:
 		return slog.LevelError
-	case e.Status == http.StatusConflict || e.Code == codeStreamNotFound:
-		return slog.LevelInfo
+	case e.Code == codeClientClosed:
+		return slog.LevelDebug
 	}
-	return slog.LevelWarn
+	return slog.LevelInfo
 }
 
 // badRequest is a 400 invalid_request with a message for the client.
@@ -88,6 +97,9 @@ func toAPIError(err error) *apiError {
 		return &apiError{Status: http.StatusConflict, Code: codeDuplicateEvent, Message: msg, EventID: dup.EventID.String(), Err: err}
 	case errors.Is(err, estuite.ErrDuplicateEvent):
 		return &apiError{Status: http.StatusConflict, Code: codeDuplicateEvent, Message: msg, Err: err}
+	case errors.Is(err, estuite.ErrContention):
+		// Storage answered every request; other writers kept moving the stream. Nothing was written.
+		return &apiError{Status: http.StatusConflict, Code: codeStreamContended, Message: msg, Err: err}
 	case errors.Is(err, estuite.ErrStreamNotFound):
 		return &apiError{Status: http.StatusNotFound, Code: codeStreamNotFound, Message: "the stream has never been written", Err: err}
 	case errors.Is(err, estuite.ErrInvalidInput):
@@ -100,20 +112,32 @@ func toAPIError(err error) *apiError {
 	case errors.Is(err, estuite.ErrClosed):
 		return &apiError{Status: http.StatusServiceUnavailable, Code: codeUnavailable, Message: "the store is closed", Err: err}
 	case errors.Is(err, context.Canceled):
-		// The client went away (or the server is stopping): nobody reads this answer.
+		// A cancellation that is not the request's own (requestError catches a client that went
+		// away): the server is stopping.
 		return &apiError{Status: http.StatusServiceUnavailable, Code: codeUnavailable, Message: "the request was canceled", Err: err}
 	}
 	return &apiError{Status: http.StatusInternalServerError, Code: codeInternal, Message: "internal error", Err: err}
 }
 
+// requestError maps err, met while serving r, to its response: toAPIError, except that an error
+// that is r's own context ending — the client went away — is a client_closed_request (499), not
+// a server fault.
+func requestError(r *http.Request, err error) *apiError {
+	if cerr := r.Context().Err(); cerr != nil && errors.Is(err, cerr) {
+		return &apiError{Status: StatusClientClosedRequest, Code: codeClientClosed,
+			Message: "the client went away before the answer was ready", Err: err}
+	}
+	return toAPIError(err)
+}
+
 // fail answers err as an error response.
 func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
-	s.writeError(w, r, toAPIError(err))
+	s.writeError(w, r, requestError(r, err))
 }
 
 func (s *Server) writeError(w http.ResponseWriter, r *http.Request, e *apiError) {
 	requestInfoOf(r).err = e
-	if e.Status == http.StatusServiceUnavailable {
+	if e.Status == http.StatusServiceUnavailable || e.Code == codeStreamContended {
 		w.Header().Set("Retry-After", "1")
 	}
 	writeJSON(w, e.Status, e)

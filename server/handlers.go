@@ -51,7 +51,7 @@ func (s *Server) handleAppend(w http.ResponseWriter, r *http.Request) {
 	outcome := "committed"
 	switch {
 	case err != nil:
-		outcome = toAPIError(err).Code
+		outcome = requestError(r, err).Code
 	case res.Duplicate:
 		outcome = "duplicate"
 	}

@@ -30,6 +30,9 @@ type harness struct {
 	ts      *httptest.Server
 	token   string
 	storeOp *estuite.Options
+
+	dispOpts   *estuite.DispatcherOptions // withDispatcher: create dispatcher with these
+	dispatcher *estuite.Dispatcher        // passed to the server as Options.Dispatcher; not started
 }
 
 // backend opens a fresh table backend by name ("mem" or "bolt").
@@ -63,6 +66,12 @@ func withStoreOptions(so *estuite.Options) harnessOption {
 	return func(h *harness, _ *server.Options) { h.storeOp = so }
 }
 
+// withDispatcher gives the server a dispatcher (h.dispatcher, not started) as
+// Options.Dispatcher, whose OnStep is the server's ObserveDispatch.
+func withDispatcher(o estuite.DispatcherOptions) harnessOption {
+	return func(h *harness, _ *server.Options) { h.dispOpts = &o }
+}
+
 func newHarness(t *testing.T, opts ...harnessOption) *harness {
 	return newHarnessOn(t, backends[0], opts...)
 }
@@ -82,6 +91,12 @@ func newHarnessOn(t *testing.T, bc backendCase, opts ...harnessOption) *harness 
 	}
 	h.store = store
 	so.Store = store
+	if h.dispOpts != nil {
+		do := *h.dispOpts
+		do.OnStep = func(st estuite.DispatchStats, err error) { h.srv.ObserveDispatch(st, err) }
+		h.dispatcher = estuite.NewDispatcher(store, &do)
+		so.Dispatcher = h.dispatcher
+	}
 	srv, err := server.New(so)
 	if err != nil {
 		t.Fatal(err)

@@ -1,9 +1,12 @@
 package server
 
 import (
+	"context"
+	"log/slog"
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/estuite/estuite"
 	"github.com/prometheus/client_golang/prometheus"
@@ -19,7 +22,8 @@ type metrics struct {
 	dispatchBack   prometheus.Gauge
 	dispatchSteps  prometheus.Counter
 	dispatchErrors prometheus.Counter
-	feedHead       atomic.Int64 // highest feed position seen (dispatch steps, feed reads)
+	eventLag       prometheus.Histogram // commit-to-feed time of every event dispatched
+	feedHead       atomic.Int64         // highest feed position seen (dispatch steps, feed reads)
 
 	mu sync.Mutex // serializes ObserveDispatch's read-modify-write of the gauges
 }
@@ -51,9 +55,14 @@ func newMetrics(s *Server, reg prometheus.Registerer) (*metrics, error) {
 			Namespace: namespace, Name: "dispatch_errors_total",
 			Help: "Dispatch steps that failed.",
 		}),
+		eventLag: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: namespace, Name: "dispatch_event_lag_seconds",
+			Help:    "Time from each event's commit (its recorded time, on the writer's clock) to its feed write (on the dispatcher's clock), one observation per event this server's dispatcher wrote; negative values (clock skew) count as 0.",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300},
+		}),
 	}
 	for _, c := range []prometheus.Collector{m.appendSeconds, m.httpRequests, m.dispatchLag, m.dispatchBack,
-		m.dispatchSteps, m.dispatchErrors, &stateCollector{s: s}} {
+		m.dispatchSteps, m.dispatchErrors, m.eventLag, &stateCollector{s: s}} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -75,11 +84,14 @@ func (m *metrics) observeFeedHead(p int64) {
 	}
 }
 
-// ObserveDispatch records a dispatch step in the metrics (steps, errors, lag, backlog, feed head).
-// Pass it as estuite.DispatcherOptions.OnStep; it does not block.
+// ObserveDispatch records a dispatch step in the metrics (steps, errors, lag, each event's lag,
+// backlog, feed head). Pass it as estuite.DispatcherOptions.OnStep; it does not block.
 func (s *Server) ObserveDispatch(st estuite.DispatchStats, err error) {
 	m := s.metrics
 	m.dispatchSteps.Inc()
+	for _, lag := range st.Lags { // a failed step may still have written some events
+		m.eventLag.Observe(max(lag, 0).Seconds())
+	}
 	if err != nil {
 		m.dispatchErrors.Inc()
 		return
@@ -92,7 +104,8 @@ func (s *Server) ObserveDispatch(st estuite.DispatchStats, err error) {
 }
 
 // stateCollector reports, at scrape time, what the server and its store hold now: storage
-// requests by kind (Store.RequestCounts), the feed head, and the live streams.
+// requests by kind (Store.RequestCounts), the feed head, the live streams, the dispatcher's
+// health (Options.Dispatcher), and each durable subscription's distance from the feed head.
 type stateCollector struct{ s *Server }
 
 var (
@@ -104,6 +117,17 @@ var (
 		"Open live feed streams (GET /feed/live).", nil, nil)
 	descLivePos = prometheus.NewDesc(namespace+"_live_lowest_position",
 		"Lowest feed position reached by an open live feed stream; absent when none is open.", nil, nil)
+
+	descLeaseHeld = prometheus.NewDesc(namespace+"_dispatcher_lease_held",
+		"1 while this server's dispatcher holds the store's dispatcher lease (it is the one dispatching), else 0. Summed over all servers of a store it should be 1.", nil, nil)
+	descOldestPending = prometheus.NewDesc(namespace+"_dispatch_oldest_pending_seconds",
+		"How long the oldest undispatched append this server's dispatcher knows of has been waiting (0: none; a dispatcher without the lease knows of none).", nil, nil)
+	descPending = prometheus.NewDesc(namespace+"_dispatch_pending_streams",
+		"Streams this server's dispatcher knows to have announced appends not yet in the feed.", nil, nil)
+	descSinceProgress = prometheus.NewDesc(namespace+"_dispatch_seconds_since_progress",
+		"Seconds since this server's dispatcher last made progress (wrote events, fenced a head or resolved a marker), on this server's clock; absent until it first has.", nil, nil)
+	descCheckpointDistance = prometheus.NewDesc(namespace+"_subscription_checkpoint_distance_events",
+		"Feed head minus the stored checkpoint of a durable subscription, read at scrape time: how many feed positions it has not yet saved as handled.", []string{"subscription"}, nil)
 )
 
 // Describe implements prometheus.Collector.
@@ -112,6 +136,11 @@ func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descFeedHead
 	ch <- descLive
 	ch <- descLivePos
+	ch <- descLeaseHeld
+	ch <- descOldestPending
+	ch <- descPending
+	ch <- descSinceProgress
+	ch <- descCheckpointDistance
 }
 
 // Collect implements prometheus.Collector.
@@ -122,7 +151,6 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descStorage, prometheus.CounterValue, float64(rc.Batches), "batch")
 	ch <- prometheus.MustNewConstMetric(descStorage, prometheus.CounterValue, float64(rc.Writes), "write")
 	ch <- prometheus.MustNewConstMetric(descStorage, prometheus.CounterValue, float64(rc.Deletes), "delete")
-	ch <- prometheus.MustNewConstMetric(descFeedHead, prometheus.GaugeValue, float64(c.s.metrics.feedHead.Load()))
 	c.s.liveMu.Lock()
 	n := len(c.s.live)
 	lowest := int64(-1)
@@ -135,5 +163,52 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descLive, prometheus.GaugeValue, float64(n))
 	if lowest >= 0 {
 		ch <- prometheus.MustNewConstMetric(descLivePos, prometheus.GaugeValue, float64(lowest))
+	}
+	if d := c.s.dispatcher; d != nil {
+		collectHealth(ch, d.Health(), time.Now())
+	}
+	c.collectCheckpoints(ch) // may raise the feed head: report it after
+	ch <- prometheus.MustNewConstMetric(descFeedHead, prometheus.GaugeValue, float64(c.s.metrics.feedHead.Load()))
+}
+
+// collectHealth reports a dispatcher's health as it was at now.
+func collectHealth(ch chan<- prometheus.Metric, h estuite.DispatcherHealth, now time.Time) {
+	held := 0.0
+	if h.LeaseHeld {
+		held = 1
+	}
+	ch <- prometheus.MustNewConstMetric(descLeaseHeld, prometheus.GaugeValue, held)
+	ch <- prometheus.MustNewConstMetric(descOldestPending, prometheus.GaugeValue, h.OldestPending.Seconds())
+	ch <- prometheus.MustNewConstMetric(descPending, prometheus.GaugeValue, float64(h.Pending))
+	if !h.LastProgress.IsZero() {
+		ch <- prometheus.MustNewConstMetric(descSinceProgress, prometheus.GaugeValue, max(now.Sub(h.LastProgress), 0).Seconds())
+	}
+}
+
+// collectCheckpoints reports each durable subscription's distance from the feed head: one query
+// of the checkpoint partition, then (when there is a checkpoint) a read of the feed head, so that
+// no checkpoint read is newer than the head it is measured against.
+func (c *stateCollector) collectCheckpoints(ch chan<- prometheus.Metric) {
+	if c.s.maxSubs == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), ScrapeStorageTimeout)
+	defer cancel()
+	cps, err := c.s.store.Checkpoints(ctx, c.s.maxSubs)
+	if err != nil {
+		c.s.log.LogAttrs(ctx, slog.LevelWarn, "metrics: reading the subscription checkpoints failed", slog.String("err", err.Error()))
+		return
+	}
+	if len(cps) == 0 {
+		return
+	}
+	head, err := c.s.store.FeedHead(ctx)
+	if err != nil {
+		c.s.log.LogAttrs(ctx, slog.LevelWarn, "metrics: reading the feed head failed", slog.String("err", err.Error()))
+		return
+	}
+	c.s.metrics.observeFeedHead(head)
+	for _, cp := range cps {
+		ch <- prometheus.MustNewConstMetric(descCheckpointDistance, prometheus.GaugeValue, float64(max(head-cp.Position, 0)), cp.Name)
 	}
 }

@@ -9,6 +9,11 @@
 //	d := estuite.NewDispatcher(store, &estuite.DispatcherOptions{OnStep: srv.ObserveDispatch})
 //	d.Start(ctx)
 //	hs := &http.Server{Addr: ":8080", Handler: srv.Handler()}
+//
+// To export the dispatcher's health too, create the dispatcher first and pass it as
+// Options.Dispatcher (its OnStep can call the server's ObserveDispatch through a variable set
+// before Start).
+//
 //	go hs.ListenAndServe()
 //	...
 //	srv.Close() // ends live streams, so that Shutdown can finish
@@ -41,6 +46,13 @@ const (
 	DefaultMaxBodyBytes = 8 << 20
 	// DefaultLiveKeepAlive is how often a live feed stream sends a comment line at the least.
 	DefaultLiveKeepAlive = 15 * time.Second
+	// DefaultMaxSubscriptionMetrics is how many durable subscriptions /metrics reports by
+	// default (Options.MaxSubscriptionMetrics).
+	DefaultMaxSubscriptionMetrics = 100
+	// ScrapeStorageTimeout bounds the storage reads of one /metrics scrape (the subscription
+	// checkpoints and the feed head); when they fail or time out, the scrape leaves the
+	// subscription metrics out and the server logs a warning.
+	ScrapeStorageTimeout = 5 * time.Second
 )
 
 // Limits of the HTTP API's query parameters.
@@ -61,8 +73,9 @@ type Options struct {
 	// <token>" (the scheme in any case). It is compared in constant time.
 	Token string
 	// Logger receives one Debug line per request, and one more line per failed request with its
-	// route, stream and error code: Error for 5xx, Info for 409 and stream_not_found (normal
-	// under optimistic concurrency), Warn for the rest. nil means slog.Default().
+	// route, stream and error code: Error for 5xx, Info for 4xx (the client's doing, normal in
+	// operation), Debug for a request whose client went away before the answer (counted with
+	// status 499). nil means slog.Default().
 	Logger *slog.Logger
 	// Registerer receives the server's metrics and Gatherer is what /metrics serves. When both
 	// are nil, the server uses a registry of its own (with the Go and process collectors), so
@@ -76,6 +89,18 @@ type Options struct {
 	// LiveKeepAlive is the longest a live feed stream stays silent: a comment line is sent at
 	// least this often. 0 means DefaultLiveKeepAlive.
 	LiveKeepAlive time.Duration
+	// Dispatcher, when set, is the dispatcher running in this process: /metrics reports its
+	// Health at every scrape (lease held, pending work, time since progress). Its OnStep should
+	// still be ObserveDispatch, which feeds the per-step metrics. The seconds since progress are
+	// measured with time.Now against the dispatcher's readings: give it the SystemClock (the
+	// default). Optional.
+	Dispatcher *estuite.Dispatcher
+	// MaxSubscriptionMetrics bounds how many durable subscriptions /metrics reports the
+	// checkpoint distance of. Each scrape costs one query of the checkpoint partition (one
+	// storage request for up to 1000 subscriptions) and, when there is a checkpoint, a read of the
+	// feed head (two point reads, usually). 0 means DefaultMaxSubscriptionMetrics; a negative
+	// value turns the subscription metrics off, and with them every storage request of a scrape.
+	MaxSubscriptionMetrics int
 }
 
 // Server is an HTTP front end to one store. Create it with New, serve Handler, pass
@@ -90,6 +115,9 @@ type Server struct {
 	keepAlive time.Duration
 	metrics   *metrics
 	handler   http.Handler
+
+	dispatcher *estuite.Dispatcher // nil when not given
+	maxSubs    int                 // subscriptions reported; 0: none
 
 	closing   chan struct{}
 	closeOnce sync.Once
@@ -109,6 +137,13 @@ func New(opts Options) (*Server, error) {
 	if opts.LiveKeepAlive < 0 {
 		return nil, errors.New("server: Options.LiveKeepAlive is negative")
 	}
+	maxSubs := opts.MaxSubscriptionMetrics
+	switch {
+	case maxSubs == 0:
+		maxSubs = DefaultMaxSubscriptionMetrics
+	case maxSubs < 0:
+		maxSubs = 0
+	}
 	s := &Server{
 		store:     opts.Store,
 		auth:      opts.Token != "",
@@ -118,6 +153,9 @@ func New(opts Options) (*Server, error) {
 		keepAlive: opts.LiveKeepAlive,
 		closing:   make(chan struct{}),
 		live:      make(map[*liveConn]struct{}),
+
+		dispatcher: opts.Dispatcher,
+		maxSubs:    maxSubs,
 	}
 	if s.log == nil {
 		s.log = slog.Default()

@@ -88,7 +88,12 @@ func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return 
 // startServe starts `estuite serve` with args and waits until it answers /healthz.
 func startServe(t *testing.T, env []string, args ...string) *proc {
 	t.Helper()
-	addr := freePort(t)
+	return startServeAt(t, freePort(t), env, args...)
+}
+
+// startServeAt is startServe on a given address (to restart a server as it was).
+func startServeAt(t *testing.T, addr string, env []string, args ...string) *proc {
+	t.Helper()
 	p := &proc{addr: addr, logs: &syncBuffer{}, exited: make(chan error, 1)}
 	p.cmd = exec.Command(binary(t), append([]string{"serve", "--addr", addr}, args...)...)
 	p.cmd.Env = append(os.Environ(), env...)
