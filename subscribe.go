@@ -323,7 +323,11 @@ func (sub *Subscription) checkpoint(ctx context.Context) error {
 		}
 		// Any other failure leaves the outcome unknown.
 		sub.noteUnsure(pos)
-		if !errors.Is(err, table.ErrTransient) || attempt >= ev.retry.MaxAttempts || ctx.Err() != nil {
+		if ctx.Err() != nil {
+			// Stopping: the final checkpoint, written after this, settles what this one left unsure.
+			return ctx.Err()
+		}
+		if !errors.Is(err, table.ErrTransient) || attempt >= ev.retry.MaxAttempts {
 			return err
 		}
 		if serr := sleep(ctx, ev.retry.backoff(attempt, err)); serr != nil {
