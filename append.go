@@ -194,14 +194,20 @@ func (a *appendPlan) ops(h head) []table.Op {
 func (s *Store) commit(ctx context.Context, a *appendPlan) (AppendResult, error) {
 	transient, conflicts := 0, 0
 	// A stream expected not to exist needs no head read: if it does exist, the head insert fails.
-	_, cached := s.heads.get(a.pk)
-	assumeNew := !cached && a.expected.expectsNoStream()
+	_, known := s.heads.get(a.pk)
+	assumeNew := !known && a.expected.expectsNoStream()
 	for {
-		h, err := head{}, error(nil)
+		h, cached, err := head{}, false, error(nil)
 		if !assumeNew {
-			h, err = s.loadHead(ctx, a.pk)
+			h, cached, err = s.loadHead(ctx, a.pk)
 		}
 		assumeNew = false
+		if err == nil && cached && !a.expected.admits(h.version) {
+			// A cached head is a guess another process may have outdated: it may make an append
+			// cheaper, never refuse it. Decide on the head as stored.
+			s.heads.forget(a.pk)
+			h, err = s.readHead(ctx, a.pk)
+		}
 		if err != nil {
 			return AppendResult{}, err
 		}
@@ -269,13 +275,14 @@ func (s *Store) commit(ctx context.Context, a *appendPlan) (AppendResult, error)
 	}
 }
 
-// loadHead returns the stream's head from the cache or from storage; a stream without a head row
-// has version 0 and no ETag.
-func (s *Store) loadHead(ctx context.Context, pk string) (head, error) {
+// loadHead returns the stream's head from the cache (cached set) or from storage; a stream
+// without a head row has version 0 and no ETag.
+func (s *Store) loadHead(ctx context.Context, pk string) (h head, cached bool, err error) {
 	if h, ok := s.heads.get(pk); ok {
-		return h, nil
+		return h, true, nil
 	}
-	return s.readHead(ctx, pk)
+	h, err = s.readHead(ctx, pk)
+	return h, false, err
 }
 
 // readHead reads the head row from storage and caches it.
