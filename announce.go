@@ -12,25 +12,25 @@ import (
 	"github.com/google/uuid"
 )
 
-// submitAppend sends an append attempt on head h: its dirty marker, then its batch. The marker
-// is write-ahead: it is stored before the batch can land, so that no dispatcher can miss the
-// append. Where the backend writes several partitions atomically (table.MultiSubmitter, the
-// embedded store), marker and batch go in one transaction. It returns the batch's ETags, or its
-// error (a *table.BatchError when the storage refused it).
-func (s *Store) submitAppend(ctx context.Context, a *appendPlan, h head) ([]string, error) {
+// submitAppend sends an append batch of stream (partition pk) that writes versions first to
+// announced — one append, or several combined (appendqueue.go) — with its dirty marker: the
+// marker first, then the batch. The marker is write-ahead: it is stored before the batch can
+// land, so that no dispatcher can miss the append. Where the backend writes several partitions
+// atomically (table.MultiSubmitter, the embedded store), marker and batch go in one transaction.
+// It returns the batch's ETags, or its error (a *table.BatchError when the storage refused it).
+func (s *Store) submitAppend(ctx context.Context, pk, stream string, ops []table.Op, first, announced int64) ([]string, error) {
 	m := dirtyMarker{
-		shard:     dirtyShard(a.pk, dirtyShards),
-		stream:    a.stream,
-		first:     h.version + 1,
-		announced: h.version + int64(len(a.events)),
+		shard:     dirtyShard(pk, dirtyShards),
+		stream:    stream,
+		first:     first,
+		announced: announced,
 	}
-	m.rowKey = dirtyMarkerKey(a.pk, m.announced, strings.ReplaceAll(uuid.NewString(), "-", "")[:16])
-	ops := a.ops(h)
+	m.rowKey = dirtyMarkerKey(pk, m.announced, strings.ReplaceAll(uuid.NewString(), "-", "")[:16])
 	if ms, ok := s.backend.(table.MultiSubmitter); ok {
 		s.counts.batches.Add(1)
 		etags, err := ms.SubmitParts(ctx, []table.Part{
 			{Table: s.events.t, PartitionKey: dirtyPartition(m.shard), Ops: []table.Op{{Kind: table.Upsert, Entity: m.entity()}}},
-			{Table: s.streams.t, PartitionKey: a.pk, Ops: ops},
+			{Table: s.streams.t, PartitionKey: pk, Ops: ops},
 		})
 		var pe *table.PartError
 		if errors.As(err, &pe) && pe.Part == 1 {
@@ -42,9 +42,9 @@ func (s *Store) submitAppend(ctx context.Context, a *appendPlan, h head) ([]stri
 		return etags[1], nil
 	}
 	if err := s.announcer.announce(ctx, s.events, m); err != nil {
-		return nil, fmt.Errorf("estuite: announcing append to %q: %w", a.stream, err)
+		return nil, fmt.Errorf("estuite: announcing append to %q: %w", stream, err)
 	}
-	etags, err := s.streams.submitOnce(ctx, a.pk, ops)
+	etags, err := s.streams.submitOnce(ctx, pk, ops)
 	var be *table.BatchError
 	if errors.As(err, &be) {
 		s.retract(ctx, m) // the storage refused the batch: it will never land
@@ -65,6 +65,10 @@ func (s *Store) retract(ctx context.Context, m dirtyMarker) {
 type announcer struct {
 	mu     sync.Mutex
 	shards [dirtyShards]announceShard
+
+	// streams queues the appends of one stream behind its leader, which sends them in one
+	// batch with one marker (appendqueue.go).
+	streams streamQueues
 }
 
 type announceShard struct {

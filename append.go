@@ -26,8 +26,9 @@ const (
 	MaxMetadataLength = table.MaxPropertyBytes / 2
 )
 
-// maxConflictRetries bounds how often an append re-reads a head that moved under it before
-// giving up with ErrUnavailable (only expected version Any and StreamExists retry on conflicts).
+// maxConflictRetries bounds how often an append re-reads a head that another process moved under
+// it before giving up with a *ContentionError (appends of one Store to one stream queue and do
+// not conflict with each other).
 const maxConflictRetries = 64
 
 // Append appends events to a stream atomically: all of them or none become visible. opts may be
@@ -38,7 +39,16 @@ const maxConflictRetries = 64
 // ID with other events is an ErrCommitConflict. Other errors: ErrWrongExpectedVersion (a
 // *WrongExpectedVersionError with the actual version), ErrDuplicateEvent, ErrInvalidInput and
 // ErrTooLarge (nothing written), ErrUnavailable (storage kept failing: the append may or may not
-// have been committed; retry it with the same commit ID to find out).
+// have been committed; retry it with the same commit ID to find out), ErrContention (a
+// *ContentionError: other processes or Stores moved the stream at each of the append's
+// attempts; nothing was written, and it is safe to retry).
+//
+// Concurrent appends of one Store to one stream queue rather than race each other: one batch at
+// a time carries as many of them as one entity group transaction holds, each with its own commit
+// row, checked against its expected version in queue order (so they are never refused for each
+// other's sake, and cost one dirty-marker write and one batch together). Each stays atomic and
+// idempotent on its own. Only appends from other Stores on the same backend can make an append
+// meet a moved head, and only they can lead to ErrContention.
 func (s *Store) Append(ctx context.Context, stream string, events []EventData, opts *AppendOptions) (AppendResult, error) {
 	if err := s.checkOpen(); err != nil {
 		return AppendResult{}, err
@@ -64,6 +74,14 @@ type appendPlan struct {
 	recorded   time.Time
 	events     []table.Entity // event rows without row keys
 	eventIDs   []eventID      // caller-given IDs (each gets an ID row)
+
+	// Measured at the largest versions, for combining appends in one batch: the operations
+	// besides the head, the head operation's bytes and the other operations' bytes (as
+	// table.BatchSize counts them), and the row keys that must be unique in a batch (the commit
+	// row and the event-ID rows).
+	rowOps               int
+	headBytes, bodyBytes int
+	rowKeys              []string
 }
 
 // eventID is a caller-given event ID and the index of its event in the append.
@@ -130,6 +148,14 @@ func (s *Store) prepareAppend(stream string, events []EventData, o AppendOptions
 	if n := table.BatchSize(ops); n > MaxAppendBytes {
 		return nil, &TooLargeError{What: "append", Size: n, Limit: MaxAppendBytes, Unit: "bytes as sent"}
 	}
+	// What the append adds to a combined batch (appendqueue.go), at most: these sizes.
+	a.rowOps = len(ops) - 1
+	a.headBytes = table.BatchSize(ops[headOp : headOp+1])
+	a.bodyBytes = table.BatchSize(ops) - a.headBytes
+	a.rowKeys = append(a.rowKeys, commitKey(a.commitID))
+	for _, id := range a.eventIDs {
+		a.rowKeys = append(a.rowKeys, eventIDKey(id.id))
+	}
 	// Keys and property names are valid by construction; the backend validates the batch again.
 	return a, nil
 }
@@ -159,123 +185,49 @@ func validateEvent(i int, e *EventData) error {
 	return nil
 }
 
-// Indexes of the append batch's operations: the commit row comes first, so that a retried commit
-// is recognized before anything else can fail; the head row second.
+// Indexes of a single append's batch operations: the commit row comes first (index 0), so that a
+// retried commit is recognized before anything else can fail; the head row second. A combined
+// batch (appendqueue.go) keeps the order: every commit row, the head, every append's other rows.
 const (
-	commitOp = 0
-	headOp   = 1
-	firstOp  = 2
+	headOp  = 1
+	firstOp = 2
 )
 
-// ops builds the append's batch on top of head h.
+// ops builds the append's batch on top of head h, as it is sent when it goes alone.
 func (a *appendPlan) ops(h head) []table.Op {
-	n := int64(len(a.events))
-	ops := make([]table.Op, 0, 2+len(a.events)+len(a.eventIDs))
-	rec := commitRecord{commitID: a.commitID, first: h.version + 1, last: h.version + n, hash: a.hash, attempt: a.attempt}
-	ops = append(ops, table.Op{Kind: table.Insert, Entity: rec.entity(a.pk, a.recorded)})
+	ops := make([]table.Op, 0, 1+a.rowOps)
+	ops = append(ops, a.commitOp(h.version+1), headWrite(a.pk, h, h.version+int64(len(a.events))))
+	return a.appendRowOps(ops, h.version+1)
+}
+
+// commitOp inserts the append's commit row, for events from version first on.
+func (a *appendPlan) commitOp(first int64) table.Op {
+	rec := commitRecord{commitID: a.commitID, first: first, last: first + int64(len(a.events)) - 1, hash: a.hash, attempt: a.attempt}
+	return table.Op{Kind: table.Insert, Entity: rec.entity(a.pk, a.recorded)}
+}
+
+// headWrite writes the head of partition pk at version, on top of head h: an insert for a stream
+// without a head row, otherwise a replace under h's ETag.
+func headWrite(pk string, h head, version int64) table.Op {
 	if h.etag == "" {
-		ops = append(ops, table.Op{Kind: table.Insert, Entity: headEntity(a.pk, h.version+n)})
-	} else {
-		ops = append(ops, table.Op{Kind: table.Replace, Entity: headEntity(a.pk, h.version+n), IfMatch: h.etag})
+		return table.Op{Kind: table.Insert, Entity: headEntity(pk, version)}
 	}
+	return table.Op{Kind: table.Replace, Entity: headEntity(pk, version), IfMatch: h.etag}
+}
+
+// appendRowOps appends to ops the inserts of the append's event rows, from version first on,
+// and of its event-ID rows.
+func (a *appendPlan) appendRowOps(ops []table.Op, first int64) []table.Op {
 	for i, e := range a.events {
-		e.RowKey = eventKey(h.version + 1 + int64(i))
-		e.Properties[propVersion] = h.version + 1 + int64(i)
+		e.RowKey = eventKey(first + int64(i))
+		e.Properties[propVersion] = first + int64(i)
 		ops = append(ops, table.Op{Kind: table.Insert, Entity: e})
 	}
 	for _, id := range a.eventIDs {
 		ops = append(ops, table.Op{Kind: table.Insert, Entity: table.Entity{PartitionKey: a.pk, RowKey: eventIDKey(id.id),
-			Properties: map[string]any{propVersion: h.version + 1 + int64(id.index)}}})
+			Properties: map[string]any{propVersion: first + int64(id.index)}}})
 	}
 	return ops
-}
-
-// commit runs the append against storage until it is committed or refused.
-func (s *Store) commit(ctx context.Context, a *appendPlan) (AppendResult, error) {
-	transient, conflicts := 0, 0
-	// A stream expected not to exist needs no head read: if it does exist, the head insert fails.
-	_, cached := s.heads.get(a.pk)
-	assumeNew := !cached && a.expected.expectsNoStream()
-	for {
-		h, err := head{}, error(nil)
-		if !assumeNew {
-			h, err = s.loadHead(ctx, a.pk)
-		}
-		assumeNew = false
-		if err != nil {
-			return AppendResult{}, err
-		}
-		if !a.expected.admits(h.version) {
-			// Maybe this commit already landed (a retry after a lost response, or long after).
-			if res, found, err := s.findCommit(ctx, a); found || err != nil {
-				return res, err
-			}
-			return AppendResult{}, &WrongExpectedVersionError{Stream: a.stream, Expected: a.expected, Actual: h.version}
-		}
-		etags, err := s.submitAppend(ctx, a, h)
-		if err == nil {
-			s.dirty.mark(dirtyShard(a.pk, dirtyShards))
-			s.heads.put(a.pk, head{version: h.version + int64(len(a.events)), etag: etags[headOp]})
-			return AppendResult{Stream: a.stream, FirstVersion: h.version + 1, LastVersion: h.version + int64(len(a.events)), CommitID: a.commitID}, nil
-		}
-		s.heads.forget(a.pk)
-		var be *table.BatchError
-		switch {
-		case errors.As(err, &be) && be.Index == commitOp && errors.Is(err, table.ErrAlreadyExists):
-			res, found, ferr := s.findCommit(ctx, a)
-			if ferr == nil && !found {
-				ferr = fmt.Errorf("estuite: stream %q: commit row of %q reported existing but not found", a.stream, a.commitID)
-			}
-			return res, ferr
-		case errors.As(err, &be) && be.Index == headOp:
-			// The head moved (or appeared) since we read it: read it again.
-			conflicts++
-			if conflicts > maxConflictRetries {
-				return AppendResult{}, &unavailableError{err: fmt.Errorf("stream %q kept changing under %d attempts: %w", a.stream, conflicts, err)}
-			}
-		case errors.As(err, &be) && be.Index >= firstOp+len(a.events) && errors.Is(err, table.ErrAlreadyExists):
-			return AppendResult{}, &DuplicateEventError{Stream: a.stream, EventID: a.eventIDs[be.Index-firstOp-len(a.events)].id}
-		case errors.As(err, &be) && be.Index < 0:
-			// The backend could not say which operation failed (Cosmos DB may not): find out.
-			if res, found, ferr := s.findCommit(ctx, a); found || ferr != nil {
-				return res, ferr
-			}
-			if ferr := s.findDuplicateEventID(ctx, a); ferr != nil {
-				return AppendResult{}, ferr
-			}
-			conflicts++ // otherwise it was the head: read it again
-			if conflicts > maxConflictRetries {
-				return AppendResult{}, &unavailableError{err: fmt.Errorf("stream %q: batch kept failing: %w", a.stream, err)}
-			}
-		case errors.Is(err, table.ErrTransient):
-			// The batch may or may not have committed; the next round looks at what is stored.
-			transient++
-			if ctx.Err() != nil {
-				return AppendResult{}, fmt.Errorf("estuite: append to %q may or may not have been committed: %w", a.stream, ctx.Err())
-			}
-			if transient >= s.streams.retry.MaxAttempts {
-				return AppendResult{}, &unavailableError{err: fmt.Errorf("append to %q may or may not have been committed (retry with commit ID %q to find out): %w", a.stream, a.commitID, err)}
-			}
-			if err := sleep(ctx, s.streams.retry.backoff(transient, err)); err != nil {
-				return AppendResult{}, err
-			}
-		default:
-			if transient > 0 || ctx.Err() != nil {
-				// An earlier round, or this one cut short by the context, may have committed.
-				return AppendResult{}, &unavailableError{err: fmt.Errorf("append to %q may or may not have been committed (retry with commit ID %q to find out): %w", a.stream, a.commitID, err)}
-			}
-			return AppendResult{}, fmt.Errorf("estuite: append to %q: %w", a.stream, err)
-		}
-	}
-}
-
-// loadHead returns the stream's head from the cache or from storage; a stream without a head row
-// has version 0 and no ETag.
-func (s *Store) loadHead(ctx context.Context, pk string) (head, error) {
-	if h, ok := s.heads.get(pk); ok {
-		return h, nil
-	}
-	return s.readHead(ctx, pk)
 }
 
 // readHead reads the head row from storage and caches it.
