@@ -13,17 +13,18 @@ import (
 )
 
 // submitAppend sends an append batch of stream (partition pk) that writes versions first to
-// announced — one append, or several combined (appendqueue.go) — with its dirty marker: the
+// announced, whose largest event row is maxEventBytes — one append, or several combined (appendqueue.go) — with its dirty marker: the
 // marker first, then the batch. The marker is write-ahead: it is stored before the batch can
 // land, so that no dispatcher can miss the append. Where the backend writes several partitions
 // atomically (table.MultiSubmitter, the embedded store), marker and batch go in one transaction.
 // It returns the batch's ETags, or its error (a *table.BatchError when the storage refused it).
-func (s *Store) submitAppend(ctx context.Context, pk, stream string, ops []table.Op, first, announced int64) ([]string, error) {
+func (s *Store) submitAppend(ctx context.Context, pk, stream string, ops []table.Op, first, announced, maxEventBytes int64) ([]string, error) {
 	m := dirtyMarker{
 		shard:     dirtyShard(pk, dirtyShards),
 		stream:    stream,
 		first:     first,
 		announced: announced,
+		maxBytes:  maxEventBytes,
 	}
 	m.rowKey = dirtyMarkerKey(pk, m.announced, strings.ReplaceAll(uuid.NewString(), "-", "")[:16])
 	if ms, ok := s.backend.(table.MultiSubmitter); ok {

@@ -74,6 +74,9 @@ type appendPlan struct {
 	recorded   time.Time
 	events     []table.Entity // event rows without row keys
 	eventIDs   []eventID      // caller-given IDs (each gets an ID row)
+	// maxEventBytes is the size of its largest event row (or of that row in the feed, if larger),
+	// recorded on the dirty marker so that the dispatcher can budget its reads.
+	maxEventBytes int64
 
 	// Measured at the largest versions, for combining appends in one batch: the operations
 	// besides the head, the head operation's bytes and the other operations' bytes (as
@@ -141,9 +144,11 @@ func (s *Store) prepareAppend(stream string, events []EventData, o AppendOptions
 	for i, op := range ops[firstOp : firstOp+len(a.events)] {
 		// The event's feed row carries a few more properties than its stream row: it must fit too.
 		feedRow := feedEventEntity(1<<62, stream, op.Entity, a.recorded)
-		if n := max(table.EntitySize(op.Entity), table.EntitySize(feedRow)); n > table.MaxEntityBytes {
+		n := max(table.EntitySize(op.Entity), table.EntitySize(feedRow))
+		if n > table.MaxEntityBytes {
 			return nil, &TooLargeError{What: fmt.Sprintf("events[%d]", i), Size: n, Limit: table.MaxEntityBytes, Unit: "bytes as stored"}
 		}
+		a.maxEventBytes = max(a.maxEventBytes, int64(n))
 	}
 	if n := table.BatchSize(ops); n > MaxAppendBytes {
 		return nil, &TooLargeError{What: "append", Size: n, Limit: MaxAppendBytes, Unit: "bytes as sent"}

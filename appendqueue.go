@@ -302,7 +302,11 @@ func (s *Store) send(ctx context.Context, live, batch, refused []*appendReq, h h
 	for _, r := range batch {
 		r.attempts++
 	}
-	etags, err := s.submitAppend(ctx, pk, stream, ops, h.version+1, last)
+	var maxEventBytes int64
+	for _, r := range batch {
+		maxEventBytes = max(maxEventBytes, r.a.maxEventBytes)
+	}
+	etags, err := s.submitAppend(ctx, pk, stream, ops, h.version+1, last, maxEventBytes)
 	if err == nil {
 		s.dirty.mark(dirtyShard(pk, dirtyShards))
 		s.heads.put(pk, head{version: last, etag: etags[len(batch)]})
