@@ -219,11 +219,7 @@ func TestQueuedExpectedVersionsAreCheckedInOrder(t *testing.T) {
 	if d.Writes != 2 || d.Batches != 2 || d.PointReads != 3 || d.Total() != 7 {
 		t.Errorf("requests: %+v; want 2 marker writes, 2 batches and 3 commit lookups", d)
 	}
-	_, events := readAll(t, s, "order", nil)
-	var got []string
-	for _, e := range events {
-		got = append(got, e.CommitID)
-	}
+	got := commitIDs(t, s, "order")
 	if fmt.Sprint(got) != "[lead exact1 any exact3 exists]" {
 		t.Errorf("stream holds %v", got)
 	}
@@ -303,11 +299,7 @@ func TestQueuedAppendFailuresStayWithTheirAppend(t *testing.T) {
 	if qs[4].err != nil || !errors.As(qs[5].err, &de) || de.EventID != fresh {
 		t.Errorf("same new event ID twice: %v and %v; want the first to land and the second refused", qs[4].err, qs[5].err)
 	}
-	_, events := readAll(t, s, "dups", nil)
-	var got []string
-	for _, e := range events {
-		got = append(got, e.CommitID)
-	}
+	got := commitIDs(t, s, "dups")
 	if fmt.Sprint(got) != "[lead a fresh1 b]" {
 		t.Errorf("stream holds %v; want [lead a fresh1 b]", got)
 	}
@@ -460,4 +452,15 @@ func commitEvents(w, i int) []estuite.EventData {
 		events[j] = jsonEvent("F", fmt.Sprintf(`{"w":%d,"i":%d,"j":%d}`, w, i, j))
 	}
 	return events
+}
+
+// commitIDs returns the commit ID of each event of stream, in version order.
+func commitIDs(t *testing.T, s *estuite.Store, stream string) []string {
+	t.Helper()
+	_, events := readAll(t, s, stream, nil)
+	var ids []string
+	for _, e := range events {
+		ids = append(ids, e.CommitID)
+	}
+	return ids
 }

@@ -460,17 +460,7 @@ func TestOperatorCommandsOnTheEmbeddedStore(t *testing.T) {
 // on Azurite: appends and their conflicts, reads, the feed with filters, the live feed, bad input,
 // metrics.
 func TestAPIOverTheBinary(t *testing.T) {
-	backends := []struct {
-		name string
-		env  func(t *testing.T) ([]string, []string)
-	}{
-		{"embedded", func(t *testing.T) ([]string, []string) { return nil, []string{"--data", t.TempDir()} }},
-		{"azurite", func(t *testing.T) ([]string, []string) {
-			conn := azuritetest.ConnectionString(t)
-			return []string{"AZURE_STORAGE_CONNECTION_STRING=" + conn}, []string{"--table-prefix", fmt.Sprintf("api%d", time.Now().UnixNano())}
-		}},
-	}
-	for _, bc := range backends {
+	for _, bc := range serveBackends("api") {
 		t.Run(bc.name, func(t *testing.T) {
 			env, args := bc.env(t)
 			apiSmoke(t, startServe(t, env, args...))
@@ -565,5 +555,24 @@ func apiSmoke(t *testing.T, p *proc) {
 		if !strings.Contains(string(body), name) {
 			t.Errorf("/metrics lacks %s", name)
 		}
+	}
+}
+
+// serveBackend is a backend `estuite serve` runs on in an end-to-end test: env returns the
+// environment and the flags that select it.
+type serveBackend struct {
+	name string
+	env  func(t *testing.T) ([]string, []string)
+}
+
+// serveBackends are the embedded store (in a new folder) and Azurite (under new tables whose
+// names start with prefix).
+func serveBackends(prefix string) []serveBackend {
+	return []serveBackend{
+		{"embedded", func(t *testing.T) ([]string, []string) { return nil, []string{"--data", t.TempDir()} }},
+		{"azurite", func(t *testing.T) ([]string, []string) {
+			conn := azuritetest.ConnectionString(t)
+			return []string{"AZURE_STORAGE_CONNECTION_STRING=" + conn}, []string{"--table-prefix", fmt.Sprintf("%s%d", prefix, time.Now().UnixNano())}
+		}},
 	}
 }

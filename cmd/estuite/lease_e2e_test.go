@@ -56,17 +56,7 @@ func timeUntilInFeed(t *testing.T, p *proc, stream string, start time.Time) time
 // unexpired — and restarts it at once with the same flags: it must take its own lease back and
 // dispatch a new append within 2 s, not wait out the lease (15 s by default).
 func TestRestartAfterKill9FeedsAtOnce(t *testing.T) {
-	backends := []struct {
-		name string
-		env  func(t *testing.T) ([]string, []string)
-	}{
-		{"embedded", func(t *testing.T) ([]string, []string) { return nil, []string{"--data", t.TempDir()} }},
-		{"azurite", func(t *testing.T) ([]string, []string) {
-			conn := azuritetest.ConnectionString(t)
-			return []string{"AZURE_STORAGE_CONNECTION_STRING=" + conn}, []string{"--table-prefix", fmt.Sprintf("rs%d", time.Now().UnixNano())}
-		}},
-	}
-	for _, bc := range backends {
+	for _, bc := range serveBackends("rs") {
 		t.Run(bc.name, func(t *testing.T) {
 			env, args := bc.env(t)
 			addr := freePort(t)
