@@ -1,0 +1,614 @@
+package estuite_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/estuite/estuite"
+	"github.com/estuite/estuite/internal/simsched"
+	"github.com/estuite/estuite/table"
+	"github.com/google/uuid"
+)
+
+// The checks of the simulation: what the writers were told (record), what holds while the
+// processes run (simMonitor, called by the scheduler whenever every actor is settled), and what
+// holds at the end (simCheck).
+
+// commitState is what is known of a commit from the answers its writer got.
+type commitState int
+
+const (
+	absent  commitState = iota // certainly not stored (never landed, or refused since)
+	maybe                      // an attempt failed ambiguously: stored once or not at all
+	present                    // stored, at the versions reported
+)
+
+// simCommit is one append a writer made (and perhaps retried) under one commit ID.
+type simCommit struct {
+	id          string
+	stream      string
+	expected    estuite.ExpectedVersion
+	events      []estuite.EventData
+	state       commitState
+	first, last int64
+	attempts    []string // what each attempt was answered, for reports
+}
+
+// simWrongVersion is one WrongExpectedVersionError a writer got, with the steps its call spanned.
+type simWrongVersion struct {
+	commit     string
+	stream     string
+	expected   estuite.ExpectedVersion
+	actual     int64
+	from, to   int // scheduler steps when the call began and ended
+	trueExpect bool
+}
+
+// simInstance is one run of a durable subscription (one process generation).
+type simInstance struct {
+	name, proc string
+	handled    []int64
+}
+
+// simWorld is what the simulated processes report to the checks.
+type simWorld struct {
+	sched    *simsched.Scheduler
+	mon      *simMonitor
+	mu       sync.Mutex
+	commits  map[string]*simCommit
+	wrong    []simWrongVersion
+	subs     map[string][]*simInstance
+	problems []string
+	stats    struct{ ok, dup, wev, unavailable, crashed, redelivered int }
+}
+
+func (w *simWorld) problem(format string, args ...any) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.problems = append(w.problems, fmt.Sprintf(format, args...))
+}
+
+// trueHead is a stream's version in storage now, read behind the gate (as a client of another
+// server would have read it a moment ago).
+func (w *simWorld) trueHead(stream string) int64 {
+	row, err := w.mon.streamsT.Get(context.Background(), stream, "H")
+	if err != nil {
+		return 0
+	}
+	v, _ := row.Properties["Version"].(int64)
+	return v
+}
+
+func (w *simWorld) noteWrongVersion(c *simCommit, exp estuite.ExpectedVersion, actual int64, from, to int, trueExpect bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.wrong = append(w.wrong, simWrongVersion{commit: c.id, stream: c.stream, expected: exp, actual: actual, from: from, to: to, trueExpect: trueExpect})
+}
+
+func (w *simWorld) newInstance(name, proc string) *simInstance {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	inst := &simInstance{name: name, proc: proc}
+	w.subs[name] = append(w.subs[name], inst)
+	return inst
+}
+
+// handled records that a subscription instance's handler finished position pos. Within one
+// instance the positions must follow each other without a gap (the subscription has no filter);
+// a position handled by an earlier instance too is a redelivery, which at-least-once allows.
+func (w *simWorld) handled(inst *simInstance, pos int64) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if n := len(inst.handled); n > 0 && pos != inst.handled[n-1]+1 {
+		w.problems = append(w.problems, fmt.Sprintf("subscription %s in %s handled position %d after %d: a gap or a repeat within one run", inst.name, inst.proc, pos, inst.handled[n-1]))
+	}
+	for _, other := range w.subs[inst.name] {
+		if other != inst && slices.Contains(other.handled, pos) {
+			w.stats.redelivered++
+			break
+		}
+	}
+	inst.handled = append(inst.handled, pos)
+}
+
+// handledUpTo is the highest position p such that every position 1..p of the subscription has
+// been handled to the end by some instance.
+func (w *simWorld) handledUpTo(name string) int64 {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	seen := make(map[int64]bool)
+	for _, inst := range w.subs[name] {
+		for _, p := range inst.handled {
+			seen[p] = true
+		}
+	}
+	p := int64(0)
+	for seen[p+1] {
+		p++
+	}
+	return p
+}
+
+// record judges the answer to one attempt of commit c and updates what is known of it.
+func (w *simWorld) record(c *simCommit, exp estuite.ExpectedVersion, res estuite.AppendResult, err error, crashed bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	bad := func(format string, args ...any) {
+		w.problems = append(w.problems, fmt.Sprintf("commit %s to %s (expected %v, attempt %d, earlier: %v): ", c.id, c.stream, exp, len(c.attempts)+1, c.attempts)+fmt.Sprintf(format, args...))
+	}
+	var wev *estuite.WrongExpectedVersionError
+	switch {
+	case err == nil:
+		if res.LastVersion-res.FirstVersion+1 != int64(len(c.events)) || res.FirstVersion < 1 || res.CommitID != c.id || res.Stream != c.stream {
+			bad("success with a malformed result %+v", res)
+		}
+		switch {
+		case c.state == present && !res.Duplicate:
+			bad("reported as new (versions %d-%d), but it had already been committed at %d-%d", res.FirstVersion, res.LastVersion, c.first, c.last)
+		case c.state == present && (res.FirstVersion != c.first || res.LastVersion != c.last):
+			bad("duplicate reports versions %d-%d, but it was committed at %d-%d", res.FirstVersion, res.LastVersion, c.first, c.last)
+		case c.state == absent && res.Duplicate:
+			bad("reported as a duplicate (versions %d-%d), but no earlier attempt can have landed", res.FirstVersion, res.LastVersion)
+		}
+		if c.state != present {
+			c.first, c.last = res.FirstVersion, res.LastVersion
+		}
+		c.state = present
+		if res.Duplicate {
+			w.stats.dup++
+			c.attempts = append(c.attempts, fmt.Sprintf("duplicate %d-%d", res.FirstVersion, res.LastVersion))
+		} else {
+			w.stats.ok++
+			c.attempts = append(c.attempts, fmt.Sprintf("ok %d-%d", res.FirstVersion, res.LastVersion))
+		}
+	case errors.As(err, &wev):
+		w.stats.wev++
+		if c.state == present {
+			bad("a retry of a committed append got %v instead of the original result", err)
+		}
+		if wev.Actual < 0 || wev.Stream != c.stream {
+			bad("malformed %v", err)
+		}
+		// The store looked for the commit and did not find it. A ghost of an earlier attempt
+		// may still land, though: then the commit is stored after all.
+		if c.state == absent {
+			c.attempts = append(c.attempts, fmt.Sprintf("wrong expected version (actual %d)", wev.Actual))
+		} else {
+			c.attempts = append(c.attempts, fmt.Sprintf("wrong expected version (actual %d), earlier attempts in doubt", wev.Actual))
+		}
+	case errors.Is(err, estuite.ErrUnavailable) || (crashed && errors.Is(err, context.Canceled)):
+		if crashed {
+			w.stats.crashed++
+		} else {
+			w.stats.unavailable++
+		}
+		if c.state == absent {
+			c.state = maybe
+		}
+		c.attempts = append(c.attempts, "error: "+err.Error())
+	default:
+		bad("unexpected error (crashed=%v): %v", crashed, err)
+		if c.state == absent {
+			c.state = maybe
+		}
+		c.attempts = append(c.attempts, "unexpected error: "+err.Error())
+	}
+}
+
+// simMonitor checks, whenever every actor is settled, what must hold at every instant. It reads
+// the storage behind the gate (nothing else runs meanwhile), re-reading only the partitions
+// written since it last looked.
+type simMonitor struct {
+	world            *simWorld
+	streamsT, events table.Table
+	streams          []string
+	shardOf          map[string]int
+	bound            time.Duration // liveness: how long a landed event may wait for the feed
+	writersLive      func() bool
+
+	heads    map[string]int64
+	history  map[string][]simHeadAt // each stream's head versions, by step
+	landed   map[string][]time.Time // stream → virtual time version v+1 was first seen stored
+	feedNext int64                  // the next feed position to read
+	feedHeld map[string]int64       // the highest version of each stream in the feed
+	markers  map[int][]simMarker    // shard → live dirty markers
+	reported map[string]bool        // one report per kind and stream
+	maxWait  time.Duration          // the longest a landed event waited for the feed
+	checks   int
+}
+
+type simHeadAt struct {
+	step    int
+	version int64
+}
+
+type simMarker struct {
+	stream           string
+	first, announced int64
+}
+
+func newSimMonitor(w *simWorld, backend table.Backend, streams []string, shardOf func(string) int) (*simMonitor, error) {
+	ctx := context.Background()
+	st, err := backend.OpenTable(ctx, estuite.DefaultTablePrefix+"streams")
+	if err != nil {
+		return nil, err
+	}
+	ev, err := backend.OpenTable(ctx, estuite.DefaultTablePrefix+"events")
+	if err != nil {
+		return nil, err
+	}
+	m := &simMonitor{world: w, streamsT: st, events: ev, streams: streams, shardOf: make(map[string]int),
+		heads: make(map[string]int64), history: make(map[string][]simHeadAt), landed: make(map[string][]time.Time),
+		feedNext: 1, feedHeld: make(map[string]int64), markers: make(map[int][]simMarker), reported: make(map[string]bool)}
+	for _, s := range streams {
+		m.shardOf[s] = shardOf(s)
+	}
+	return m, nil
+}
+
+func (m *simMonitor) problem(kind, stream, format string, args ...any) {
+	if m.reported[kind+"/"+stream] {
+		return
+	}
+	m.reported[kind+"/"+stream] = true
+	msg := fmt.Sprintf(format, args...)
+	m.world.problem("%s", msg)
+	m.world.sched.Note("CHECK FAILED: %s", msg)
+}
+
+// check is the scheduler's Check hook.
+func (m *simMonitor) check(st simsched.Settled) {
+	ctx := context.Background()
+	m.checks++
+	streamsName, eventsName := estuite.DefaultTablePrefix+"streams", estuite.DefaultTablePrefix+"events"
+	for _, wr := range st.Wrote {
+		switch {
+		case wr.Table == streamsName:
+			if _, ok := m.shardOf[wr.PartitionKey]; !ok {
+				continue
+			}
+			row, err := m.streamsT.Get(ctx, wr.PartitionKey, "H")
+			v := int64(0)
+			if err == nil {
+				v, _ = row.Properties["Version"].(int64)
+			}
+			if old := m.heads[wr.PartitionKey]; v != old {
+				m.heads[wr.PartitionKey] = v
+				m.history[wr.PartitionKey] = append(m.history[wr.PartitionKey], simHeadAt{step: st.Step, version: v})
+				for int64(len(m.landed[wr.PartitionKey])) < v {
+					m.landed[wr.PartitionKey] = append(m.landed[wr.PartitionKey], st.Now)
+				}
+				if v < old {
+					m.problem("head", wr.PartitionKey, "%s: the head went back from version %d to %d", wr.PartitionKey, old, v)
+				}
+			}
+		case wr.Table == eventsName && strings.HasPrefix(wr.PartitionKey, "dirty"):
+			var shard int
+			fmt.Sscanf(wr.PartitionKey, "dirty%02d", &shard)
+			m.markers[shard] = m.readMarkers(ctx, wr.PartitionKey)
+		case wr.Table == eventsName && strings.HasPrefix(wr.PartitionKey, "feed"):
+			m.readFeed(ctx)
+		case wr.Table == eventsName && wr.PartitionKey == "checkpoint":
+			m.checkCheckpoints(ctx)
+		}
+	}
+	writing := m.writersLive()
+	for _, s := range m.streams {
+		held, head := m.feedHeld[s], m.heads[s]
+		// The write-ahead invariant: every stored version the feed does not hold yet is
+		// announced by a live dirty marker, so that a dispatcher can find it.
+		for v := held + 1; v <= head; v++ {
+			covered := false
+			for _, mk := range m.markers[m.shardOf[s]] {
+				if mk.stream == s && mk.first <= v && v <= mk.announced {
+					covered = true
+					break
+				}
+			}
+			if !covered {
+				m.problem("write-ahead", s, "write-ahead invariant broken at step %d: %s version %d is stored (head %d) but the feed holds the stream only up to %d and no dirty marker covers it (markers of shard %d: %v)",
+					st.Step, s, v, head, held, m.shardOf[s], m.markers[m.shardOf[s]])
+				break
+			}
+		}
+		// Liveness: while writers run, a stored event reaches the feed within the bound.
+		if held < head && int(held) < len(m.landed[s]) {
+			wait := st.Now.Sub(m.landed[s][held])
+			if writing {
+				m.maxWait = max(m.maxWait, wait)
+				if wait > m.bound {
+					m.problem("liveness", s, "liveness: %s version %d has been stored for %v (since %.3fs) and is still not in the feed at step %d (bound %v; the feed holds the stream up to %d, head %d)",
+						s, held+1, wait.Round(time.Millisecond), m.landed[s][held].Sub(simStart).Seconds(), st.Step, m.bound, held, head)
+				}
+			}
+		}
+	}
+}
+
+func (m *simMonitor) readMarkers(ctx context.Context, pk string) []simMarker {
+	var out []simMarker
+	q := table.Query{PartitionKey: pk}
+	for {
+		p, err := m.events.Query(ctx, q)
+		if err != nil {
+			m.world.problem("monitor: reading %s: %v", pk, err)
+			return out
+		}
+		for _, row := range p.Entities {
+			s, _ := row.Properties["Stream"].(string)
+			f, _ := row.Properties["First"].(int64)
+			a, _ := row.Properties["Announced"].(int64)
+			out = append(out, simMarker{stream: s, first: f, announced: a})
+		}
+		if p.Continuation == "" {
+			return out
+		}
+		q.Continuation = p.Continuation
+	}
+}
+
+// readFeed reads the feed rows written since the last look.
+func (m *simMonitor) readFeed(ctx context.Context) {
+	for {
+		page := (m.feedNext - 1) / simFeedPageSize
+		row, err := m.events.Get(ctx, fmt.Sprintf("feed00-%012d", page), fmt.Sprintf("P%019d", m.feedNext))
+		if errors.Is(err, table.ErrNotFound) {
+			return
+		}
+		if err != nil {
+			m.world.problem("monitor: reading feed position %d: %v", m.feedNext, err)
+			return
+		}
+		s, _ := row.Properties["Stream"].(string)
+		v, _ := row.Properties["Version"].(int64)
+		if v != m.feedHeld[s]+1 {
+			m.problem("feed-order", s, "feed position %d holds %s version %d after version %d", m.feedNext, s, v, m.feedHeld[s])
+		}
+		m.feedHeld[s] = max(m.feedHeld[s], v)
+		m.feedNext++
+	}
+}
+
+// checkCheckpoints checks that no durable subscription's checkpoint has passed an event its
+// handler did not finish.
+func (m *simMonitor) checkCheckpoints(ctx context.Context) {
+	p, err := m.events.Query(ctx, table.Query{PartitionKey: "checkpoint"})
+	for err == nil {
+		for _, row := range p.Entities {
+			name, _ := row.Properties["Stream"].(string)
+			pos, _ := row.Properties["Position"].(int64)
+			if done := m.world.handledUpTo(name); pos > done {
+				m.problem("checkpoint", name, "subscription %s: checkpoint at position %d, but its handlers finished every position only up to %d", name, pos, done)
+			}
+		}
+		if p.Continuation == "" {
+			return
+		}
+		p, err = m.events.Query(ctx, table.Query{PartitionKey: "checkpoint", Continuation: p.Continuation})
+	}
+	m.world.problem("monitor: reading checkpoints: %v", err)
+}
+
+// versionsDuring returns the head versions a stream had between the steps from and to (both
+// included), with the one it had just before.
+func (m *simMonitor) versionsDuring(stream string, from, to int) []int64 {
+	var out []int64
+	before := int64(0)
+	for _, h := range m.history[stream] {
+		switch {
+		case h.step < from:
+			before = h.version
+		case h.step <= to:
+			out = append(out, h.version)
+		}
+	}
+	return append(out, before)
+}
+
+// checkWrongVersions checks that every WrongExpectedVersionError was justified: during its call
+// the stream's head was at some moment a version the expectation refuses, and the Actual it
+// reported is a version the head had during the call.
+func (m *simMonitor) checkWrongVersions() {
+	for _, wv := range m.world.wrong {
+		during := m.versionsDuring(wv.stream, wv.from, wv.to)
+		refused := false
+		for _, v := range during {
+			refused = refused || !simAdmits(wv.expected, v)
+		}
+		kind := "an expected version it remembered"
+		if wv.trueExpect {
+			kind = "the true version, read just before the call"
+		}
+		switch {
+		case !slices.Contains(during, wv.actual):
+			m.problem("wrong-version", wv.stream, "commit %s to %s, expecting %v (%s), was refused with WrongExpectedVersionError{Actual: %d}, but during the call (steps %d-%d) the head was only at %v",
+				wv.commit, wv.stream, wv.expected, kind, wv.actual, wv.from, wv.to, during)
+		case !refused:
+			m.problem("wrong-version", wv.stream, "commit %s to %s, expecting %v (%s), was refused with WrongExpectedVersionError{Actual: %d}, but during the call (steps %d-%d) the head was always a version it admits: %v",
+				wv.commit, wv.stream, wv.expected, kind, wv.actual, wv.from, wv.to, during)
+		}
+	}
+}
+
+// simAdmits reports whether an expected version admits a stream at version v.
+func simAdmits(e estuite.ExpectedVersion, v int64) bool {
+	if x, exact := e.Version(); exact {
+		return v == x
+	}
+	switch e {
+	case estuite.NoStream:
+		return v == 0
+	case estuite.StreamExists:
+		return v > 0
+	}
+	return true
+}
+
+// simCheck checks the stream table against what the writers were told, and the feed against
+// the stream table. It reads with a fault-free store.
+func simCheck(s *estuite.Store, backend table.Backend, world *simWorld, streams []string) (problems []string, feedLen int) {
+	bad := func(format string, args ...any) { problems = append(problems, fmt.Sprintf(format, args...)) }
+	ctx := context.Background()
+
+	// No dirty marker is left.
+	events, err := backend.OpenTable(ctx, estuite.DefaultTablePrefix+"events")
+	if err != nil {
+		return []string{err.Error()}, 0
+	}
+	var left []string
+	for shard := 0; shard < 4; shard++ {
+		pk := fmt.Sprintf("dirty%02d", shard)
+		q := table.Query{PartitionKey: pk}
+		for {
+			p, err := events.Query(ctx, q)
+			if err != nil {
+				bad("reading %s: %v", pk, err)
+				break
+			}
+			for _, row := range p.Entities {
+				left = append(left, fmt.Sprintf("%v %v-%v", row.Properties["Stream"], row.Properties["First"], row.Properties["Announced"]))
+			}
+			if p.Continuation == "" {
+				break
+			}
+			q.Continuation = p.Continuation
+		}
+	}
+	if len(left) > 0 {
+		if len(left) > 6 {
+			left = append(left[:6], fmt.Sprintf("… %d in all", len(left)))
+		}
+		bad("dirty markers left after the final dispatcher: %s", strings.Join(left, ", "))
+	}
+
+	// The streams hold each commit once, contiguously, at the versions its writer was told.
+	stored := make(map[string][]estuite.RecordedEvent)
+	seen := make(map[string]int64) // commit ID → first version stored
+	for _, stream := range streams {
+		var got []estuite.RecordedEvent
+		r, err := s.Read(ctx, stream, nil)
+		if err != nil && !errors.Is(err, estuite.ErrStreamNotFound) {
+			bad("Read(%s): %v", stream, err)
+			continue
+		}
+		if err == nil {
+			for e, err := range r.Events {
+				if err != nil {
+					bad("Read(%s): %v", stream, err)
+					break
+				}
+				got = append(got, e)
+			}
+			if int64(len(got)) != r.Version {
+				bad("%s: version %d, but %d events read", stream, r.Version, len(got))
+			}
+		}
+		stored[stream] = got
+		for i := 0; i < len(got); {
+			e := got[i]
+			c := world.commits[e.CommitID]
+			if c == nil || c.stream != stream {
+				bad("%s version %d: commit %q that no writer made to this stream", stream, e.Version, e.CommitID)
+				i++
+				continue
+			}
+			if _, dup := seen[c.id]; dup {
+				bad("%s version %d: commit %s stored a second time (first at %d)", stream, e.Version, c.id, seen[c.id])
+			}
+			seen[c.id] = e.Version
+			for k, want := range c.events {
+				if i+k >= len(got) || got[i+k].CommitID != c.id {
+					bad("%s: commit %s is cut short at version %d", stream, c.id, e.Version+int64(k))
+					break
+				}
+				g := got[i+k]
+				if g.Type != want.Type || string(g.Data) != string(want.Data) || (want.ID != uuid.Nil && g.ID != want.ID) {
+					bad("%s version %d holds %s %s %s; commit %s has %s %s %s there", stream, g.Version, g.Type, g.Data, g.ID, c.id, want.Type, want.Data, want.ID)
+				}
+			}
+			i += len(c.events)
+		}
+	}
+	for _, c := range world.commits {
+		first, stored := seen[c.id]
+		switch {
+		case c.state == present && !stored:
+			bad("commit %s was reported committed at %d-%d, but %s does not hold it (attempts: %v)", c.id, c.first, c.last, c.stream, c.attempts)
+		case c.state == present && first != c.first:
+			bad("commit %s was reported committed at %d-%d, but %s holds it from version %d (attempts: %v)", c.id, c.first, c.last, c.stream, first, c.attempts)
+		case c.state == absent && stored:
+			bad("commit %s was refused (or never landed), but %s holds it from version %d (attempts: %v)", c.id, c.stream, first, c.attempts)
+		}
+	}
+
+	// The feed: positions 1..n without a gap, every stored event exactly once, nothing else, each
+	// stream in version order.
+	var feed []estuite.FeedEvent
+	after := int64(0)
+	for {
+		page, err := s.ReadFeed(ctx, &estuite.FeedOptions{After: after})
+		if err != nil {
+			bad("ReadFeed after %d: %v", after, err)
+			break
+		}
+		feed = append(feed, page.Events...)
+		if page.Next == after {
+			break
+		}
+		after = page.Next
+	}
+	last := make(map[string]int64)
+	for i, ev := range feed {
+		if ev.Position != int64(i+1) {
+			bad("feed position %d holds position %d", i+1, ev.Position)
+			break
+		}
+		if ev.Version != last[ev.Stream]+1 {
+			bad("feed position %d: %s version %d follows version %d", ev.Position, ev.Stream, ev.Version, last[ev.Stream])
+		}
+		last[ev.Stream] = max(last[ev.Stream], ev.Version)
+		st, ok := stored[ev.Stream]
+		if !ok || ev.Version < 1 || ev.Version > int64(len(st)) {
+			bad("feed position %d: %s version %d is not in the stream table", ev.Position, ev.Stream, ev.Version)
+			continue
+		}
+		want := st[ev.Version-1]
+		if ev.ID != want.ID || ev.CommitID != want.CommitID || ev.Type != want.Type || string(ev.Data) != string(want.Data) {
+			bad("feed position %d: %s version %d is %s/%s %s; the stream holds %s/%s %s", ev.Position, ev.Stream, ev.Version, ev.CommitID, ev.ID, ev.Data, want.CommitID, want.ID, want.Data)
+		}
+	}
+	total := 0
+	for _, stream := range streams {
+		total += len(stored[stream])
+		if last[stream] != int64(len(stored[stream])) {
+			bad("%s is at version %d, the feed holds it up to version %d", stream, len(stored[stream]), last[stream])
+		}
+	}
+	if total != len(feed) {
+		bad("the feed holds %d events, the streams %d", len(feed), total)
+	}
+	if head, err := s.FeedHead(ctx); err != nil || head != int64(len(feed)) {
+		bad("FeedHead = %d, %v; the feed holds %d events", head, err, len(feed))
+	}
+
+	// Durable subscriptions: every position up to the stored checkpoint was handled.
+	for name := range world.subs {
+		row, err := events.Get(ctx, "checkpoint", name)
+		if err != nil {
+			continue
+		}
+		pos, _ := row.Properties["Position"].(int64)
+		if done := world.handledUpTo(name); pos > done {
+			bad("subscription %s: final checkpoint at %d, but its handlers finished every position only up to %d", name, pos, done)
+		}
+		if pos > int64(len(feed)) {
+			bad("subscription %s: checkpoint at %d past the feed's end %d", name, pos, len(feed))
+		}
+	}
+	return problems, len(feed)
+}
