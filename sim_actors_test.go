@@ -25,6 +25,8 @@ type simProc struct {
 	machine *simMachine
 	gen     int
 	name    string // "p1", then "p1.1", "p1.2" after restarts
+	owner   string // its dispatcher's Owner
+	disp    *simsched.Actor
 	store   *estuite.Store
 	actors  []*simsched.Actor
 	dead    bool
@@ -54,6 +56,7 @@ type simWriter struct {
 	appends              int // appends left to make
 	minEvents, maxEvents int
 	think                time.Duration // the longest pause between two appends
+	startAfter           time.Duration // when the writer begins (on its clock)
 	trueVersion          float64       // how often an append expects the stream's true version
 	known                map[string]int64
 	mine                 []*simCommit
@@ -66,6 +69,11 @@ type simWriter struct {
 func (wr *simWriter) run(ctx context.Context, s *estuite.Store, clock *simsched.Clock, resume bool) {
 	defer close(wr.done)
 	w, r := wr.world, wr.r
+	if len(wr.mine) == 0 && wr.startAfter > 0 {
+		if _, err := clock.Wait(ctx, wr.startAfter, nil); err != nil {
+			return
+		}
+	}
 	for ; wr.appends > 0 && ctx.Err() == nil; wr.appends-- {
 		if wr.think > 0 && !resume {
 			if _, err := clock.Wait(ctx, time.Duration(r.Int64N(int64(wr.think)+1)), nil); err != nil {
@@ -149,7 +157,7 @@ func (wr *simWriter) run(ctx context.Context, s *estuite.Store, clock *simsched.
 // spawnProcess starts a new generation of a machine's process: its writers with plans left, its
 // dispatcher and its subscription. delay is how long the process takes to come up.
 func (sim *simRun) spawnProcess(m *simMachine, delay time.Duration, resume bool) {
-	p := &simProc{machine: m, gen: m.gens, name: fmt.Sprintf("p%d", m.id)}
+	p := &simProc{machine: m, gen: m.gens, name: fmt.Sprintf("p%d", m.id), owner: m.owner}
 	if m.gens > 0 {
 		p.name = fmt.Sprintf("p%d.%d", m.id, m.gens)
 	}
@@ -163,9 +171,10 @@ func (sim *simRun) spawnProcess(m *simMachine, delay time.Duration, resume bool)
 		_, err := m.clock.Wait(ctx, delay, nil)
 		return err == nil
 	}
+	writersGone := sim.sched.Gone("writer")
 	for _, wr := range m.writers {
-		if wr.appends == 0 {
-			continue
+		if wr.appends == 0 || isClosed(writersGone) {
+			continue // nothing left to write, or the writers are gone: the plan is abandoned
 		}
 		prev := wr.done
 		wr.done = make(chan struct{})
@@ -182,7 +191,6 @@ func (sim *simRun) spawnProcess(m *simMachine, delay time.Duration, resume bool)
 		p.actors = append(p.actors, a)
 		sim.procOf[a] = p
 	}
-	writersGone := sim.sched.Gone("writer")
 	o := sim.p
 	a := sim.sched.Spawn(simsched.ActorOptions{Name: p.name + "/d", Kind: "dispatcher", Pausable: true, Weight: o.dispatcherWeight}, func(ctx context.Context) {
 		if !up(ctx) {
@@ -198,10 +206,7 @@ func (sim *simRun) spawnProcess(m *simMachine, delay time.Duration, resume bool)
 			sim.world.problem("%s: Start: %v", p.name, err)
 			return
 		}
-		select {
-		case <-ctx.Done():
-		case <-writersGone:
-		}
+		sim.drain(ctx, writersGone)
 		if err := d.Stop(); err != nil && ctx.Err() == nil {
 			if errors.Is(err, estuite.ErrCorrupt) {
 				sim.world.problem("%s: dispatcher stopped with %v", p.name, err)
@@ -209,13 +214,14 @@ func (sim *simRun) spawnProcess(m *simMachine, delay time.Duration, resume bool)
 		}
 	})
 	p.actors = append(p.actors, a)
+	p.disp = a
 	sim.procOf[a] = p
 	if m.sub != "" {
 		a := sim.sched.Spawn(simsched.ActorOptions{Name: p.name + "/s", Kind: "subscriber"}, func(ctx context.Context) {
 			if !up(ctx) {
 				return
 			}
-			sim.world.subscribe(ctx, p, m.sub, writersGone)
+			sim.subscribe(ctx, p, m.sub, writersGone)
 		})
 		p.actors = append(p.actors, a)
 		sim.procOf[a] = p
@@ -231,6 +237,10 @@ func (sim *simRun) crashed(a *simsched.Actor) {
 		return
 	}
 	p.dead = true
+	if p.owner == sim.world.mon.owner {
+		mon := sim.world.mon
+		mon.disrupt(sim.sched.Now(), mon.takeover+sim.p.restartDelay, "the lease holder "+p.name+" crashed")
+	}
 	for _, o := range p.actors {
 		if o != a {
 			sim.sched.Crash(o)
@@ -257,6 +267,44 @@ func (sim *simRun) crashed(a *simsched.Actor) {
 	sim.spawnProcess(m, delay, true)
 }
 
+// drain returns when the process dies, or some time after the writers are gone: the servers run
+// on after their clients stopped, so that the liveness check sees whether what was written
+// reaches the feed.
+func (sim *simRun) drain(ctx context.Context, writersGone <-chan struct{}) {
+	select {
+	case <-ctx.Done():
+		return
+	case <-writersGone:
+	}
+	t := time.NewTimer(sim.p.drain)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}
+
+func isClosed(ch <-chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
+	}
+}
+
+// paused notes a pause of the lease holder's dispatcher.
+func (sim *simRun) paused(a *simsched.Actor, d time.Duration) {
+	if p := sim.procOf[a]; p != nil && p.disp == a && p.owner == sim.world.mon.owner {
+		mon := sim.world.mon
+		extra := d // it holds its lease and goes on
+		if d >= mon.lease/2 {
+			extra += mon.takeover // or the lease goes to another
+		}
+		mon.disrupt(sim.sched.Now(), extra, fmt.Sprintf("the lease holder %s paused for %v", p.name, d))
+	}
+}
+
 // simBusy watches one dispatcher's steps for a busy loop: steps that did nothing (no event
 // written, no marker resolved, no head fenced, no error) one after another, without the
 // dispatcher waiting for virtual time in between. A dispatcher that works correctly waits after
@@ -274,7 +322,7 @@ type simBusy struct {
 	done   bool
 }
 
-const simBusySteps = 25
+const simBusySteps = 5
 
 func (b *simBusy) step(st estuite.DispatchStats, err error) {
 	idles := b.actor.Idles()
@@ -297,7 +345,8 @@ func (b *simBusy) step(st estuite.DispatchStats, err error) {
 
 // subscribe runs a durable subscription until the writers are gone or the process dies. Its
 // handler records every position it finishes; the checks compare them with the checkpoint.
-func (w *simWorld) subscribe(ctx context.Context, p *simProc, name string, writersGone <-chan struct{}) {
+func (sim *simRun) subscribe(ctx context.Context, p *simProc, name string, writersGone <-chan struct{}) {
+	w := sim.world
 	inst := w.newInstance(name, p.name)
 	sub, err := p.store.Subscribe(ctx, estuite.SubscriptionOptions{
 		Name:               name,
@@ -317,10 +366,7 @@ func (w *simWorld) subscribe(ctx context.Context, p *simProc, name string, write
 		}
 		return
 	}
-	select {
-	case <-ctx.Done():
-	case <-writersGone:
-	}
+	sim.drain(ctx, writersGone)
 	if err := sub.Stop(); err != nil && ctx.Err() == nil && errors.Is(err, estuite.ErrCorrupt) {
 		w.problem("subscription %s in %s: %v", name, p.name, err)
 	}

@@ -1,6 +1,7 @@
 package estuite_test
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -116,6 +117,19 @@ func (w *simWorld) handled(inst *simInstance, pos int64) {
 	inst.handled = append(inst.handled, pos)
 }
 
+// handledTotal counts the positions handled by every subscription instance.
+func (w *simWorld) handledTotal() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	n := 0
+	for _, insts := range w.subs {
+		for _, inst := range insts {
+			n += len(inst.handled)
+		}
+	}
+	return n
+}
+
 // handledUpTo is the highest position p such that every position 1..p of the subscription has
 // been handled to the end by some instance.
 func (w *simWorld) handledUpTo(name string) int64 {
@@ -208,7 +222,10 @@ type simMonitor struct {
 	streamsT, events table.Table
 	streams          []string
 	shardOf          map[string]int
-	bound            time.Duration // liveness: how long a landed event may wait for the feed
+	base, disruption time.Duration // liveness: see simLiveness
+	takeover         time.Duration // how long the others take to find an abandoned lease
+	handover         time.Duration // what a change of lease holder may cost
+	lease            time.Duration
 	writersLive      func() bool
 
 	heads    map[string]int64
@@ -218,8 +235,18 @@ type simMonitor struct {
 	feedHeld map[string]int64       // the highest version of each stream in the feed
 	markers  map[int][]simMarker    // shard → live dirty markers
 	reported map[string]bool        // one report per kind and stream
+	changed  map[string]bool        // streams whose head, feed or markers changed since the last look
 	maxWait  time.Duration          // the longest a landed event waited for the feed
+	maxCalm  time.Duration          // the longest wait less the disruptions' allowance
+	owner    string                 // the lease row's owner
+	disrupts []simDisruption        // the lease holder crashed or paused, or the lease changed hands
 	checks   int
+}
+
+// simDisruption is a disruption of the lease holder, and how much longer it may make events wait.
+type simDisruption struct {
+	at    time.Time
+	extra time.Duration
 }
 
 type simHeadAt struct {
@@ -244,7 +271,7 @@ func newSimMonitor(w *simWorld, backend table.Backend, streams []string, shardOf
 	}
 	m := &simMonitor{world: w, streamsT: st, events: ev, streams: streams, shardOf: make(map[string]int),
 		heads: make(map[string]int64), history: make(map[string][]simHeadAt), landed: make(map[string][]time.Time),
-		feedNext: 1, feedHeld: make(map[string]int64), markers: make(map[int][]simMarker), reported: make(map[string]bool)}
+		feedNext: 1, feedHeld: make(map[string]int64), markers: make(map[int][]simMarker), reported: make(map[string]bool), changed: make(map[string]bool)}
 	for _, s := range streams {
 		m.shardOf[s] = shardOf(s)
 	}
@@ -278,6 +305,7 @@ func (m *simMonitor) check(st simsched.Settled) {
 				v, _ = row.Properties["Version"].(int64)
 			}
 			if old := m.heads[wr.PartitionKey]; v != old {
+				m.changed[wr.PartitionKey] = true
 				m.heads[wr.PartitionKey] = v
 				m.history[wr.PartitionKey] = append(m.history[wr.PartitionKey], simHeadAt{step: st.Step, version: v})
 				for int64(len(m.landed[wr.PartitionKey])) < v {
@@ -291,43 +319,94 @@ func (m *simMonitor) check(st simsched.Settled) {
 			var shard int
 			fmt.Sscanf(wr.PartitionKey, "dirty%02d", &shard)
 			m.markers[shard] = m.readMarkers(ctx, wr.PartitionKey)
+			for _, s := range m.streams {
+				if m.shardOf[s] == shard {
+					m.changed[s] = true
+				}
+			}
 		case wr.Table == eventsName && strings.HasPrefix(wr.PartitionKey, "feed"):
 			m.readFeed(ctx)
 		case wr.Table == eventsName && wr.PartitionKey == "checkpoint":
 			m.checkCheckpoints(ctx)
+		case wr.Table == eventsName && wr.PartitionKey == "lease":
+			if row, err := m.events.Get(ctx, "lease", "dispatcher"); err == nil {
+				if o, _ := row.Properties["Owner"].(string); o != m.owner {
+					if m.owner != "" {
+						m.disrupt(st.Now, m.handover, "the lease went from "+m.owner+" to "+o)
+					}
+					m.owner = o
+				}
+			}
 		}
 	}
 	writing := m.writersLive()
+	defer clear(m.changed)
 	for _, s := range m.streams {
 		held, head := m.feedHeld[s], m.heads[s]
 		// The write-ahead invariant: every stored version the feed does not hold yet is
 		// announced by a live dirty marker, so that a dispatcher can find it.
-		for v := held + 1; v <= head; v++ {
-			covered := false
-			for _, mk := range m.markers[m.shardOf[s]] {
-				if mk.stream == s && mk.first <= v && v <= mk.announced {
-					covered = true
-					break
-				}
-			}
-			if !covered {
-				m.problem("write-ahead", s, "write-ahead invariant broken at step %d: %s version %d is stored (head %d) but the feed holds the stream only up to %d and no dirty marker covers it (markers of shard %d: %v)",
-					st.Step, s, v, head, held, m.shardOf[s], m.markers[m.shardOf[s]])
-				break
-			}
+		if !m.changed[s] {
+			// nothing of the stream changed since the last look
+		} else if v := m.uncovered(s, held, head); v > 0 {
+			m.problem("write-ahead", s, "write-ahead invariant broken at step %d: %s version %d is stored (head %d) but the feed holds the stream only up to %d and no dirty marker covers it (markers of shard %d: %v)",
+				st.Step, s, v, head, held, m.shardOf[s], m.markers[m.shardOf[s]])
 		}
-		// Liveness: while writers run, a stored event reaches the feed within the bound.
+		// Liveness: while writers run, a stored event reaches the feed within the allowance.
 		if held < head && int(held) < len(m.landed[s]) {
-			wait := st.Now.Sub(m.landed[s][held])
+			since := m.landed[s][held]
+			wait := st.Now.Sub(since)
 			if writing {
+				n, extra := m.disruptedSince(since.Add(-m.disruption))
+				allowed := m.base + extra
 				m.maxWait = max(m.maxWait, wait)
-				if wait > m.bound {
-					m.problem("liveness", s, "liveness: %s version %d has been stored for %v (since %.3fs) and is still not in the feed at step %d (bound %v; the feed holds the stream up to %d, head %d)",
-						s, held+1, wait.Round(time.Millisecond), m.landed[s][held].Sub(simStart).Seconds(), st.Step, m.bound, held, head)
+				m.maxCalm = max(m.maxCalm, wait-extra)
+				if wait > allowed {
+					m.problem("liveness", s, "liveness: %s version %d has been stored for %v (since %.3fs) and is still not in the feed at step %d (allowed %v: %v, and %v for the %d disruptions of the lease since %.3fs; the feed holds the stream up to %d, head %d)",
+						s, held+1, wait.Round(time.Millisecond), since.Sub(simStart).Seconds(), st.Step, allowed.Round(time.Millisecond), m.base.Round(time.Millisecond), extra.Round(time.Millisecond), n, since.Add(-m.disruption).Sub(simStart).Seconds(), held, head)
 				}
 			}
 		}
 	}
+}
+
+// disrupt records that the lease holder crashed or paused, or that the lease changed hands, which
+// may make events wait extra longer.
+func (m *simMonitor) disrupt(at time.Time, extra time.Duration, why string) {
+	m.disrupts = append(m.disrupts, simDisruption{at: at, extra: extra})
+	m.world.sched.Note("lease disruption: %s (allows %v more)", why, extra.Round(time.Millisecond))
+}
+
+// disruptedSince counts the disruptions at or after t, and adds up their extra time.
+func (m *simMonitor) disruptedSince(t time.Time) (n int, extra time.Duration) {
+	i, _ := slices.BinarySearchFunc(m.disrupts, t, func(a simDisruption, t time.Time) int { return a.at.Compare(t) })
+	for _, d := range m.disrupts[i:] {
+		extra += d.extra
+	}
+	return len(m.disrupts) - i, extra
+}
+
+func (m *simMonitor) uncovered(stream string, held, head int64) int64 {
+	if held >= head {
+		return 0
+	}
+	var iv [][2]int64
+	for _, mk := range m.markers[m.shardOf[stream]] {
+		if mk.stream == stream && mk.announced > held {
+			iv = append(iv, [2]int64{mk.first, mk.announced})
+		}
+	}
+	slices.SortFunc(iv, func(a, b [2]int64) int { return cmp.Compare(a[0], b[0]) })
+	v := held + 1
+	for _, x := range iv {
+		if x[0] > v {
+			break
+		}
+		v = max(v, x[1]+1)
+		if v > head {
+			return 0
+		}
+	}
+	return v
 }
 
 func (m *simMonitor) readMarkers(ctx context.Context, pk string) []simMarker {
@@ -370,6 +449,7 @@ func (m *simMonitor) readFeed(ctx context.Context) {
 			m.problem("feed-order", s, "feed position %d holds %s version %d after version %d", m.feedNext, s, v, m.feedHeld[s])
 		}
 		m.feedHeld[s] = max(m.feedHeld[s], v)
+		m.changed[s] = true
 		m.feedNext++
 	}
 }

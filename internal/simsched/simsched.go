@@ -83,10 +83,11 @@ type Config struct {
 	// the client still reaches the server).
 	Ghost              float64
 	GhostMin, GhostMax int
-	// Pause is the probability that a picked pausable actor is paused instead, for PauseMin to
-	// PauseMax of virtual time.
-	Pause              float64
-	PauseMin, PauseMax time.Duration
+	// Pause is the probability that a picked pausable actor is paused instead: half the pauses
+	// last PauseMin to PauseShort, the others PauseLong to PauseMax of virtual time.
+	Pause                float64
+	PauseMin, PauseShort time.Duration
+	PauseLong, PauseMax  time.Duration
 	// Tick is how long each call lasts in virtual time; Start is the virtual time when the
 	// scheduler is created.
 	Tick  time.Duration
@@ -185,7 +186,7 @@ type Scheduler struct {
 	epoch time.Time // the bubble's time when New ran
 
 	mu      sync.Mutex
-	changed chan struct{} // capacity 1: an actor arrived at a call
+	changed chan struct{} // capacity 1: an actor arrived at a call or finished
 	actors  []*Actor      // every actor ever spawned, by ID
 	steps   int
 	trace   []string
@@ -199,6 +200,9 @@ type Scheduler struct {
 	// OnCrash, when set, is called by Run (outside the scheduler's lock) after an actor crashed
 	// at a call, for example to crash the rest of its process or start a replacement.
 	OnCrash func(a *Actor)
+	// OnPause, when set, is called by Run (outside the scheduler's lock) when it pauses an
+	// actor at its call for d of virtual time.
+	OnPause func(a *Actor, d time.Duration)
 	// Check, when set, is called by Run whenever every actor is settled, before the next pick
 	// (and again after ghost writes landed). Nothing else runs meanwhile: it may read the
 	// storage behind the gate directly.
@@ -210,8 +214,14 @@ func New(cfg Config) *Scheduler {
 	if cfg.Idle <= 0 {
 		cfg.Idle = time.Hour
 	}
-	if cfg.PauseMax < cfg.PauseMin {
-		cfg.PauseMax = cfg.PauseMin
+	if cfg.PauseShort < cfg.PauseMin {
+		cfg.PauseShort = cfg.PauseMin
+	}
+	if cfg.PauseLong < cfg.PauseShort {
+		cfg.PauseLong = cfg.PauseShort
+	}
+	if cfg.PauseMax < cfg.PauseLong {
+		cfg.PauseMax = cfg.PauseLong
 	}
 	if cfg.GhostMax < cfg.GhostMin {
 		cfg.GhostMax = cfg.GhostMin
@@ -339,6 +349,7 @@ func (s *Scheduler) finish(a *Actor) {
 		s.errs = append(s.errs, fmt.Errorf("simsched: actor %s finished with a call still pending", a.Name))
 	}
 	s.mu.Unlock()
+	s.signal()
 }
 
 // errDead is what the calls of a crashed actor return: the process is gone.
@@ -540,6 +551,10 @@ func (s *Scheduler) Run() error {
 							names = append(names, a.Name)
 						}
 					}
+					if len(names) == 0 {
+						s.mu.Unlock()
+						continue
+					}
 					s.killAll()
 					s.errs = append(s.errs, fmt.Errorf("simsched: deadlock: actors %v reached no storage call in %v of virtual time", names, s.cfg.Idle))
 					err := errors.Join(s.errs...)
@@ -561,10 +576,17 @@ func (s *Scheduler) Run() error {
 			}
 		}
 		if a.Pausable && s.cfg.Pause > 0 && s.rng.Float64() < s.cfg.Pause {
-			d := s.cfg.PauseMin + time.Duration(s.rng.Int64N(int64(s.cfg.PauseMax-s.cfg.PauseMin)+1))
+			lo, hi := s.cfg.PauseMin, s.cfg.PauseShort
+			if s.rng.IntN(2) == 1 {
+				lo, hi = s.cfg.PauseLong, s.cfg.PauseMax
+			}
+			d := lo + time.Duration(s.rng.Int64N(int64(hi-lo)+1))
 			a.pausedUntil = now.Add(d)
 			s.record(fmt.Sprintf("%6s %-6s PAUSE for %v", "", a.Name, d))
 			s.mu.Unlock()
+			if s.OnPause != nil {
+				s.OnPause(a, d)
+			}
 			continue
 		}
 		// Of calls made at once (reported as an error), the first in order of description.
