@@ -63,11 +63,10 @@ type simWriter struct {
 	inflight             *simCommit
 	exp                  estuite.ExpectedVersion
 	failed               bool
-	done                 chan struct{} // closed when the current process's goroutine has returned
+	done                 chan struct{} // closed when the latest generation's goroutine has returned
 }
 
 func (wr *simWriter) run(ctx context.Context, s *estuite.Store, clock *simsched.Clock, resume bool) {
-	defer close(wr.done)
 	w, r := wr.world, wr.r
 	if len(wr.mine) == 0 && wr.startAfter > 0 {
 		if _, err := clock.Wait(ctx, wr.startAfter, nil); err != nil {
@@ -164,11 +163,16 @@ func (sim *simRun) spawnProcess(m *simMachine, delay time.Duration, resume bool)
 	m.gens++
 	m.current = p
 	p.store = sim.open(m.clock)
-	up := func(ctx context.Context) bool {
-		if delay <= 0 {
+	// up waits until the process is up. The parts of a process come up a microsecond apart: parts
+	// woken at one instant would run at once, and the order in which two writers reach the
+	// store's shared marker writer (one leads, the other waits for its batch) would be the Go
+	// scheduler's.
+	part := 0
+	up := func(ctx context.Context, part int) bool {
+		if delay <= 0 && part == 0 {
 			return true
 		}
-		_, err := m.clock.Wait(ctx, delay, nil)
+		_, err := m.clock.Wait(ctx, delay+time.Duration(part)*time.Microsecond, nil)
 		return err == nil
 	}
 	writersGone := sim.sched.Gone("writer")
@@ -176,14 +180,22 @@ func (sim *simRun) spawnProcess(m *simMachine, delay time.Duration, resume bool)
 		if wr.appends == 0 || isClosed(writersGone) {
 			continue // nothing left to write, or the writers are gone: the plan is abandoned
 		}
-		prev := wr.done
-		wr.done = make(chan struct{})
-		a := sim.sched.Spawn(simsched.ActorOptions{Name: p.name + "/" + wr.name, Kind: "writer"}, func(ctx context.Context) {
+		prev, done := wr.done, make(chan struct{})
+		wr.done = done // the next generation waits for this one's
+		part++
+		part := part
+		// In quiet seeds writers pause too (a slow client, a garbage collection): an append whose
+		// marker is stored waits at its batch, and dispatchers wait for it, then fence it.
+		a := sim.sched.Spawn(simsched.ActorOptions{Name: p.name + "/" + wr.name, Kind: "writer", Pausable: sim.p.quiet}, func(ctx context.Context) {
+			defer close(done)
 			if prev != nil {
-				<-prev // the crashed process has finished with the writer's memory
+				select {
+				case <-prev: // the crashed process has finished with the writer's memory
+				case <-ctx.Done():
+					return
+				}
 			}
-			if !up(ctx) {
-				close(wr.done)
+			if !up(ctx, part) {
 				return
 			}
 			wr.run(ctx, p.store, m.clock, resume)
@@ -192,8 +204,11 @@ func (sim *simRun) spawnProcess(m *simMachine, delay time.Duration, resume bool)
 		sim.procOf[a] = p
 	}
 	o := sim.p
-	a := sim.sched.Spawn(simsched.ActorOptions{Name: p.name + "/d", Kind: "dispatcher", Pausable: true, Weight: o.dispatcherWeight}, func(ctx context.Context) {
-		if !up(ctx) {
+	// In quiet seeds the first machine only dispatches, and does not crash: it loses the lease when
+	// paused, and comes back to it later with what it knew of the feed.
+	sturdy := o.quiet && m.id == 1
+	a := sim.sched.Spawn(simsched.ActorOptions{Name: p.name + "/d", Kind: "dispatcher", Pausable: true, Weight: o.dispatcherWeight, Sturdy: sturdy}, func(ctx context.Context) {
+		if !up(ctx, 0) {
 			return
 		}
 		busy := &simBusy{name: p.name + "/d", world: sim.world, actor: simsched.ActorOf(ctx), clock: m.clock}
@@ -216,9 +231,9 @@ func (sim *simRun) spawnProcess(m *simMachine, delay time.Duration, resume bool)
 	p.actors = append(p.actors, a)
 	p.disp = a
 	sim.procOf[a] = p
-	if m.sub != "" {
+	if m.sub != "" && !sturdy {
 		a := sim.sched.Spawn(simsched.ActorOptions{Name: p.name + "/s", Kind: "subscriber"}, func(ctx context.Context) {
-			if !up(ctx) {
+			if !up(ctx, 99) {
 				return
 			}
 			sim.subscribe(ctx, p, m.sub, writersGone)
@@ -240,6 +255,7 @@ func (sim *simRun) crashed(a *simsched.Actor) {
 	if p.owner == sim.world.mon.owner {
 		mon := sim.world.mon
 		mon.disrupt(sim.sched.Now(), mon.takeover+sim.p.restartDelay, "the lease holder "+p.name+" crashed")
+		mon.orphaned = true
 	}
 	for _, o := range p.actors {
 		if o != a {
@@ -293,9 +309,10 @@ func isClosed(ch <-chan struct{}) bool {
 	}
 }
 
-// paused notes a pause of the lease holder's dispatcher.
+// paused notes a pause of the lease holder's dispatcher, or of any dispatcher while the lease is
+// orphaned (its holder crashed): the one paused may be the one to take over.
 func (sim *simRun) paused(a *simsched.Actor, d time.Duration) {
-	if p := sim.procOf[a]; p != nil && p.disp == a && p.owner == sim.world.mon.owner {
+	if p := sim.procOf[a]; p != nil && p.disp == a && (p.owner == sim.world.mon.owner || sim.world.mon.orphaned) {
 		mon := sim.world.mon
 		extra := d // it holds its lease and goes on
 		if d >= mon.lease/2 {

@@ -56,6 +56,12 @@ type simInstance struct {
 	handled    []int64
 }
 
+// simHandled is what every instance of one durable subscription handled.
+type simHandled struct {
+	seen map[int64]bool
+	upTo int64 // every position 1..upTo was handled
+}
+
 // simWorld is what the simulated processes report to the checks.
 type simWorld struct {
 	sched    *simsched.Scheduler
@@ -64,6 +70,7 @@ type simWorld struct {
 	commits  map[string]*simCommit
 	wrong    []simWrongVersion
 	subs     map[string][]*simInstance
+	done     map[string]*simHandled
 	problems []string
 	stats    struct{ ok, dup, wev, unavailable, crashed, redelivered int }
 }
@@ -108,11 +115,17 @@ func (w *simWorld) handled(inst *simInstance, pos int64) {
 	if n := len(inst.handled); n > 0 && pos != inst.handled[n-1]+1 {
 		w.problems = append(w.problems, fmt.Sprintf("subscription %s in %s handled position %d after %d: a gap or a repeat within one run", inst.name, inst.proc, pos, inst.handled[n-1]))
 	}
-	for _, other := range w.subs[inst.name] {
-		if other != inst && slices.Contains(other.handled, pos) {
-			w.stats.redelivered++
-			break
-		}
+	h := w.done[inst.name]
+	if h == nil {
+		h = &simHandled{seen: make(map[int64]bool)}
+		w.done[inst.name] = h
+	}
+	if h.seen[pos] {
+		w.stats.redelivered++
+	}
+	h.seen[pos] = true
+	for h.seen[h.upTo+1] {
+		h.upTo++
 	}
 	inst.handled = append(inst.handled, pos)
 }
@@ -135,17 +148,10 @@ func (w *simWorld) handledTotal() int {
 func (w *simWorld) handledUpTo(name string) int64 {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	seen := make(map[int64]bool)
-	for _, inst := range w.subs[name] {
-		for _, p := range inst.handled {
-			seen[p] = true
-		}
+	if h := w.done[name]; h != nil {
+		return h.upTo
 	}
-	p := int64(0)
-	for seen[p+1] {
-		p++
-	}
-	return p
+	return 0
 }
 
 // record judges the answer to one attempt of commit c and updates what is known of it.
@@ -239,6 +245,8 @@ type simMonitor struct {
 	maxWait  time.Duration          // the longest a landed event waited for the feed
 	maxCalm  time.Duration          // the longest wait less the disruptions' allowance
 	owner    string                 // the lease row's owner
+	ownerTag string                 // the lease row's ETag
+	orphaned bool                   // the lease holder crashed, and no one has written the lease since
 	disrupts []simDisruption        // the lease holder crashed or paused, or the lease changed hands
 	checks   int
 }
@@ -330,6 +338,9 @@ func (m *simMonitor) check(st simsched.Settled) {
 			m.checkCheckpoints(ctx)
 		case wr.Table == eventsName && wr.PartitionKey == "lease":
 			if row, err := m.events.Get(ctx, "lease", "dispatcher"); err == nil {
+				if row.ETag != m.ownerTag {
+					m.ownerTag, m.orphaned = row.ETag, false
+				}
 				if o, _ := row.Properties["Owner"].(string); o != m.owner {
 					if m.owner != "" {
 						m.disrupt(st.Now, m.handover, "the lease went from "+m.owner+" to "+o)

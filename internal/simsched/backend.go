@@ -57,12 +57,19 @@ func (b *MultiBackend) SubmitParts(ctx context.Context, parts []table.Part) ([][
 		if !ok || t.s != b.S {
 			return nil, &table.PartError{Part: i, Err: table.Invalidf("simsched: table of another backend")}
 		}
-		inner[i] = table.Part{Table: t.inner, PartitionKey: p.PartitionKey, Ops: cloneOps(p.Ops)}
+		inner[i] = table.Part{Table: t.inner, PartitionKey: p.PartitionKey, Ops: p.Ops}
 		fmt.Fprintf(&desc, " [%s]", describeSubmit(t.name, p.PartitionKey, p.Ops))
 		wrote = append(wrote, Written{Table: t.name, PartitionKey: p.PartitionKey})
 	}
-	return gate(b.S, ctx, desc.String(), wrote, func(ctx context.Context) ([][]string, error) {
-		return ms.SubmitParts(ctx, inner)
+	submit := func(parts []table.Part) func(context.Context) ([][]string, error) {
+		return func(ctx context.Context) ([][]string, error) { return ms.SubmitParts(ctx, parts) }
+	}
+	return gate(b.S, ctx, desc.String(), wrote, submit(inner), func() func(context.Context) ([][]string, error) {
+		copied := make([]table.Part, len(inner))
+		for i, p := range inner {
+			copied[i] = table.Part{Table: p.Table, PartitionKey: p.PartitionKey, Ops: cloneOps(p.Ops)}
+		}
+		return submit(copied)
 	})
 }
 
@@ -79,7 +86,10 @@ func injected(desc string, when string) error {
 
 // gate runs f as one scheduled call. wrote is nil for reads; for writes it names the
 // partitions written, and the call may be made a ghost.
-func gate[T any](s *Scheduler, ctx context.Context, desc string, wrote []Written, f func(context.Context) (T, error)) (T, error) {
+//
+// A ghost runs the function ghost returns; ghost is called when the fault is decided, while the
+// caller still waits, so that it can copy what the caller might reuse.
+func gate[T any](s *Scheduler, ctx context.Context, desc string, wrote []Written, f func(context.Context) (T, error), ghost func() func(context.Context) (T, error)) (T, error) {
 	var zero T
 	fault, err := s.enter(ctx, desc, wrote != nil)
 	if err != nil {
@@ -90,8 +100,9 @@ func gate[T any](s *Scheduler, ctx context.Context, desc string, wrote []Written
 		return zero, injected(desc, "before")
 	case Ghost:
 		// The write is on its way and lands later, whatever happens to its caller.
+		g := ghost()
 		s.ghost(desc, wrote, func() error {
-			_, err := f(context.Background())
+			_, err := g(context.Background())
 			return err
 		})
 		return zero, injected(desc, "(ghost: lands later)")
@@ -113,19 +124,19 @@ func gate[T any](s *Scheduler, ctx context.Context, desc string, wrote []Written
 func (t *Table) Get(ctx context.Context, pk, rk string) (table.Entity, error) {
 	return gate(t.s, ctx, fmt.Sprintf("%s get %s/%s", t.name, pk, rk), nil, func(ctx context.Context) (table.Entity, error) {
 		return t.inner.Get(ctx, pk, rk)
-	})
+	}, nil)
 }
 
 // Query implements table.Table.
 func (t *Table) Query(ctx context.Context, q table.Query) (table.Page, error) {
 	desc := fmt.Sprintf("%s query %s [%s,%s) limit=%d cont=%q", t.name, q.PartitionKey, q.From, q.To, q.Limit, stableKey(q.PartitionKey, q.Continuation))
-	return gate(t.s, ctx, desc, nil, func(ctx context.Context) (table.Page, error) { return t.inner.Query(ctx, q) })
+	return gate(t.s, ctx, desc, nil, func(ctx context.Context) (table.Page, error) { return t.inner.Query(ctx, q) }, nil)
 }
 
 // Scan implements table.Table.
 func (t *Table) Scan(ctx context.Context, q table.ScanQuery) (table.Page, error) {
 	desc := fmt.Sprintf("%s scan [%s,%s) cont=%q", t.name, q.FromPartition, q.ToPartition, q.Continuation)
-	return gate(t.s, ctx, desc, nil, func(ctx context.Context) (table.Page, error) { return t.inner.Scan(ctx, q) })
+	return gate(t.s, ctx, desc, nil, func(ctx context.Context) (table.Page, error) { return t.inner.Scan(ctx, q) }, nil)
 }
 
 // stableKey is a row key as the trace shows it. A dirty marker's key ends in a random ID of the
@@ -167,9 +178,11 @@ func cloneOps(ops []table.Op) []table.Op {
 
 // Submit implements table.Table.
 func (t *Table) Submit(ctx context.Context, pk string, ops []table.Op) ([]string, error) {
-	ops = cloneOps(ops)
 	wrote := []Written{{Table: t.name, PartitionKey: pk}}
-	return gate(t.s, ctx, describeSubmit(t.name, pk, ops), wrote, func(ctx context.Context) ([]string, error) {
-		return t.inner.Submit(ctx, pk, ops)
+	submit := func(ops []table.Op) func(context.Context) ([]string, error) {
+		return func(ctx context.Context) ([]string, error) { return t.inner.Submit(ctx, pk, ops) }
+	}
+	return gate(t.s, ctx, describeSubmit(t.name, pk, ops), wrote, submit(ops), func() func(context.Context) ([]string, error) {
+		return submit(cloneOps(ops))
 	})
 }

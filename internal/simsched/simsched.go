@@ -22,9 +22,14 @@
 // lasts Tick of virtual time. When no actor is at the gate, the scheduler lets virtual time run
 // to the next timer of the bubble.
 //
+// A Check hook runs at every settled point, before the pick, and may read the storage behind the
+// gate directly; OnCrash and OnPause tell the simulation what the scheduler did to an actor.
+//
 // Storage calls are thus strictly sequential, and a schedule depends only on the seed, provided
 // that each actor makes its calls one at a time and in an order that depends only on what storage
-// answered and on virtual time. Run reports an actor that makes two calls at once.
+// answered and on virtual time, and that goroutines of one process woken at the same instant do
+// not race for shared state (the simulation staggers them). Run reports an actor that makes two
+// calls at once.
 package simsched
 
 import (
@@ -118,6 +123,7 @@ type Actor struct {
 	Kind     string
 	Pausable bool
 	Weight   int
+	Sturdy   bool
 
 	s           *Scheduler
 	ctx         context.Context
@@ -280,6 +286,9 @@ type ActorOptions struct {
 	// Weight makes the actor that many times as likely to be picked as an actor of weight 1.
 	// 0 means 1.
 	Weight int
+	// Sturdy actors never crash at their own calls (Crash makes them fail before instead); they
+	// still die with their process (Scheduler.Crash).
+	Sturdy bool
 }
 
 // Spawn starts an actor running fn in its own goroutine. fn must make every storage call with
@@ -287,7 +296,7 @@ type ActorOptions struct {
 // (after every goroutine it started has stopped making calls).
 func (s *Scheduler) Spawn(o ActorOptions, fn func(ctx context.Context)) *Actor {
 	s.mu.Lock()
-	a := &Actor{ID: len(s.actors), Name: o.Name, Kind: o.Kind, Pausable: o.Pausable, Weight: max(o.Weight, 1), s: s}
+	a := &Actor{ID: len(s.actors), Name: o.Name, Kind: o.Kind, Pausable: o.Pausable, Weight: max(o.Weight, 1), Sturdy: o.Sturdy, s: s}
 	ctx, cancel := context.WithCancel(context.Background())
 	a.ctx, a.cancel = context.WithValue(ctx, actorKey{}, a), cancel
 	s.actors = append(s.actors, a)
@@ -600,6 +609,9 @@ func (s *Scheduler) Run() error {
 			f = FailAfter
 		case r < s.cfg.FailBefore+s.cfg.FailAfter+s.cfg.Crash:
 			f = Crash
+			if a.Sturdy {
+				f = FailBefore
+			}
 		case c.write && r < s.cfg.FailBefore+s.cfg.FailAfter+s.cfg.Crash+s.cfg.Ghost:
 			f = Ghost
 		}
