@@ -327,6 +327,11 @@ func (sim *simRun) paused(a *simsched.Actor, d time.Duration) {
 // dispatcher waiting for virtual time in between. A dispatcher that works correctly waits after
 // every step that did nothing — at least its poll interval, or DefaultLinger after a wake-up — so
 // more than simBusySteps of them in a row is a loop that burns storage requests without end.
+//
+// It counts steps that did nothing rather than storage calls per virtual second: a dispatcher's
+// calls per virtual second depend on how the scheduler interleaves the other actors' calls (each
+// call waits its turn, Tick each), so a busy loop makes about as many calls per second as a
+// correct dispatcher polling briskly; whether it waited between two idle steps does not.
 type simBusy struct {
 	name   string
 	world  *simWorld

@@ -111,6 +111,7 @@ type simParams struct {
 	appends    []int
 	think      []time.Duration
 	startAfter []time.Duration // when each writer begins
+	upAfter    []time.Duration // when each machine's process comes up
 	offsets    []time.Duration
 	drifts     []float64
 	subs       []bool // machines with a durable subscription
@@ -163,6 +164,14 @@ func simParamsFor(seed uint64, big bool) simParams {
 	// dispatcher runs long stretches without a failed step.
 	quiet, calm := seed%4 == 1, seed%4 == 2
 	p.quiet, p.calm = quiet, calm
+	for i := 0; i < p.machines; i++ {
+		// In calm seeds the first machine's process comes up first, and takes the lease.
+		var up time.Duration
+		if calm && i > 0 {
+			up = dur(30*time.Millisecond, 200*time.Millisecond)
+		}
+		p.upAfter = append(p.upAfter, up)
+	}
 	if quiet {
 		// Announced appends that never land wait for a fence as long as by default.
 		p.fenceAfter = dur(estuite.DefaultFenceAfter/2, estuite.DefaultFenceAfter*3/2)
@@ -405,8 +414,8 @@ func runSimulationInBubble(p simParams, dir string) (res simResult) {
 			minEvents: p.minEvents, maxEvents: p.maxEvents, think: p.think[i], trueVersion: p.trueVersion, startAfter: p.startAfter[i],
 			known: make(map[string]int64)})
 	}
-	for _, m := range sim.machines {
-		sim.spawnProcess(m, 0, false)
+	for i, m := range sim.machines {
+		sim.spawnProcess(m, p.upAfter[i], false)
 	}
 	runErr := sched.Run()
 	if runErr != nil {
