@@ -1,0 +1,178 @@
+package estuite_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/estuite/estuite"
+	"github.com/estuite/estuite/table"
+	"github.com/google/uuid"
+)
+
+// The checks after a schedule, once a fault-free dispatcher has run until idle.
+
+// simCheck checks the stream table against what the writers were told, and the feed against
+// the stream table. It reads with a fault-free store.
+func simCheck(s *estuite.Store, backend table.Backend, world *simWorld, streams []string) (problems []string, feedLen int) {
+	bad := func(format string, args ...any) { problems = append(problems, fmt.Sprintf(format, args...)) }
+	ctx := context.Background()
+
+	// No dirty marker is left.
+	events, err := backend.OpenTable(ctx, estuite.DefaultTablePrefix+"events")
+	if err != nil {
+		return []string{err.Error()}, 0
+	}
+	var left []string
+	for shard := 0; shard < 4; shard++ {
+		pk := fmt.Sprintf("dirty%02d", shard)
+		q := table.Query{PartitionKey: pk}
+		for {
+			p, err := events.Query(ctx, q)
+			if err != nil {
+				bad("reading %s: %v", pk, err)
+				break
+			}
+			for _, row := range p.Entities {
+				left = append(left, fmt.Sprintf("%v %v-%v", row.Properties["Stream"], row.Properties["First"], row.Properties["Announced"]))
+			}
+			if p.Continuation == "" {
+				break
+			}
+			q.Continuation = p.Continuation
+		}
+	}
+	if len(left) > 0 {
+		if len(left) > 6 {
+			left = append(left[:6], fmt.Sprintf("… %d in all", len(left)))
+		}
+		bad("dirty markers left after the final dispatcher: %s", strings.Join(left, ", "))
+	}
+
+	// The streams hold each commit once, contiguously, at the versions its writer was told.
+	stored := make(map[string][]estuite.RecordedEvent)
+	seen := make(map[string]int64) // commit ID → first version stored
+	for _, stream := range streams {
+		var got []estuite.RecordedEvent
+		r, err := s.Read(ctx, stream, nil)
+		if err != nil && !errors.Is(err, estuite.ErrStreamNotFound) {
+			bad("Read(%s): %v", stream, err)
+			continue
+		}
+		if err == nil {
+			for e, err := range r.Events {
+				if err != nil {
+					bad("Read(%s): %v", stream, err)
+					break
+				}
+				got = append(got, e)
+			}
+			if int64(len(got)) != r.Version {
+				bad("%s: version %d, but %d events read", stream, r.Version, len(got))
+			}
+		}
+		stored[stream] = got
+		for i := 0; i < len(got); {
+			e := got[i]
+			c := world.commits[e.CommitID]
+			if c == nil || c.stream != stream {
+				bad("%s version %d: commit %q that no writer made to this stream", stream, e.Version, e.CommitID)
+				i++
+				continue
+			}
+			if _, dup := seen[c.id]; dup {
+				bad("%s version %d: commit %s stored a second time (first at %d)", stream, e.Version, c.id, seen[c.id])
+			}
+			seen[c.id] = e.Version
+			for k, want := range c.events {
+				if i+k >= len(got) || got[i+k].CommitID != c.id {
+					bad("%s: commit %s is cut short at version %d", stream, c.id, e.Version+int64(k))
+					break
+				}
+				g := got[i+k]
+				if g.Type != want.Type || string(g.Data) != string(want.Data) || (want.ID != uuid.Nil && g.ID != want.ID) {
+					bad("%s version %d holds %s %s %s; commit %s has %s %s %s there", stream, g.Version, g.Type, g.Data, g.ID, c.id, want.Type, want.Data, want.ID)
+				}
+			}
+			i += len(c.events)
+		}
+	}
+	for _, c := range world.commits {
+		first, stored := seen[c.id]
+		switch {
+		case c.state == present && !stored:
+			bad("commit %s was reported committed at %d-%d, but %s does not hold it (attempts: %v)", c.id, c.first, c.last, c.stream, c.attempts)
+		case c.state == present && first != c.first:
+			bad("commit %s was reported committed at %d-%d, but %s holds it from version %d (attempts: %v)", c.id, c.first, c.last, c.stream, first, c.attempts)
+		case c.state == absent && stored:
+			bad("commit %s was refused (or never landed), but %s holds it from version %d (attempts: %v)", c.id, c.stream, first, c.attempts)
+		}
+	}
+
+	// The feed: positions 1..n without a gap, every stored event exactly once, nothing else, each
+	// stream in version order.
+	var feed []estuite.FeedEvent
+	after := int64(0)
+	for {
+		page, err := s.ReadFeed(ctx, &estuite.FeedOptions{After: after})
+		if err != nil {
+			bad("ReadFeed after %d: %v", after, err)
+			break
+		}
+		feed = append(feed, page.Events...)
+		if page.Next == after {
+			break
+		}
+		after = page.Next
+	}
+	last := make(map[string]int64)
+	for i, ev := range feed {
+		if ev.Position != int64(i+1) {
+			bad("feed position %d holds position %d", i+1, ev.Position)
+			break
+		}
+		if ev.Version != last[ev.Stream]+1 {
+			bad("feed position %d: %s version %d follows version %d", ev.Position, ev.Stream, ev.Version, last[ev.Stream])
+		}
+		last[ev.Stream] = max(last[ev.Stream], ev.Version)
+		st, ok := stored[ev.Stream]
+		if !ok || ev.Version < 1 || ev.Version > int64(len(st)) {
+			bad("feed position %d: %s version %d is not in the stream table", ev.Position, ev.Stream, ev.Version)
+			continue
+		}
+		want := st[ev.Version-1]
+		if ev.ID != want.ID || ev.CommitID != want.CommitID || ev.Type != want.Type || string(ev.Data) != string(want.Data) {
+			bad("feed position %d: %s version %d is %s/%s %s; the stream holds %s/%s %s", ev.Position, ev.Stream, ev.Version, ev.CommitID, ev.ID, ev.Data, want.CommitID, want.ID, want.Data)
+		}
+	}
+	total := 0
+	for _, stream := range streams {
+		total += len(stored[stream])
+		if last[stream] != int64(len(stored[stream])) {
+			bad("%s is at version %d, the feed holds it up to version %d", stream, len(stored[stream]), last[stream])
+		}
+	}
+	if total != len(feed) {
+		bad("the feed holds %d events, the streams %d", len(feed), total)
+	}
+	if head, err := s.FeedHead(ctx); err != nil || head != int64(len(feed)) {
+		bad("FeedHead = %d, %v; the feed holds %d events", head, err, len(feed))
+	}
+
+	// Durable subscriptions: every position up to the stored checkpoint was handled.
+	for name := range world.subs {
+		row, err := events.Get(ctx, "checkpoint", name)
+		if err != nil {
+			continue
+		}
+		pos, _ := row.Properties["Position"].(int64)
+		if done := world.handledUpTo(name); pos > done {
+			bad("subscription %s: final checkpoint at %d, but its handlers finished every position only up to %d", name, pos, done)
+		}
+		if pos > int64(len(feed)) {
+			bad("subscription %s: checkpoint at %d past the feed's end %d", name, pos, len(feed))
+		}
+	}
+	return problems, len(feed)
+}
