@@ -238,10 +238,13 @@ func (s *Store) round(self *appendReq, group []*appendReq) []*appendReq {
 		validated = true
 	}
 	landed := len(batch) > 0 && s.send(ctx, live, batch, refused, h, running)
-	// A refusal is final when the head it was judged on is known to be real: read in this round,
-	// or confirmed by the batch landing (the appends before it in the batch landed too).
+	// A refusal is final when the version it was judged on is one the head really had: the head
+	// read in this round, or the head the batch landed on or brought the stream to. An append
+	// refused at a version between those (after some of the batch's appends, before others) is
+	// judged again in the next round, on the head as it then is: no reader ever saw that version.
 	for _, r := range refused {
-		if r.settled || !(landed || validated && r.actual == h.version) {
+		real := r.actual == h.version && (validated || landed) || landed && r.actual == running
+		if r.settled || !real {
 			continue
 		}
 		// Maybe this commit already landed (a retry after a lost response, or long after).

@@ -27,10 +27,26 @@ type systemClock struct{}
 func (systemClock) Now() time.Time { return time.Now() }
 
 func (systemClock) Wait(ctx context.Context, d time.Duration, wake <-chan struct{}) (bool, error) {
+	return waitOn(ctx, time.NewTimer, d, wake)
+}
+
+// waitOn is Wait with the timers of newTimer. It decides ties the same way every time, so that
+// a simulation on virtual time replays exactly: a wake-up already there when the wait starts or
+// when its timer fires counts as a wake-up (a select that finds both ready would choose at
+// random).
+func waitOn(ctx context.Context, newTimer func(time.Duration) *time.Timer, d time.Duration, wake <-chan struct{}) (bool, error) {
 	if err := ctx.Err(); err != nil {
 		return false, err
 	}
-	t := time.NewTimer(max(d, 0))
+	select {
+	case <-wake:
+		return true, nil
+	default:
+	}
+	if d <= 0 {
+		return false, nil
+	}
+	t := newTimer(d)
 	defer t.Stop()
 	select {
 	case <-ctx.Done():
@@ -38,6 +54,11 @@ func (systemClock) Wait(ctx context.Context, d time.Duration, wake <-chan struct
 	case <-wake:
 		return true, nil
 	case <-t.C:
+	}
+	select {
+	case <-wake:
+		return true, nil
+	default:
 		return false, nil
 	}
 }

@@ -46,6 +46,16 @@ func (c *Clock) Wait(ctx context.Context, d time.Duration, wake <-chan struct{})
 	if err := ctx.Err(); err != nil {
 		return false, err
 	}
+	// Ties are decided the same way every time (a select that finds two cases ready chooses at
+	// random): a wake-up already there when the wait starts or when its timer fires counts.
+	select {
+	case <-wake:
+		return true, nil
+	default:
+	}
+	if d <= 0 {
+		return false, nil
+	}
 	t := time.NewTimer(max(c.Virtual(d), 0))
 	defer t.Stop()
 	select {
@@ -54,6 +64,11 @@ func (c *Clock) Wait(ctx context.Context, d time.Duration, wake <-chan struct{})
 	case <-wake:
 		return true, nil
 	case <-t.C:
+	}
+	select {
+	case <-wake:
+		return true, nil
+	default:
 		return false, nil
 	}
 }
