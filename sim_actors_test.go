@@ -231,6 +231,9 @@ func (sim *simRun) spawnProcess(m *simMachine, delay time.Duration, resume bool)
 	p.actors = append(p.actors, a)
 	p.disp = a
 	sim.procOf[a] = p
+	if sturdy {
+		sim.spawnStepper(p, writersGone)
+	}
 	if m.sub != "" && !sturdy {
 		a := sim.sched.Spawn(simsched.ActorOptions{Name: p.name + "/s", Kind: "subscriber"}, func(ctx context.Context) {
 			if !up(ctx, 99) {
@@ -393,3 +396,39 @@ func (sim *simRun) subscribe(ctx context.Context, p *simProc, name string, write
 		w.problem("subscription %s in %s: %v", name, p.name, err)
 	}
 }
+
+// spawnStepper starts, beside the sturdy machine's started dispatcher, a second dispatcher that
+// steps by hand (as a maintenance tool or a test harness may, with Step): it takes no lease, so it
+// keeps what it knows of the feed's page while the lease holders write on, and meets streams
+// through an out-of-date view. Whatever it meets, it must either move the work on (write,
+// resolve, fence) or find it gone; a dispatcher that reports work left, does nothing with it and
+// keeps doing so well past the fence delay is stuck (simStuckSteps).
+func (sim *simRun) spawnStepper(p *simProc, writersGone <-chan struct{}) {
+	o, m := sim.p, p.machine
+	a := sim.sched.Spawn(simsched.ActorOptions{Name: p.name + "/step", Kind: "stepper", Pausable: true}, func(ctx context.Context) {
+		d := estuite.NewDispatcher(p.store, &estuite.DispatcherOptions{FenceAfter: o.fenceAfter, Workers: 1, Clock: m.clock})
+		stuck, since := 0, time.Time{}
+		for ctx.Err() == nil && !isClosed(writersGone) {
+			st, err := d.Step(ctx)
+			if err == nil && st.Incomplete && st.Events == 0 && st.Resolved == 0 && st.Fenced == 0 {
+				if stuck == 0 {
+					since = m.clock.Now()
+				}
+				if stuck++; stuck == simStuckSteps && m.clock.Now().Sub(since) > 4*o.fenceAfter {
+					sim.world.problem("stuck: hand-stepped dispatcher %s reported work left and did nothing with it %d steps in a row, for %v (last step %+v)",
+						p.name+"/step", stuck, m.clock.Now().Sub(since).Round(time.Millisecond), st)
+				}
+			} else {
+				stuck = 0
+			}
+			if _, err := m.clock.Wait(ctx, o.poll, nil); err != nil {
+				return
+			}
+		}
+	})
+	p.actors = append(p.actors, a)
+	sim.procOf[a] = p
+}
+
+// simStuckSteps is how many steps in a row a dispatcher may report work it does nothing with.
+const simStuckSteps = 20
