@@ -84,6 +84,12 @@ func injected(desc string, when string) error {
 	return &table.TransientError{Err: fmt.Errorf("%w: %s %s", ErrInjected, desc, when)}
 }
 
+// injectedUnknown is the error of a write that took effect (or will) although its caller is
+// told it failed: the outcome is unknown to it, as a real backend reports it.
+func injectedUnknown(desc string, when string) error {
+	return table.UnknownOutcome(fmt.Errorf("%w: %s %s", ErrInjected, desc, when))
+}
+
 // gate runs f as one scheduled call. wrote is nil for reads; for writes it names the
 // partitions written, and the call may be made a ghost.
 //
@@ -105,7 +111,7 @@ func gate[T any](s *Scheduler, ctx context.Context, desc string, wrote []Written
 			_, err := g(context.Background())
 			return err
 		})
-		return zero, injected(desc, "(ghost: lands later)")
+		return zero, injectedUnknown(desc, "(ghost: lands later)")
 	}
 	v, err := f(ctx)
 	s.outcome(err)
@@ -115,6 +121,9 @@ func gate[T any](s *Scheduler, ctx context.Context, desc string, wrote []Written
 		s.noteWrites(wrote)
 	}
 	if fault == FailAfter {
+		if wrote != nil {
+			return zero, injectedUnknown(desc, "after")
+		}
 		return zero, injected(desc, "after")
 	}
 	return v, err
