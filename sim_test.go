@@ -30,7 +30,9 @@ import (
 // and moved on (ghosts), crashes of whole processes (restarted, or not, after a delay), and pauses
 // of dispatchers longer than their lease. The storage is the memory backend with random page sizes
 // and empty pages, or the bbolt backend (whose appends write marker and batch in one transaction),
-// and feed pages are small, so that schedules cross pages.
+// and feed pages are small, so that schedules cross pages. In quiet seeds a second dispatcher,
+// stepped by hand without the lease, runs beside the first machine's: it meets streams through an
+// out-of-date view of the feed page, and must never stay stuck on work it does nothing with.
 //
 // While it runs, a monitor checks at every settled point (sim_check_test.go): the write-ahead
 // invariant (every stored version the feed does not hold is covered by a live dirty marker),
@@ -51,8 +53,8 @@ import (
 // seeds).
 //
 // Virtual time comes from testing/synctest rather than from a wait that the scheduler schedules
-// as a pseudo-call: the dispatcher's Start loop still sleeps and sets timers directly (time.Sleep,
-// time.NewTimer) besides its Clock, and in a bubble those pass in virtual time too. A Clock wait
+// as a pseudo-call: the Start loop waits on its Clock, but the store's retry backoff sleeps and
+// sets timers directly (time.NewTimer), and in a bubble those pass in virtual time too. A Clock wait
 // (simsched.Clock) is a bubble timer scaled by the clock's drift: it ends when its virtual deadline
 // has passed, when wake is ready, or at once when the actor has crashed (its context is done).
 //
