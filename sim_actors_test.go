@@ -400,9 +400,10 @@ func (sim *simRun) subscribe(ctx context.Context, p *simProc, name string, write
 // spawnStepper starts, beside the sturdy machine's started dispatcher, a second dispatcher that
 // steps by hand (as a maintenance tool or a test harness may, with Step): it takes no lease, so it
 // keeps what it knows of the feed's page while the lease holders write on, and meets streams
-// through an out-of-date view. Whatever it meets, it must either move the work on (write,
-// resolve, fence) or find it gone; a dispatcher that reports work left, does nothing with it and
-// keeps doing so well past the fence delay is stuck (simStuckSteps).
+// through an out-of-date view. Whatever it meets, it must move the work on (write, resolve,
+// fence), fail a write on the page it knew (and read the page anew), or find the work gone: a
+// dispatcher that reports work left and does nothing with it simStuckSteps steps in a row is stuck
+// — it cannot see the work it reports, and will not fence it.
 func (sim *simRun) spawnStepper(p *simProc, writersGone <-chan struct{}) {
 	o, m := sim.p, p.machine
 	a := sim.sched.Spawn(simsched.ActorOptions{Name: p.name + "/step", Kind: "stepper", Pausable: true}, func(ctx context.Context) {
@@ -414,7 +415,7 @@ func (sim *simRun) spawnStepper(p *simProc, writersGone <-chan struct{}) {
 				if stuck == 0 {
 					since = m.clock.Now()
 				}
-				if stuck++; stuck == simStuckSteps && m.clock.Now().Sub(since) > 4*o.fenceAfter {
+				if stuck++; stuck == simStuckSteps {
 					sim.world.problem("stuck: hand-stepped dispatcher %s reported work left and did nothing with it %d steps in a row, for %v (last step %+v)",
 						p.name+"/step", stuck, m.clock.Now().Sub(since).Round(time.Millisecond), st)
 				}
@@ -431,4 +432,4 @@ func (sim *simRun) spawnStepper(p *simProc, writersGone <-chan struct{}) {
 }
 
 // simStuckSteps is how many steps in a row a dispatcher may report work it does nothing with.
-const simStuckSteps = 20
+const simStuckSteps = 3

@@ -36,14 +36,14 @@ import (
 //     at once and never fenced. Fixed three ways: plan re-reads from where the feed stands when
 //     nothing was pending and the read stopped short of the head; a dispatcher that takes the
 //     lease anew reads the feed's page again; and the loop waits after an incomplete step that did
-//     nothing. NOT caught by the default simulation: with the plan fix alone put back (`if
-//     len(w.pending) == 0 && !w.reread && w.truncated`), 0 of 500 seeds fail, because the other
-//     two fixes keep a started dispatcher's view fresh, and the hand-stepped dispatcher of quiet
-//     seeds (spawnStepper, with the stuck check) has not met the state — an out-of-date view
-//     while the only dirty stream has an announced append that never lands and nothing else is
-//     pending. The regression tests TestOutOfDateDispatcherStillFences and
+//     nothing. Put back the first (`if len(w.pending) == 0 && !w.reread && w.truncated` in plan):
+//     the other two keep a started dispatcher's view fresh, so it is the hand-stepped dispatcher
+//     of quiet seeds (spawnStepper) that meets the state, and the stuck check that catches it —
+//     on one seed of 500, seed 41: "stuck: hand-stepped dispatcher p1.4/step reported work left
+//     and did nothing with it 3 steps in a row, for 270ms (last step {Streams:1 … Incomplete:true
+//     Backlog:1 …})". The regression tests TestOutOfDateDispatcherStillFences and
 //     TestStartedOutOfDateDispatcherFencesWithoutSpinning (dispatch_liveness_test.go) fail with
-//     it put back. Add a seed to simRegressionSeeds once a schedule reaches it.
+//     it put back too.
 //  4. Leases depend on synchronized clocks: the lease row's absolute expiry, written on the
 //     holder's clock, compared with the reader's; release writes "expires = now". Put back: in
 //     acquireLease refuse another owner's lease while clock.Now().Before(row's Expires), write
