@@ -3,6 +3,8 @@ package simsched
 import (
 	"context"
 	"time"
+
+	"github.com/estuite/estuite"
 )
 
 // Clock is one simulated machine's clock: it reads the virtual time shifted by an offset and
@@ -43,32 +45,6 @@ func (c *Clock) Virtual(d time.Duration) time.Duration {
 // Wait blocks until d has passed on this clock, a value is received from wake (when not nil), or
 // ctx is done. It reports whether it received from wake.
 func (c *Clock) Wait(ctx context.Context, d time.Duration, wake <-chan struct{}) (bool, error) {
-	if err := ctx.Err(); err != nil {
-		return false, err
-	}
-	// Ties are decided the same way every time (a select that finds two cases ready chooses at
-	// random): a wake-up already there when the wait starts or when its timer fires counts.
-	select {
-	case <-wake:
-		return true, nil
-	default:
-	}
-	if d <= 0 {
-		return false, nil
-	}
-	t := time.NewTimer(max(c.Virtual(d), 0))
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false, ctx.Err()
-	case <-wake:
-		return true, nil
-	case <-t.C:
-	}
-	select {
-	case <-wake:
-		return true, nil
-	default:
-		return false, nil
-	}
+	// Inside the bubble the system clock's timers are virtual: wait the virtual length of d.
+	return estuite.SystemClock().Wait(ctx, c.Virtual(d), wake)
 }
