@@ -99,6 +99,7 @@ type Dispatcher struct {
 	waits     map[string]waitInfo // stream pk → since when its announced version is ahead of its head
 	cursors   [dirtyShards]string // per shard: the stream hash the next step starts at ("": the first)
 	shardTurn int                 // which of the scanned shards goes first
+	writeTurn int                 // which of a step's streams is written into the feed first
 
 	// pendingSince: stream pk → when a step first found it with work pending (on d.o.Clock), for
 	// Health. Kept for the streams of the last steps only, so it stays bounded.
@@ -250,6 +251,12 @@ func (d *Dispatcher) step(ctx context.Context, shards []int) (stats DispatchStat
 		}
 		stats.Incomplete = stats.Incomplete || w.truncated
 	}
+	// The streams take turns at being written first: a step whose feed writes fail part-way
+	// (a lost answer, another dispatcher's write) has written its first streams, and the next step
+	// must not leave the same last ones behind again.
+	d.writeTurn++
+	turn := d.writeTurn % len(work)
+	work = append(work[turn:len(work):len(work)], work[:turn]...)
 	if err := d.writeFeed(ctx, work, &stats); err != nil {
 		d.st = nil // whatever happened, read the page again before the next write
 		return stats, err

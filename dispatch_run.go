@@ -126,8 +126,18 @@ func (d *Dispatcher) loop(ctx context.Context) error {
 			if ctx.Err() != nil {
 				return nil
 			}
-			// Storage trouble or another dispatcher's write: back off, then look at every shard.
 			shards = allShards()
+			var be *table.BatchError
+			if errors.As(err, &be) {
+				// A conditional write was refused: another dispatcher's write (or one of this
+				// dispatcher's own whose answer was lost) moved a row. The step read the feed's
+				// page anew for the next one: go on after a linger, no backoff.
+				if _, werr := clock.Wait(ctx, lease.cap(clock.Now(), DefaultLinger), nil); werr != nil {
+					return nil
+				}
+				continue
+			}
+			// Storage trouble: back off, then look at every shard.
 			if _, werr := clock.Wait(ctx, lease.cap(clock.Now(), poll), nil); werr != nil {
 				return nil
 			}
@@ -205,6 +215,7 @@ func (l *leaseState) cap(now time.Time, wait time.Duration) time.Duration {
 // clock. The lease only saves work: every write of the dispatcher is fenced by ETags.
 const (
 	leaseRenewDivisor = 3
+	leaseRetryDivisor = 12 // a renewal that failed is tried again after LeaseDuration/12
 	leaseSafeFraction = 2.0 / 3
 	maxLeaseDuration  = 24 * time.Hour
 )
@@ -244,7 +255,10 @@ func (d *Dispatcher) acquireLease(ctx context.Context, l *leaseState) error {
 	case errors.Is(err, table.ErrNotFound):
 	default:
 		if l.held && now.Before(l.until) {
-			return nil // keep working on the lease as last renewed; renew on the next round
+			// Keep working on the lease as last renewed, and try again a little later (not at
+			// once: a loop that renews at every round while storage fails would spin).
+			l.renewAt = now.Add(d.o.LeaseDuration / leaseRetryDivisor)
+			return nil
 		}
 		l.held = false
 		return err
@@ -263,7 +277,9 @@ func (d *Dispatcher) acquireLease(ctx context.Context, l *leaseState) error {
 		l.held, l.etag = false, "" // someone else took or renewed it first: watch it anew
 		return nil
 	case err != nil:
-		if !(l.held && now.Before(l.until)) {
+		if l.held && now.Before(l.until) {
+			l.renewAt = now.Add(d.o.LeaseDuration / leaseRetryDivisor)
+		} else {
 			l.held = false
 		}
 		l.etag = ""
