@@ -26,7 +26,7 @@ import (
 //     and the progress row: after an empty first page with a continuation (mem's EmptyPages) the
 //     re-read stops at once, the stream is marked truncated and nothing more of it is dispatched.
 //     Put back: delete the line that resets w.progress, w.hasProg, w.head, w.hasHead and
-//     w.headVer in rereadFrom. Caught in big seeds by the final checks: seeds 100 and 150 — "the
+//     w.headVer in rereadFrom. Caught on seeds 25, 100 and 185 (big seeds by the final checks) — "the
 //     final dispatcher did not become idle within 30 steps", "dirty markers left after the final
 //     dispatcher", "sim-1 is at version 2456, the feed holds it up to version 1658" (before the
 //     Start loop stopped repeating incomplete steps that did nothing, the busy-loop check caught
@@ -39,7 +39,7 @@ import (
 //     nothing. Put back the first (`if len(w.pending) == 0 && !w.reread && w.truncated` in plan):
 //     the other two keep a started dispatcher's view fresh, so it is the hand-stepped dispatcher
 //     of quiet seeds (spawnStepper) that meets the state, and the stuck check that catches it —
-//     on one seed of 500, seed 41: "stuck: hand-stepped dispatcher p1.4/step reported work left
+//     on one seed of 500, seed 341 (seed 41 before the last changes to the dispatcher's loop): "stuck: hand-stepped dispatcher p1.4/step reported work left
 //     and did nothing with it 3 steps in a row, for 270ms (last step {Streams:1 … Incomplete:true
 //     Backlog:1 …})". The regression tests TestOutOfDateDispatcherStillFences and
 //     TestStartedOutOfDateDispatcherFencesWithoutSpinning (dispatch_liveness_test.go) fail with
@@ -49,7 +49,7 @@ import (
 //     acquireLease refuse another owner's lease while clock.Now().Before(row's Expires), write
 //     Expires on the dispatcher's clock, and release by writing Expires = now (keeping the owner).
 //     Caught by the liveness check when a holder whose machine runs an hour ahead dies or stops:
-//     seeds 15, 25, 35 — "liveness: sim-8 version 35 has been stored for 7.399s (since 0.954s) and
+//     seeds 1 and 15 — "liveness: sim-8 version 35 has been stored for 7.399s (since 0.954s) and
 //     is still not in the feed at step 836 (allowed 7.342s: 2.246s, and 5.096s for the 2
 //     disruptions of the lease since -2.904s; …)".
 //  5. A stale head cache refuses a correct expected version (WrongExpectedVersionError{Actual: the
