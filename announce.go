@@ -13,8 +13,8 @@ import (
 )
 
 // submitAppend sends an append batch of stream (partition pk) that writes versions first to
-// announced, whose largest event row is maxEventBytes — one append, or several combined (appendqueue.go) — with its dirty marker: the
-// marker first, then the batch. The marker is write-ahead: it is stored before the batch can
+// announced — one append, or several combined (appendqueue.go) — with its dirty marker, which
+// records maxEventBytes, the batch's largest event row: the marker first, then the batch. The marker is write-ahead: it is stored before the batch can
 // land, so that no dispatcher can miss the append. Where the backend writes several partitions
 // atomically (table.MultiSubmitter, the embedded store), marker and batch go in one transaction.
 // It returns the batch's ETags, or its error (a *table.BatchError when the storage refused it).

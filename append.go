@@ -150,13 +150,14 @@ func (s *Store) prepareAppend(stream string, events []EventData, o AppendOptions
 		}
 		a.maxEventBytes = max(a.maxEventBytes, int64(n))
 	}
-	if n := table.BatchSize(ops); n > MaxAppendBytes {
-		return nil, &TooLargeError{What: "append", Size: n, Limit: MaxAppendBytes, Unit: "bytes as sent"}
+	batchBytes := table.BatchSize(ops)
+	if batchBytes > MaxAppendBytes {
+		return nil, &TooLargeError{What: "append", Size: batchBytes, Limit: MaxAppendBytes, Unit: "bytes as sent"}
 	}
 	// What the append adds to a combined batch (appendqueue.go), at most: these sizes.
 	a.rowOps = len(ops) - 1
 	a.headBytes = table.BatchSize(ops[headOp : headOp+1])
-	a.bodyBytes = table.BatchSize(ops) - a.headBytes
+	a.bodyBytes = batchBytes - a.headBytes
 	a.rowKeys = append(a.rowKeys, commitKey(a.commitID))
 	for _, id := range a.eventIDs {
 		a.rowKeys = append(a.rowKeys, eventIDKey(id.id))

@@ -375,13 +375,15 @@ func (d *Dispatcher) scanDirty(ctx context.Context, shards []int) ([]*streamWork
 	return work, nil
 }
 
+// errShardQuota ends a shard's scan once it has found its share of streams.
+var errShardQuota = errors.New("estuite: shard quota reached")
+
 // scanShard reads the markers of up to quota streams of one shard, from the shard's cursor on
 // and then around from the start. complete reports that it read every marker of the shard.
 func (d *Dispatcher) scanShard(ctx context.Context, shard, quota int) (work []*streamWork, complete bool, err error) {
 	cursor := d.cursors[shard]
 	var cur *streamWork
 	stopAt := "" // hash of the first stream left for the next step
-	errFull := errors.New("quota reached")
 	read := func(from, to string) error {
 		return d.s.events.queryPages(ctx, table.Query{PartitionKey: dirtyPartition(shard), From: from, To: to}, func(p table.Page) error {
 			for _, row := range p.Entities {
@@ -392,7 +394,7 @@ func (d *Dispatcher) scanShard(ctx context.Context, shard, quota int) (work []*s
 				if cur == nil || cur.pk != m.pk {
 					if len(work) == quota {
 						stopAt = streamHash(m.pk)
-						return errFull
+						return errShardQuota
 					}
 					cur = &streamWork{pk: m.pk, hash: streamHash(m.pk), stream: m.stream, shard: shard, fmin: m.first, amax: m.announced}
 					work = append(work, cur)
@@ -418,7 +420,7 @@ func (d *Dispatcher) scanShard(ctx context.Context, shard, quota int) (work []*s
 		err = read("", cursor)
 	}
 	switch {
-	case errors.Is(err, errFull):
+	case errors.Is(err, errShardQuota):
 		d.cursors[shard] = stopAt
 		return work, false, nil
 	case err != nil:
