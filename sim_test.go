@@ -304,6 +304,19 @@ func simLiveness(p simParams) (base, takeover, disruption time.Duration) {
 	return 2*p.maxPoll + p.fenceAfter/4 + 1500*time.Millisecond, takeover, takeover + p.cfg.PauseMax + p.restartDelay
 }
 
+// simPerEvent is how much longer, in virtual time, each event of the backlog may make an event
+// wait for the feed. Storage calls go through one gate, one at a time, each for Tick; with every
+// actor at the gate, the dispatcher gets one call in actors. It moves up to 100 events per feed
+// write, and reads them, finds and deletes their markers and, after faults, reads again: allow
+// four calls per 100 events.
+func simPerEvent(p simParams) time.Duration {
+	actors := len(p.writersOn) + p.machines + 1 // a writer each, a dispatcher per machine, a stepper
+	for _, sub := range p.subs {
+		actors += b2i(sub)
+	}
+	return p.cfg.Tick * time.Duration(actors) * 4 / 100
+}
+
 func b2i(b bool) int {
 	if b {
 		return 1
@@ -386,6 +399,7 @@ func runSimulationInBubble(p simParams, dir string) (res simResult) {
 	world.mon = mon
 	mon.base, mon.takeover, mon.disruption = simLiveness(p)
 	mon.handover, mon.lease = p.maxPoll+time.Second, p.lease
+	mon.perEvent = simPerEvent(p)
 	mon.writersLive = func() bool { return sched.Live("dispatcher") > 0 }
 	sched.Check = mon.check
 	sched.OnCrash = sim.crashed
@@ -469,9 +483,9 @@ func runSimulationInBubble(p simParams, dir string) (res simResult) {
 	} else if p.pageSize > 0 || p.emptyPages {
 		store = fmt.Sprintf("mem(pages of %d, empty pages %v)", p.pageSize, p.emptyPages)
 	}
-	res.summary = fmt.Sprintf("%s on %s, feed pages of %d; %d machines (clocks %v), %d writers, %d crashes, %d restarts; %d steps in %v virtual; appends: %d ok, %d duplicate, %d wrong version, %d unavailable, %d crashed; subscriptions handled %d positions (%d redelivered); feed %d events (%d by the final dispatcher); longest wait for the feed %v (calm %v, base allowance %v)",
+	res.summary = fmt.Sprintf("%s on %s, feed pages of %d; %d machines (clocks %v), %d writers, %d crashes, %d restarts; %d steps in %v virtual; appends: %d ok, %d duplicate, %d wrong version, %d unavailable, %d crashed; subscriptions handled %d positions (%d redelivered); feed %d events (%d by the final dispatcher); longest wait for the feed %v (calm %v, base allowance %v); backlog up to %d events (%v each)",
 		kind, store, p.feedPageSize, p.machines, p.offsets, len(p.writersOn), sim.crashes, sim.restarts, res.steps, virtual.Round(time.Millisecond),
-		s.ok, s.dup, s.wev, s.unavailable, s.crashed, world.handledTotal(), s.redelivered, feedLen, finalEvents, mon.maxWait.Round(time.Millisecond), mon.maxCalm.Round(time.Millisecond), mon.base.Round(time.Millisecond))
+		s.ok, s.dup, s.wev, s.unavailable, s.crashed, world.handledTotal(), s.redelivered, feedLen, finalEvents, mon.maxWait.Round(time.Millisecond), mon.maxCalm.Round(time.Millisecond), mon.base.Round(time.Millisecond), mon.maxPeak, mon.perEvent)
 	return res
 }
 
