@@ -93,13 +93,13 @@ var simRegressionSeeds = []struct {
 	// retried after LeaseDuration/12.
 	{seed: 10204, covers: "a failed lease renewal retried at once, at every round (busy loop)"},
 	// Found by the same long run: a big schedule under heavy faults in which a stream's events
-	// wait for the feed a little longer than the liveness allowance (2.6 s against 2.599 s; the
-	// feed keeps moving). Each step of that schedule writes thousands of events in batches that
-	// faults cut short, so steps are lost and redone. Steps now write their streams in turn and do
-	// not back off after a refused conditional write, but the schedule still exceeds the
-	// allowance: either the allowance must grow with the backlog, or steps must lose less work.
-	{seed: 11100, big: true, covers: "liveness of a heavily faulted big schedule",
-		known: "waits of 2.6-2.7 s against an allowance of 2.599 s in a big schedule under heavy faults"},
+	// waited for the feed 2.6-2.7 s against a fixed allowance of 2.599 s while the feed kept
+	// moving. Its five writers append 50-90 events every few milliseconds, faster than one
+	// dispatcher can move them through the simulation's single storage gate: the backlog reached
+	// 7,516 events. Not a dispatcher bug but a check that ignored queueing: the liveness
+	// allowance now grows with the largest backlog since the waiting event landed (simPerEvent).
+	// Starvation (defect 1) is still caught on seeds 198 and 470, whose backlogs stay under 50.
+	{seed: 11100, big: true, covers: "liveness allowance of an overloaded big schedule (backlog of 7,516 events)"},
 }
 
 // TestSimulationRegressions replays the seeds that once failed.
