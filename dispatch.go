@@ -277,7 +277,7 @@ func (d *Dispatcher) load(ctx context.Context) error {
 	ev := d.s.events
 	page := int64(0)
 	if row, err := ev.get(ctx, metaPartition, feedHintRow); err == nil {
-		if p, ok := row.Properties[propPage].(int64); ok && p >= 0 {
+		if p, ok := row.Properties[propPage].(int64); ok && validPage(p) {
 			page = p
 		}
 	} else if !errors.Is(err, table.ErrNotFound) {
@@ -302,7 +302,7 @@ func (d *Dispatcher) load(ctx context.Context) error {
 			return corrupt(row.PartitionKey, row.RowKey, "feed page header with next position %v", row.Properties[propNext])
 		}
 		st.page, st.headerETag, st.next = page, row.ETag, next
-		if next <= pageLast(page) {
+		if next <= pageLast(page) || page == lastPage() {
 			break
 		}
 		// The page is full: is there a next one already?
@@ -721,6 +721,12 @@ func (d *Dispatcher) writeFeed(ctx context.Context, work []*streamWork, stats *D
 	}
 	for _, w := range work {
 		for _, row := range w.pending {
+			if d.st.next > MaxPosition || (b != nil && b.next > MaxPosition) { // never in practice: see MaxPosition
+				if err := flush(); err != nil {
+					return err
+				}
+				return fmt.Errorf("estuite: the feed is full: it holds MaxPosition (%d) events", MaxPosition)
+			}
 			if d.st.next > pageLast(d.st.page) {
 				if err := flush(); err != nil {
 					return err

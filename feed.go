@@ -10,22 +10,32 @@ import (
 
 // Defaults of FeedOptions.
 const (
-	DefaultFeedLimit   = 1000
+	// DefaultFeedLimit is FeedOptions.Limit when it is 0.
+	DefaultFeedLimit = 1000
+	// DefaultFeedMaxScan is FeedOptions.MaxScan when it is 0.
 	DefaultFeedMaxScan = 10000
 )
 
+// MaxPosition is the largest position the feed can hold, and so the largest position a reader
+// may give as After (to ReadFeed, Subscribe, or over HTTP): 2^62, which no store reaches (at a
+// million events a second, it takes 146,000 years). A larger or negative After is an
+// *InvalidInputError. Below it, every sum and product of positions and page numbers fits an
+// int64.
+const MaxPosition int64 = 1 << 62
+
 // FeedOptions select a read of the feed. nil means: from the start, DefaultFeedLimit events.
 type FeedOptions struct {
-	// After is the last position already seen: the read starts at After+1.
+	// After is the last position already seen: the read starts at After+1. 0 to MaxPosition.
 	After int64
-	// Limit is the most events returned. 0 means DefaultFeedLimit.
+	// Limit is the most events returned. 0 means DefaultFeedLimit; negative is invalid.
 	Limit int
 	// Types keeps only events of these types; empty keeps all.
 	Types []string
 	// StreamPrefix keeps only events of streams whose names start with it (a category).
 	StreamPrefix string
 	// MaxScan bounds the rows one read looks at before it returns, so that a filtered read over a
-	// long run of unwanted events still comes back. 0 means DefaultFeedMaxScan.
+	// long run of unwanted events still comes back. 0 means DefaultFeedMaxScan; negative is
+	// invalid.
 	MaxScan int
 }
 
@@ -59,6 +69,10 @@ func (o *FeedOptions) filtered() bool { return o.StreamPrefix != "" || len(o.Typ
 // order. Positions are gapless: a reader that finds nothing after position p knows that nothing
 // more has been dispatched yet. An unfiltered read costs one storage request per 1,000 events
 // (two where it crosses a page of FeedPageSize positions).
+//
+// An After below 0 or above MaxPosition, or a negative Limit or MaxScan, is an
+// *InvalidInputError (ErrInvalidInput) and reads nothing. A read after MaxPosition itself
+// returns no events.
 func (s *Store) ReadFeed(ctx context.Context, opts *FeedOptions) (FeedPage, error) {
 	if err := s.checkOpen(); err != nil {
 		return FeedPage{}, err
@@ -68,8 +82,8 @@ func (s *Store) ReadFeed(ctx context.Context, opts *FeedOptions) (FeedPage, erro
 		o = *opts
 	}
 	switch {
-	case o.After < 0:
-		return FeedPage{}, invalid("after", "position %d is negative", o.After)
+	case o.After < 0 || o.After > MaxPosition:
+		return FeedPage{}, invalid("after", "position %d is not a feed position (0 to MaxPosition, %d)", o.After, MaxPosition)
 	case o.Limit < 0:
 		return FeedPage{}, invalid("limit", "%d is negative", o.Limit)
 	case o.MaxScan < 0:
@@ -83,10 +97,13 @@ func (s *Store) ReadFeed(ctx context.Context, opts *FeedOptions) (FeedPage, erro
 	}
 	res := FeedPage{Next: o.After}
 	scanned := 0
-	for len(res.Events) < o.Limit && scanned < o.MaxScan {
+	// Every round either moves res.Next on (by one per row looked at, so at most MaxScan rounds)
+	// or ends the read; res.Next stays at most MaxPosition, so res.Next+1 cannot wrap.
+	for len(res.Events) < o.Limit && scanned < o.MaxScan && res.Next < MaxPosition {
+		before := res.Next
 		pos := res.Next + 1
 		page := pageOf(pos)
-		q := table.Query{PartitionKey: feedPartition(page), From: feedEventKey(pos), To: feedEventKey(pageLast(page) + 1)}
+		q := table.Query{PartitionKey: feedPartition(page), From: feedEventKey(pos), To: feedPageEndKey(page)}
 		q.Limit = o.MaxScan - scanned
 		if !o.filtered() {
 			q.Limit = min(q.Limit, o.Limit-len(res.Events))
@@ -118,6 +135,9 @@ func (s *Store) ReadFeed(ctx context.Context, opts *FeedOptions) (FeedPage, erro
 				break
 			}
 			if p.Continuation != "" && len(p.Entities) == 0 {
+				if err := ctx.Err(); err != nil {
+					return res, err
+				}
 				q.Continuation = p.Continuation // an empty page: read on
 				continue
 			}
@@ -126,7 +146,7 @@ func (s *Store) ReadFeed(ctx context.Context, opts *FeedOptions) (FeedPage, erro
 			atEnd = p.Continuation == "" && res.Next < pageLast(page)
 			break
 		}
-		if atEnd {
+		if atEnd || res.Next == before {
 			break
 		}
 	}
@@ -143,7 +163,7 @@ func (s *Store) FeedHead(ctx context.Context) (int64, error) {
 	}
 	page := int64(0)
 	if row, err := s.events.get(ctx, metaPartition, feedHintRow); err == nil {
-		if p, ok := row.Properties[propPage].(int64); ok && p >= 0 {
+		if p, ok := row.Properties[propPage].(int64); ok && validPage(p) {
 			page = p
 		}
 	} else if !errors.Is(err, table.ErrNotFound) {
@@ -162,9 +182,12 @@ func (s *Store) FeedHead(ctx context.Context) (int64, error) {
 		if err != nil {
 			return 0, err
 		}
-		next, _ := row.Properties[propNext].(int64)
+		next, ok := row.Properties[propNext].(int64)
+		if !ok || next < pageFirst(page) || next > pageLast(page)+1 {
+			return 0, corrupt(row.PartitionKey, row.RowKey, "feed page header with next position %v", row.Properties[propNext])
+		}
 		head = next - 1
-		if next <= pageLast(page) {
+		if next <= pageLast(page) || page == lastPage() {
 			break
 		}
 		page++

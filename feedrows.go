@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 	"time"
@@ -46,14 +47,51 @@ func feedPartition(page int64) string { return fmt.Sprintf("feed%02d-%012d", fee
 // crosses pages (export_test.go). It is part of the storage format: never change it otherwise.
 var feedPageSize int64 = FeedPageSize
 
-func pageOf(position int64) int64 { return (position - 1) / feedPageSize }
+// Page arithmetic. Pages are never negative; positions past MaxPosition never exist, but the
+// arithmetic stays exact or saturates for every int64, so that no input can make it wrap.
 
-func pageFirst(page int64) int64 { return page*feedPageSize + 1 }
+// pageOf is the page that holds position (page 0 for positions below 1).
+func pageOf(position int64) int64 {
+	if position < 1 {
+		return 0
+	}
+	return (position - 1) / feedPageSize
+}
 
-func pageLast(page int64) int64 { return (page + 1) * feedPageSize }
+// pageFirst is the first position of page, or math.MaxInt64 for a page past every int64.
+func pageFirst(page int64) int64 {
+	if page > (math.MaxInt64-1)/feedPageSize {
+		return math.MaxInt64
+	}
+	return page*feedPageSize + 1
+}
+
+// pageLast is the last position of page, or math.MaxInt64 for a page past every int64.
+func pageLast(page int64) int64 {
+	if page >= math.MaxInt64/feedPageSize {
+		return math.MaxInt64
+	}
+	return (page + 1) * feedPageSize
+}
+
+// lastPage is the page of MaxPosition: no page past it is ever written.
+func lastPage() int64 { return pageOf(MaxPosition) }
+
+// validPage reports whether page can hold positions (a page number read from storage).
+func validPage(page int64) bool { return page >= 0 && page <= lastPage() }
 
 func feedEventKey(position int64) string {
 	return fmt.Sprintf("%s%0*d", feedEventPrefix, versionDigits, position)
+}
+
+// feedPageEndKey is the exclusive upper bound of the event rows of page: the key of the position
+// after its last, or a key after every position key when that position is past every int64.
+func feedPageEndKey(page int64) string {
+	last := pageLast(page)
+	if last == math.MaxInt64 {
+		return feedEventPrefix + ":" // ':' sorts after every digit
+	}
+	return feedEventKey(last + 1)
 }
 
 func parseFeedEventKey(rk string) (int64, bool) {
@@ -61,7 +99,7 @@ func parseFeedEventKey(rk string) (int64, bool) {
 		return 0, false
 	}
 	v, err := strconv.ParseInt(rk[len(feedEventPrefix):], 10, 64)
-	return v, err == nil && v > 0
+	return v, err == nil && v > 0 && v <= MaxPosition
 }
 
 // streamHash is a short, key-safe stand-in for a stream in event-table row keys, whatever the

@@ -34,7 +34,7 @@ type SubscriptionOptions struct {
 	// in the event table under this name, and a subscription started again with the name
 	// resumes after it. Empty: no checkpoint; the subscription starts after After.
 	Name string
-	// After is the position to start after when there is no checkpoint yet.
+	// After is the position to start after when there is no checkpoint yet: 0 to MaxPosition.
 	After int64
 	// Types and StreamPrefix filter the events handed to Handler (see FeedOptions). The
 	// checkpoint still moves past the events filtered out.
@@ -84,6 +84,9 @@ type Subscription struct {
 // Subscribe starts a subscription to the feed; it runs on its own goroutine until ctx is done, Stop
 // is called, or the handler keeps failing. A durable subscription (Name set) reads its checkpoint
 // first.
+//
+// A missing Handler, an After below 0 or above MaxPosition, or an invalid Name is an
+// *InvalidInputError (ErrInvalidInput), and no subscription starts.
 func (s *Store) Subscribe(ctx context.Context, opts SubscriptionOptions) (*Subscription, error) {
 	if err := s.checkOpen(); err != nil {
 		return nil, err
@@ -92,8 +95,8 @@ func (s *Store) Subscribe(ctx context.Context, opts SubscriptionOptions) (*Subsc
 	if o.Handler == nil {
 		return nil, invalid("handler", "a subscription needs a handler")
 	}
-	if o.After < 0 {
-		return nil, invalid("after", "position %d is negative", o.After)
+	if o.After < 0 || o.After > MaxPosition {
+		return nil, invalid("after", "position %d is not a feed position (0 to MaxPosition, %d)", o.After, MaxPosition)
 	}
 	if o.Name != "" {
 		if err := validateName("name", o.Name, MaxCheckpointNameLength); err != nil {
@@ -128,7 +131,7 @@ func (s *Store) Subscribe(ctx context.Context, opts SubscriptionOptions) (*Subsc
 		switch {
 		case err == nil:
 			pos, ok := row.Properties[propPosition].(int64)
-			if !ok || pos < 0 {
+			if !ok || pos < 0 || pos > MaxPosition {
 				return nil, corrupt(row.PartitionKey, row.RowKey, "malformed checkpoint")
 			}
 			sub.position, sub.saved, sub.savedETag = pos, pos, row.ETag

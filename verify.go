@@ -618,7 +618,7 @@ func (v *verifier) walkFeedTail(ctx context.Context) error {
 		if !ok {
 			return nil
 		}
-		q := table.Query{PartitionKey: feedPartition(page), From: feedEventKey(pos), To: feedEventKey(pageLast(page) + 1)}
+		q := table.Query{PartitionKey: feedPartition(page), From: feedEventKey(pos), To: feedPageEndKey(page)}
 		if err := v.queryAll(ctx, v.s.events, q, func(row table.Entity) { v.feedRow(row, false) }); err != nil {
 			return err
 		}

@@ -32,15 +32,15 @@ func (s *Server) handleLive(w http.ResponseWriter, r *http.Request) {
 	}
 	var after int64
 	if q.Has("after") {
-		if after, err = intParam(q, "after", 0, 1<<62); err != nil {
+		if after, err = intParam(q, "after", 0, estuite.MaxPosition); err != nil {
 			s.fail(w, r, err)
 			return
 		}
 	}
 	if id := r.Header.Get("Last-Event-ID"); id != "" {
-		v, err := strconv.ParseInt(strings.TrimSpace(id), 10, 64)
-		if err != nil || v < 0 {
-			s.fail(w, r, badRequest("the Last-Event-ID header must be a feed position (an integer from 0), not %q", id))
+		v, ok := parsePosition(strings.TrimSpace(id))
+		if !ok {
+			s.fail(w, r, badRequest("the Last-Event-ID header must be a feed position, decimal digits from 0 to %d, not %.40q", estuite.MaxPosition, id))
 			return
 		}
 		after = v
@@ -143,6 +143,21 @@ func (s *Server) handleLive(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+}
+
+// parsePosition parses a feed position as the live feed sends it in id: lines: decimal digits only
+// (no sign, no spaces), at most estuite.MaxPosition.
+func parsePosition(s string) (int64, bool) {
+	if s == "" {
+		return 0, false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return 0, false
+		}
+	}
+	v, err := strconv.ParseInt(s, 10, 64)
+	return v, err == nil && v <= estuite.MaxPosition
 }
 
 // liveFailed ends a live stream on an error with an "error" event carrying the error body.
