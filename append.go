@@ -9,6 +9,7 @@ import (
 	"time"
 	"unicode/utf16"
 
+	"github.com/estuite/estuite/internal/jsoncheck"
 	"github.com/estuite/estuite/table"
 	"github.com/google/uuid"
 )
@@ -176,6 +177,9 @@ func validateEvent(i int, e *EventData) error {
 		if len(e.Data) > 0 && !json.Valid(e.Data) {
 			return invalid(field("data"), "is not valid JSON (mark binary data as Binary)")
 		}
+		if err := jsoncheck.Check(e.Data); err != nil {
+			return invalid(field("data"), "is not JSON text every reader reads alike: %v (mark binary data as Binary)", err)
+		}
 	case Binary:
 	default:
 		return invalid(field("format"), "unknown data format %d", e.Format)
@@ -183,6 +187,9 @@ func validateEvent(i int, e *EventData) error {
 	if len(e.Metadata) > 0 {
 		if trimmed := bytes.TrimLeft(e.Metadata, " \t\r\n"); len(trimmed) == 0 || trimmed[0] != '{' || !json.Valid(e.Metadata) {
 			return invalid(field("metadata"), "must be a JSON object")
+		}
+		if err := jsoncheck.Check(e.Metadata); err != nil {
+			return invalid(field("metadata"), "is not JSON text every reader reads alike: %v", err)
 		}
 		if n := len(utf16.Encode([]rune(string(e.Metadata)))); n > MaxMetadataLength {
 			return &TooLargeError{What: field("metadata"), Size: n, Limit: MaxMetadataLength, Unit: "UTF-16 code units"}

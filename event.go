@@ -35,14 +35,17 @@ type EventData struct {
 	// the whole commit is a retry, which is answered as a duplicate commit). Each caller-given
 	// ID costs one more row in the append's batch (see MaxAppendRows).
 	ID uuid.UUID
-	// Type names the event, e.g. "OrderPlaced": 1–MaxEventTypeLength characters, no control
-	// characters.
+	// Type names the event, e.g. "OrderPlaced": 1–MaxEventTypeLength characters of valid
+	// UTF-8, no control characters.
 	Type string
-	// Data is the event's payload, in Format.
+	// Data is the event's payload, in Format. JSON data must be valid JSON text in UTF-8 without
+	// escaped lone surrogates ("\ud800"), which JSON libraries read differently: Append refuses
+	// anything else with an *InvalidInputError. Binary data may be any bytes.
 	Data []byte
 	// Format says whether Data is JSON (the zero value) or binary.
 	Format DataFormat
-	// Metadata is empty or a JSON object, e.g. correlation and causation IDs.
+	// Metadata is empty or a JSON object, e.g. correlation and causation IDs: valid UTF-8
+	// without escaped lone surrogates, as JSON data.
 	Metadata json.RawMessage
 }
 
@@ -129,8 +132,8 @@ func (e ExpectedVersion) admits(current int64) bool {
 type AppendOptions struct {
 	// Expected is the concurrency condition; the zero value is Any.
 	Expected ExpectedVersion
-	// CommitID identifies the append for idempotency: 1–MaxCommitIDLength characters, no
-	// control characters. Empty means a generated UUID. Retrying an append with the same
+	// CommitID identifies the append for idempotency: 1–MaxCommitIDLength characters of valid
+	// UTF-8, no control characters. Empty means a generated UUID. Retrying an append with the same
 	// commit ID in the same stream returns the original result, marked Duplicate, and writes
 	// nothing.
 	CommitID string
