@@ -3,6 +3,7 @@ package server_test
 import (
 	"fmt"
 	"net/http"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -101,6 +102,24 @@ func TestBadInputIsRefusedAndWritesNothing(t *testing.T) {
 		bad("commitId a number", with(`"commitId": 42`)),
 		bad("commitId too long", with(`"commitId": `+bigString(129))),
 		bad("commitId with a control character", with(`"commitId": "a\nb"`)),
+		// Text that JSON readers would read differently: invalid UTF-8 (which encoding/json
+		// would silently replace with U+FFFD), escaped lone surrogates (likewise), anywhere.
+		bad("type not UTF-8", events("{\"type\": \"c\xff\"}")),
+		bad("type with a lone surrogate", events(`{"type": "A\ud800"}`)),
+		bad("type with a lone low surrogate", events(`{"type": "\udc00A"}`)),
+		bad("type with a high surrogate before a letter", events(`{"type": "\ud83d\u0041"}`)),
+		bad("type with a UTF-8 encoded surrogate", events("{\"type\": \"A\xed\xa0\x80\"}")),
+		bad("type with an overlong encoding", events("{\"type\": \"A\xc0\xaf\"}")),
+		bad("commitId not UTF-8", with("\"commitId\": \"c\xfe\"")),
+		bad("commitId with a lone surrogate", with(`"commitId": "c\udfff"`)),
+		bad("data not UTF-8", events("{\"type\": \"A\", \"data\": \"\xff\"}")),
+		bad("data member name not UTF-8", events("{\"type\": \"A\", \"data\": {\"\xff\": 1}}")),
+		bad("data with a lone surrogate", events(`{"type": "A", "data": ["\ud800"]}`)),
+		bad("metadata not UTF-8", events("{\"type\": \"A\", \"metadata\": {\"k\": \"\xff\"}}")),
+		bad("metadata with a lone surrogate", events(`{"type": "A", "metadata": {"k": "\udbff"}}`)),
+		bad("id not UTF-8", events("{\"id\": \"\xff\", \"type\": \"A\"}")),
+		bad("unknown member not UTF-8", "{\"events\": [{\"type\": \"A\"}], \"\xff\": 1}"),
+		bad("whitespace not UTF-8", "{\"events\": [{\"type\": \"A\"}]}\xa0"),
 		// The stream name and the URL.
 		{name: "stream name with a control character", method: "POST", path: "/streams/a%00b", body: events(ev), status: 400, code: "invalid_request"},
 		{name: "stream name not UTF-8", method: "POST", path: "/streams/%FF", body: events(ev), status: 400, code: "invalid_request"},
@@ -171,6 +190,15 @@ func TestBadInputIsRefusedAndWritesNothing(t *testing.T) {
 			}
 		})
 	}
+	// The feed holds the events of stream existing and nothing else.
+	h.dispatch()
+	var feed feedResult
+	r := h.do("GET", "/feed", nil)
+	mustStatus(t, r, http.StatusOK)
+	r.decode(t, &feed)
+	if feed.Head != 2 || len(feed.Events) != 2 || feed.Events[0].Stream != "existing" || feed.Events[1].Stream != "existing" {
+		t.Fatalf("the feed holds more than stream existing: head %d, %s", feed.Head, r.body)
+	}
 	// And the store never saw a stream of a bad name.
 	for _, name := range []string{"a\x00b", strings.Repeat("s", 171)} {
 		if _, err := h.store.Version(t.Context(), name); err == nil {
@@ -178,4 +206,66 @@ func TestBadInputIsRefusedAndWritesNothing(t *testing.T) {
 		}
 	}
 	_ = fmt.Sprint
+}
+
+// TestAppendOfTooManyEventsIsRefusedCheaply sends bodies of MaxBodyBytes holding far more events
+// than an append may: each is refused (413 too_large, or 400 for its first malformed event) and
+// writes nothing, and the whole request — reading the body included — allocates no more than a
+// few times the body's size. (Before, decoding alone allocated 16 to 82 times the body.)
+func TestAppendOfTooManyEventsIsRefusedCheaply(t *testing.T) {
+	h := newHarness(t)
+	const size = 8<<20 - 64 // just under the default MaxBodyBytes
+	tiny := `{"type":"A"},`
+	for _, c := range []struct {
+		name, event string
+		status      int
+	}{
+		{"tiny events", `{"type":"A"}`, 413},
+		{"events with caller IDs", `{"type":"A","id":"` + uuid.NewString() + `"}`, 413},
+		{"empty objects", `{}`, 400},
+		{"numbers", `0`, 400},
+	} {
+		body := `{"events": [` + strings.Repeat(c.event+",", (size-len(tiny))/(len(c.event)+1)) + c.event + `]}`
+		var r response
+		var before, after runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		r = h.do("POST", "/streams/t", body)
+		runtime.ReadMemStats(&after)
+		n := after.TotalAlloc - before.TotalAlloc
+		t.Logf("%s: %d bytes, %d allocated (%.1f×): %d %.200s", c.name, len(body), n, float64(n)/float64(len(body)), r.status, r.body)
+		if r.status != c.status {
+			t.Errorf("%s: status %d, want %d: %.300s", c.name, r.status, c.status, r.body)
+		}
+		if limit := uint64(5 * len(body)); n > limit {
+			t.Errorf("%s: the request allocated %d bytes, more than %d", c.name, n, limit)
+		}
+		if r := h.do("GET", "/streams/t", nil); r.status != http.StatusNotFound {
+			t.Fatalf("%s: stream t was written: %d %s", c.name, r.status, r.body)
+		}
+	}
+}
+
+// TestTextIsKeptExactly checks that what the UTF-8 checks let through is stored and read back
+// exactly: non-ASCII characters, escaped surrogate pairs, an escaped or literal U+FFFD.
+func TestTextIsKeptExactly(t *testing.T) {
+	h := newHarness(t)
+	data := `{"s":"é 😀 \ud83d\ude00 \uD83D\uDE00 \ufffd � \\ud800"}`
+	meta := `{"m":"\u00e9\ud83d\ude00"}`
+	body := `{"commitId": "c\ud83d\ude00", "events": [{"type": "Ünïcode😀", "data": ` + data + `, "metadata": ` + meta + `}]}`
+	r := h.do("POST", "/streams/u", body)
+	mustStatus(t, r, http.StatusCreated)
+	var res appendResult
+	r.decode(t, &res)
+	if res.CommitID != "c😀" {
+		t.Fatalf("commit ID %q, want %q", res.CommitID, "c😀")
+	}
+	var read readResult
+	r = h.do("GET", "/streams/u/events", nil)
+	mustStatus(t, r, http.StatusOK)
+	r.decode(t, &read)
+	ev := read.Events[0]
+	if ev.Type != "Ünïcode😀" || string(ev.Data) != data || string(ev.Metadata) != meta || ev.CommitID != "c😀" {
+		t.Fatalf("read back type %q, data %s, metadata %s, commit %q; want %q, %s, %s, %q", ev.Type, ev.Data, ev.Metadata, ev.CommitID, "Ünïcode😀", data, meta, "c😀")
+	}
 }

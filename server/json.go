@@ -7,10 +7,13 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/estuite/estuite"
+	"github.com/estuite/estuite/internal/jsoncheck"
 	"github.com/google/uuid"
 )
 
@@ -99,33 +102,51 @@ type appendRequest struct {
 }
 
 // decodeAppend decodes and checks an append body strictly: exactly one JSON object, member names
-// exactly as documented (no unknown, misspelt or repeated ones), values of the documented types.
-// The store checks what it owns (names, lengths, sizes) again.
+// exactly as documented (no unknown, misspelt or repeated ones), values of the documented types,
+// and text that every JSON reader reads alike: valid UTF-8 without escaped lone surrogates
+// (jsoncheck), checked on the raw bytes before anything is decoded, since encoding/json would
+// silently turn both into U+FFFD. The store checks what it owns (names, lengths, sizes) again.
+//
+// Decoding costs memory in proportion to the events it keeps, not to the body: the body is
+// checked whole (UTF-8, then JSON syntax, neither of which copies it), then walked in place, and
+// event data and metadata are slices of it. The events array is refused as soon as the walk
+// passes the most events an append may hold.
 func decodeAppend(body []byte) (*appendRequest, error) {
+	const what = "the request body"
 	if len(bytes.TrimSpace(body)) == 0 {
 		return nil, badRequest("the request body is empty; it must be a JSON object with \"events\"")
 	}
-	var expected, commitID, events json.RawMessage
-	if err := decodeObject(body, "the request body", map[string]*json.RawMessage{
-		"expectedVersion": &expected, "commitId": &commitID, "events": &events,
-	}); err != nil {
-		return nil, err
+	if err := jsoncheck.Check(body); err != nil {
+		return nil, badRequest("%s is not JSON text every reader reads alike: %v", what, err)
+	}
+	if !json.Valid(body) {
+		return nil, badJSON(what, json.Unmarshal(body, &struct{}{})) // the syntax error, with its offset
+	}
+	if jsonKind(body) != '{' {
+		return nil, badRequest("%s must be a JSON object", what)
 	}
 	req := &appendRequest{expected: estuite.Any}
-	if expected != nil {
-		ev, err := parseExpected(expected)
-		if err != nil {
-			return nil, err
+	var events []byte
+	err := decodeObject(body, what, []string{"expectedVersion", "commitId", "events"}, func(name string, v []byte) error {
+		switch name {
+		case "events":
+			events = v
+		case "expectedVersion":
+			ev, err := parseExpected(v)
+			req.expected = ev
+			return err
+		case "commitId":
+			if !decodeString(v, &req.commitID) {
+				return badRequest("commitId must be a string")
+			}
+			if req.commitID == "" {
+				return badRequest("commitId must not be empty (leave it out to have one generated)")
+			}
 		}
-		req.expected = ev
-	}
-	if commitID != nil {
-		if err := json.Unmarshal(commitID, &req.commitID); err != nil {
-			return nil, badRequest("commitId must be a string")
-		}
-		if req.commitID == "" {
-			return nil, badRequest("commitId must not be empty (leave it out to have one generated)")
-		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	if events == nil {
 		return nil, badRequest("events is missing")
@@ -133,43 +154,53 @@ func decodeAppend(body []byte) (*appendRequest, error) {
 	if jsonKind(events) != '[' {
 		return nil, badRequest("events must be an array of event objects")
 	}
-	var raws []json.RawMessage
-	if err := json.Unmarshal(events, &raws); err != nil {
-		return nil, badRequest("events must be an array of event objects")
-	}
-	if len(raws) == 0 {
-		return nil, badRequest("events must not be empty")
-	}
-	if len(raws) > estuite.MaxAppendRows {
-		return nil, &apiError{Status: http.StatusRequestEntityTooLarge, Code: codeTooLarge,
-			Message: "an append holds at most " + strconv.Itoa(estuite.MaxAppendRows) + " events (fewer with caller-given event IDs)"}
-	}
-	for i, raw := range raws {
+	i := 0
+	err = eachElement(events, func(raw []byte) error {
+		if i == estuite.MaxAppendRows {
+			return errTooManyEvents
+		}
 		ev, err := decodeEvent(i, raw)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		req.events = append(req.events, ev)
+		i++
+		return nil
+	})
+	switch {
+	case err == errTooManyEvents:
+		return nil, &apiError{Status: http.StatusRequestEntityTooLarge, Code: codeTooLarge,
+			Message: "an append holds at most " + strconv.Itoa(estuite.MaxAppendRows) + " events (fewer with caller-given event IDs)"}
+	case err != nil:
+		return nil, err
+	case len(req.events) == 0:
+		return nil, badRequest("events must not be empty")
 	}
 	return req, nil
 }
 
-func decodeEvent(i int, raw json.RawMessage) (estuite.EventData, error) {
+// errTooManyEvents stops the walk of an events array at the first event past the limit.
+var errTooManyEvents = errors.New("too many events")
+
+// decodeEvent decodes the i-th event of an append, a value of a valid JSON text.
+func decodeEvent(i int, raw []byte) (estuite.EventData, error) {
 	var ev estuite.EventData
 	field := func(name string) string { return "events[" + strconv.Itoa(i) + "]." + name }
 	what := "events[" + strconv.Itoa(i) + "]"
 	if jsonKind(raw) != '{' {
-		return ev, badRequest("%s must be an object", what)
+		return ev, badRequest("%s must be a JSON object", what)
 	}
-	var id, typ, data, data64, meta json.RawMessage
-	if err := decodeObject(raw, what, map[string]*json.RawMessage{
-		"id": &id, "type": &typ, "data": &data, "dataBase64": &data64, "metadata": &meta,
+	var id, typ, data, data64, meta []byte
+	fields := map[string]*[]byte{"id": &id, "type": &typ, "data": &data, "dataBase64": &data64, "metadata": &meta}
+	if err := decodeObject(raw, what, []string{"id", "type", "data", "dataBase64", "metadata"}, func(name string, v []byte) error {
+		*fields[name] = v
+		return nil
 	}); err != nil {
 		return ev, err
 	}
 	if id != nil {
 		var s string
-		if err := json.Unmarshal(id, &s); err != nil {
+		if !decodeString(id, &s) {
 			return ev, badRequest("%s must be a string", field("id"))
 		}
 		u, err := uuid.Parse(s)
@@ -184,7 +215,7 @@ func decodeEvent(i int, raw json.RawMessage) (estuite.EventData, error) {
 	if typ == nil {
 		return ev, badRequest("%s is missing", field("type"))
 	}
-	if err := json.Unmarshal(typ, &ev.Type); err != nil {
+	if !decodeString(typ, &ev.Type) {
 		return ev, badRequest("%s must be a string", field("type"))
 	}
 	if ev.Type == "" {
@@ -197,7 +228,7 @@ func decodeEvent(i int, raw json.RawMessage) (estuite.EventData, error) {
 		ev.Data = data // exactly as sent
 	case data64 != nil:
 		var s string
-		if err := json.Unmarshal(data64, &s); err != nil {
+		if !decodeString(data64, &s) {
 			return ev, badRequest("%s must be a string of standard base64", field("dataBase64"))
 		}
 		b, err := base64.StdEncoding.Strict().DecodeString(s)
@@ -213,6 +244,11 @@ func decodeEvent(i int, raw json.RawMessage) (estuite.EventData, error) {
 		ev.Metadata = meta
 	}
 	return ev, nil
+}
+
+// decodeString decodes a JSON string value into *s; false if raw is not a string.
+func decodeString(raw []byte, s *string) bool {
+	return jsonKind(raw) == '"' && json.Unmarshal(raw, s) == nil
 }
 
 // parseExpected parses an expectedVersion: a non-negative integer or "any", "no_stream",
@@ -254,44 +290,130 @@ func jsonKind(raw []byte) byte {
 	return raw[0]
 }
 
-// decodeObject decodes the JSON object in data, storing each member's value as it was sent in the
-// RawMessage named by its exact (case-sensitive) name. An unknown name, a repeated name, invalid
-// JSON or anything after the object is an error naming what (e.g. "events[2]").
-func decodeObject(data []byte, what string, fields map[string]*json.RawMessage) error {
-	dec := json.NewDecoder(bytes.NewReader(data))
-	tok, err := dec.Token()
-	if err != nil {
-		return badJSON(what, err)
-	}
-	if d, ok := tok.(json.Delim); !ok || d != '{' {
-		return badRequest("%s must be a JSON object", what)
-	}
-	for dec.More() {
-		tok, err := dec.Token()
-		if err != nil {
-			return badJSON(what, err)
+// decodeObject calls member with the name and the value, as sent, of each member of obj, a JSON
+// object of a valid JSON text, in order. A name not in names (names are exact and case-sensitive)
+// or a repeated name is an error naming what (e.g. "events[2]").
+func decodeObject(obj []byte, what string, names []string, member func(name string, value []byte) error) error {
+	var seen []string // at most len(names)
+	w := jsonWalker{b: obj}
+	return w.members(func(rawName, value []byte) error {
+		var name string
+		if !decodeString(rawName, &name) {
+			return badRequest("%s has a member name that cannot be read", what) // never, in valid JSON
 		}
-		name, _ := tok.(string)
-		dst, ok := fields[name]
-		if !ok {
-			return badRequest("%s has an unknown member %q", what, name)
+		if !slices.Contains(names, name) {
+			return badRequest("%s has an unknown member %.64q", what, name)
 		}
-		if *dst != nil {
+		if slices.Contains(seen, name) {
 			return badRequest("%s has the member %q twice", what, name)
 		}
-		var v json.RawMessage
-		if err := dec.Decode(&v); err != nil {
-			return badJSON(what, err)
+		seen = append(seen, name)
+		return member(name, value)
+	})
+}
+
+// eachElement calls f with each element, as sent, of arr, a JSON array of a valid JSON text, in
+// order, until f returns an error.
+func eachElement(arr []byte, f func(value []byte) error) error {
+	w := jsonWalker{b: arr}
+	return w.elements(f)
+}
+
+// jsonWalker reads a value of a valid JSON text (json.Valid) in place: the members and elements
+// it hands out are slices of the text, nothing is copied. It relies on the text's validity and
+// must never be given anything else.
+type jsonWalker struct {
+	b []byte
+	i int
+}
+
+func (w *jsonWalker) space() {
+	for w.i < len(w.b) && (w.b[w.i] == ' ' || w.b[w.i] == '\t' || w.b[w.i] == '\r' || w.b[w.i] == '\n') {
+		w.i++
+	}
+}
+
+// value returns the value at w.i and moves past it.
+func (w *jsonWalker) value() []byte {
+	w.space()
+	start := w.i
+	switch w.b[w.i] {
+	case '"':
+		w.str()
+	case '{', '[':
+		for depth := 0; ; {
+			switch w.b[w.i] {
+			case '"':
+				w.str()
+				continue
+			case '{', '[':
+				depth++
+			case '}', ']':
+				depth--
+			}
+			w.i++
+			if depth == 0 {
+				break
+			}
 		}
-		*dst = v
+	default: // a number, true, false or null
+		for w.i < len(w.b) && !strings.ContainsRune(" \t\r\n,]}", rune(w.b[w.i])) {
+			w.i++
+		}
 	}
-	if _, err := dec.Token(); err != nil { // the closing brace
-		return badJSON(what, err)
+	return w.b[start:w.i]
+}
+
+// str moves past the string at w.i.
+func (w *jsonWalker) str() {
+	for w.i++; w.b[w.i] != '"'; w.i++ {
+		if w.b[w.i] == '\\' {
+			w.i++ // the escaped byte: an escaped quote does not end the string
+		}
 	}
-	if _, err := dec.Token(); err != io.EOF {
-		return badRequest("%s is followed by more data", what)
+	w.i++
+}
+
+// members calls f with the name (a JSON string, as sent) and the value of each member of the
+// object at w.i, until f returns an error.
+func (w *jsonWalker) members(f func(name, value []byte) error) error {
+	w.space()
+	w.i++ // {
+	for {
+		w.space()
+		switch w.b[w.i] {
+		case '}':
+			w.i++
+			return nil
+		case ',':
+			w.i++
+		}
+		name := w.value()
+		w.space()
+		w.i++ // :
+		if err := f(name, w.value()); err != nil {
+			return err
+		}
 	}
-	return nil
+}
+
+// elements calls f with each element of the array at w.i, until f returns an error.
+func (w *jsonWalker) elements(f func(value []byte) error) error {
+	w.space()
+	w.i++ // [
+	for {
+		w.space()
+		switch w.b[w.i] {
+		case ']':
+			w.i++
+			return nil
+		case ',':
+			w.i++
+		}
+		if err := f(w.value()); err != nil {
+			return err
+		}
+	}
 }
 
 func badJSON(what string, err error) *apiError {
