@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/estuite/estuite"
+	"github.com/estuite/estuite/table"
 	"github.com/estuite/estuite/table/mem"
 )
 
@@ -180,4 +181,29 @@ func FuzzReadFeedPosition(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestCheckpointPastTheMaximumIsCorrupt checks that a stored checkpoint past MaxPosition is
+// reported as corrupt rather than followed.
+func TestCheckpointPastTheMaximumIsCorrupt(t *testing.T) {
+	b := mem.New(nil)
+	s := openStore(t, b, nil)
+	events, err := b.Table(estuite.DefaultTablePrefix + "events")
+	if err != nil {
+		t.Fatal(err)
+	}
+	row := table.Entity{PartitionKey: "checkpoint", RowKey: "p", Properties: map[string]any{"Stream": "p", "Position": int64(estuite.MaxPosition + 1)}}
+	if _, err := events.Submit(context.Background(), "checkpoint", []table.Op{{Kind: table.Insert, Entity: row}}); err != nil {
+		t.Fatal(err)
+	}
+	sub, err := s.Subscribe(context.Background(), estuite.SubscriptionOptions{
+		Name:    "p",
+		Handler: func(context.Context, estuite.FeedEvent) error { return nil },
+	})
+	if !errors.Is(err, estuite.ErrCorrupt) {
+		t.Errorf("Subscribe with a checkpoint past MaxPosition: %v, want ErrCorrupt", err)
+	}
+	if sub != nil {
+		sub.Stop()
+	}
 }
