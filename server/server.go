@@ -262,11 +262,6 @@ func (s *Server) routes(metricsHandler http.Handler) http.Handler {
 				if !s.jsonBody(w, r) {
 					return
 				}
-			case routeLive:
-				// A live stream outlives the http.Server's ReadTimeout: the connection's read
-				// deadline would end the request's context (and the stream) when it passes. A GET
-				// has no body to read; the next request on the connection gets its own deadline.
-				_ = http.NewResponseController(w).SetReadDeadline(time.Time{})
 			case routeMetrics:
 				w.Header().Set("Cache-Control", "no-store")
 			}
