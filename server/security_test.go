@@ -294,8 +294,8 @@ func TestRefusalsAreNotLoggedAtInfo(t *testing.T) {
 	}
 }
 
-// TestEveryAnswerIsNosniff checks X-Content-Type-Options: nosniff on answers of every kind,
-// errors included, and Cache-Control: no-store on /metrics.
+// TestEveryAnswerIsNosniff checks X-Content-Type-Options: nosniff and Cache-Control: no-store on
+// answers of every kind, errors and /metrics included.
 func TestEveryAnswerIsNosniff(t *testing.T) {
 	h := newHarness(t, withToken("a-token-of-16-chars"))
 	h.appendEvents("s", "A", 1)
@@ -316,10 +316,9 @@ func TestEveryAnswerIsNosniff(t *testing.T) {
 		if got := r.header.Get("X-Content-Type-Options"); got != "nosniff" {
 			t.Errorf("a %d answer (%s): X-Content-Type-Options %q", r.status, r.body, got)
 		}
-	}
-	r := h.do("GET", "/metrics", nil)
-	if got := r.header.Get("Cache-Control"); got != "no-store" {
-		t.Errorf("/metrics: Cache-Control %q, want no-store", got)
+		if got := r.header.Get("Cache-Control"); got != "no-store" {
+			t.Errorf("a %d answer (%s): Cache-Control %q, want no-store", r.status, r.body, got)
+		}
 	}
 	live := h.openLive("")
 	if got := live.resp.Header.Get("X-Content-Type-Options"); got != "nosniff" {

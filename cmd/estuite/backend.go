@@ -96,8 +96,9 @@ func (b *backendFlags) open(ctx context.Context) (*estuite.Store, error) {
 
 // checkPrivate refuses an embedded store whose directory, or one of whose files, others than its
 // owner (group or others) may write to: they could replace or corrupt the store, or the
-// instance ID that the dispatcher lease relies on. What does not exist yet is fine: it is created
-// private (0700, 0600). On Windows, where modes say nothing about this, nothing is checked.
+// instance ID that the dispatcher lease relies on. What does not exist yet is fine: the folder and
+// the store file are created private (0700, 0600), the instance ID 0644. On Windows, where modes
+// say nothing about this, nothing is checked.
 func checkPrivate(dir string, files ...string) error {
 	if runtime.GOOS == "windows" {
 		return nil

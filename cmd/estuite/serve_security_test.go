@@ -345,8 +345,14 @@ func TestServeClosesIdleAndSlowConnections(t *testing.T) {
 	defer slow.Close()
 	io.WriteString(slow, "POST /streams/s HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"events\"")
 	slow.SetReadDeadline(time.Now().Add(5 * time.Second))
-	if _, err := io.Copy(io.Discard, slow); err != nil {
-		t.Fatalf("a body that never completes: %v; want the server to answer or close within 5 s", err)
+	sbr := bufio.NewReader(slow)
+	res, err = http.ReadResponse(sbr, nil)
+	if err != nil || res.StatusCode != http.StatusBadRequest || !res.Close {
+		t.Fatalf("a body that never completes: %v %v; want 400 and the connection closed within 5 s", res, err)
+	}
+	io.Copy(io.Discard, res.Body)
+	if n, err := sbr.Read(make([]byte, 1)); err != io.EOF {
+		t.Fatalf("after a body that never completed: read %d bytes, %v; want the connection closed", n, err)
 	}
 }
 
