@@ -3,12 +3,16 @@
 //
 // The HTTP contract — every route, body, error code and limit — is written down in
 // docs/http-api.md; clients rely on it, so a change to it is a change to that document first.
+// Its "Security" section says what the handler checks itself (Host without a token, Origin,
+// CORS, a JSON Content-Type) and what is left to the http.Server and listener (timeouts — live
+// streams clear their write deadline —, TLS, a cap on connections).
 //
 //	srv, err := server.New(server.Options{Store: store, Token: os.Getenv("ESTUITE_TOKEN")})
 //	...
 //	d := estuite.NewDispatcher(store, &estuite.DispatcherOptions{OnStep: srv.ObserveDispatch})
 //	d.Start(ctx)
-//	hs := &http.Server{Addr: ":8080", Handler: srv.Handler()}
+//	hs := &http.Server{Addr: ":8080", Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second,
+//		ReadTimeout: 30 * time.Second, WriteTimeout: 60 * time.Second, IdleTimeout: 120 * time.Second}
 //
 // To export the dispatcher's health too, create the dispatcher first and pass it as
 // Options.Dispatcher (its OnStep can call the server's ObserveDispatch through a variable set
