@@ -44,6 +44,8 @@ type apiError struct {
 	CommitID      string `json:"commitId,omitempty"`
 	EventID       string `json:"eventId,omitempty"`
 	Err           error  `json:"-"`
+	// quiet logs the answer at Debug: see logLevel.
+	quiet bool
 }
 
 func (e *apiError) Error() string { return e.Code + ": " + e.Message }
@@ -51,12 +53,16 @@ func (e *apiError) Error() string { return e.Code + ": " + e.Message }
 // logLevel is how loud a failed request is in the logs: Error for the server's faults (5xx),
 // Debug for a client that went away (nothing went wrong on the server), Info for every answer a
 // client caused (4xx: bad input, conflicts, a stream not yet written), which are part of normal
-// operation and must not page anyone.
+// operation and must not page anyone. Refusals that any client can cause without the token —
+// 401, 403 (Host, Origin), 415 and 405 on /healthz — are Debug too: at the default level (Info)
+// a client could otherwise fill the log as fast as it can send requests. They are still counted
+// in estuite_http_requests_total.
 func (e *apiError) logLevel() slog.Level {
 	switch {
 	case e.Status >= 500:
 		return slog.LevelError
-	case e.Code == codeClientClosed:
+	case e.quiet, e.Code == codeClientClosed, e.Code == codeUnauthorized, e.Code == codeForbiddenHost,
+		e.Code == codeForbiddenOrigin, e.Code == codeUnsupportedMediaType:
 		return slog.LevelDebug
 	}
 	return slog.LevelInfo

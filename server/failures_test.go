@@ -176,6 +176,7 @@ func TestClientGoneMidAppendIsNoServerError(t *testing.T) {
 			clientErr := make(chan error, 1)
 			go func() {
 				req, _ := http.NewRequestWithContext(ctx, "POST", h.ts.URL+"/streams/gone", strings.NewReader(body))
+				req.Header.Set("Content-Type", "application/json")
 				resp, err := http.DefaultClient.Do(req)
 				if err == nil {
 					resp.Body.Close()

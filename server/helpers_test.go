@@ -33,6 +33,7 @@ type harness struct {
 
 	dispOpts   *estuite.DispatcherOptions // withDispatcher: create dispatcher with these
 	dispatcher *estuite.Dispatcher        // passed to the server as Options.Dispatcher; not started
+	httpConfig func(*http.Server)         // withHTTPServer: configures the listener's http.Server
 }
 
 // backend opens a fresh table backend by name ("mem" or "bolt").
@@ -60,6 +61,11 @@ func withToken(tok string) harnessOption {
 
 func withServerOptions(f func(*server.Options)) harnessOption {
 	return func(_ *harness, o *server.Options) { f(o) }
+}
+
+// withHTTPServer configures the http.Server that serves the harness (timeouts, for instance).
+func withHTTPServer(f func(*http.Server)) harnessOption {
+	return func(h *harness, _ *server.Options) { h.httpConfig = f }
 }
 
 func withStoreOptions(so *estuite.Options) harnessOption {
@@ -102,7 +108,11 @@ func newHarnessOn(t *testing.T, bc backendCase, opts ...harnessOption) *harness 
 		t.Fatal(err)
 	}
 	h.srv = srv
-	h.ts = httptest.NewServer(srv.Handler())
+	h.ts = httptest.NewUnstartedServer(srv.Handler())
+	if h.httpConfig != nil {
+		h.httpConfig(h.ts.Config)
+	}
+	h.ts.Start()
 	t.Cleanup(func() {
 		srv.Close()
 		h.ts.Close()
@@ -163,8 +173,10 @@ func (r response) errorCode(t *testing.T) string {
 }
 
 // do sends a request; rawPath is already escaped (and may hold a query). body may be a string,
-// []byte, or anything else to marshal as JSON; nil sends none. With a token set on the harness,
-// it is sent unless header sets Authorization (to "" to send none).
+// []byte, or anything else to marshal as JSON; nil sends none. A body is sent with
+// "Content-Type: application/json" unless header sets Content-Type (to "" to send none). With a
+// token set on the harness, it is sent unless header sets Authorization (to "" to send none).
+// A "Host" in header replaces the request's Host.
 func (h *harness) do(method, rawPath string, body any, header ...string) response {
 	h.t.Helper()
 	var rd io.Reader
@@ -188,8 +200,13 @@ func (h *harness) do(method, rawPath string, body any, header ...string) respons
 	if h.token != "" {
 		req.Header.Set("Authorization", "Bearer "+h.token)
 	}
+	if rd != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
 	for i := 0; i+1 < len(header); i += 2 {
-		if header[i+1] == "" {
+		if header[i] == "Host" {
+			req.Host = header[i+1]
+		} else if header[i+1] == "" {
 			req.Header.Del(header[i])
 		} else {
 			req.Header.Set(header[i], header[i+1])

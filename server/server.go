@@ -3,12 +3,16 @@
 //
 // The HTTP contract — every route, body, error code and limit — is written down in
 // docs/http-api.md; clients rely on it, so a change to it is a change to that document first.
+// Its "Security" section says what the handler checks itself (Host without a token, Origin,
+// CORS, a JSON Content-Type) and what is left to the http.Server and listener (timeouts — live
+// streams clear their write deadline —, TLS, a cap on connections).
 //
 //	srv, err := server.New(server.Options{Store: store, Token: os.Getenv("ESTUITE_TOKEN")})
 //	...
 //	d := estuite.NewDispatcher(store, &estuite.DispatcherOptions{OnStep: srv.ObserveDispatch})
 //	d.Start(ctx)
-//	hs := &http.Server{Addr: ":8080", Handler: srv.Handler()}
+//	hs := &http.Server{Addr: ":8080", Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second,
+//		ReadTimeout: 30 * time.Second, WriteTimeout: 60 * time.Second, IdleTimeout: 120 * time.Second}
 //
 // To export the dispatcher's health too, create the dispatcher first and pass it as
 // Options.Dispatcher (its OnStep can call the server's ObserveDispatch through a variable set
@@ -72,6 +76,18 @@ type Options struct {
 	// Token, when set, is required on every endpoint but /healthz as "Authorization: Bearer
 	// <token>" (the scheme in any case). It is compared in constant time.
 	Token string
+	// AllowedHosts are the host names and IP addresses, besides the loopback addresses and
+	// "localhost", that a request's Host header may name when no Token is set (with any port);
+	// a request under any other Host is refused with 403 forbidden_host, so that a web page
+	// cannot reach a token-less server through DNS rebinding. Entries have no scheme and no
+	// port; they match case-insensitively. With a Token, the Host is not checked.
+	AllowedHosts []string
+	// CORSOrigins are the origins (scheme://host[:port], http or https, no path) of web pages
+	// that may call the API from a browser. A request with an Origin header that is neither one
+	// of them nor the server's own (the Origin's host and port are the request's Host) is
+	// refused with 403 forbidden_origin, with or without a Token. Requests from these origins
+	// get CORS headers, and their preflights are answered.
+	CORSOrigins []string
 	// Logger receives one Debug line per request, and one more line per failed request with its
 	// route, stream and error code: Error for 5xx, Info for 4xx (the client's doing, normal in
 	// operation), Debug for a request whose client went away before the answer (counted with
@@ -110,6 +126,10 @@ type Server struct {
 	store     *estuite.Store
 	tokenHash [sha256.Size]byte
 	auth      bool
+
+	allowedHosts map[string]bool // lower case, IPv6 without brackets
+	corsOrigins  map[string]bool // normalized: see normalizeOrigin
+
 	log       *slog.Logger
 	maxBody   int64
 	keepAlive time.Duration
@@ -137,6 +157,14 @@ func New(opts Options) (*Server, error) {
 	if opts.LiveKeepAlive < 0 {
 		return nil, errors.New("server: Options.LiveKeepAlive is negative")
 	}
+	allowedHosts, err := parseAllowedHosts(opts.AllowedHosts)
+	if err != nil {
+		return nil, err
+	}
+	corsOrigins, err := parseCORSOrigins(opts.CORSOrigins)
+	if err != nil {
+		return nil, err
+	}
 	maxSubs := opts.MaxSubscriptionMetrics
 	switch {
 	case maxSubs == 0:
@@ -148,6 +176,10 @@ func New(opts Options) (*Server, error) {
 		store:     opts.Store,
 		auth:      opts.Token != "",
 		tokenHash: sha256.Sum256([]byte(opts.Token)),
+
+		allowedHosts: allowedHosts,
+		corsOrigins:  corsOrigins,
+
 		log:       opts.Logger,
 		maxBody:   opts.MaxBodyBytes,
 		keepAlive: opts.LiveKeepAlive,
@@ -218,8 +250,8 @@ const (
 	routeUnmatched = "unmatched"
 )
 
-// routes builds the request multiplexer inside the middleware that counts, logs and
-// authenticates requests.
+// routes builds the request multiplexer inside the middleware that counts, logs, guards (Host,
+// Origin, CORS: see guard) and authenticates requests.
 func (s *Server) routes(metricsHandler http.Handler) http.Handler {
 	mux := http.NewServeMux()
 	handle := func(route string, open bool, h http.HandlerFunc) {
@@ -228,6 +260,14 @@ func (s *Server) routes(metricsHandler http.Handler) http.Handler {
 			info.route = route
 			if !open && !s.authorized(w, r) {
 				return
+			}
+			switch route {
+			case routeAppend:
+				if !s.jsonBody(w, r) {
+					return
+				}
+			case routeMetrics:
+				w.Header().Set("Cache-Control", "no-store")
 			}
 			h(w, r)
 		})
@@ -256,7 +296,8 @@ func (s *Server) routes(metricsHandler http.Handler) http.Handler {
 			}
 			w.Header().Set("Allow", methods)
 			s.writeError(w, r, &apiError{Status: http.StatusMethodNotAllowed, Code: codeMethodNotAllowed,
-				Message: "method " + r.Method + " is not allowed here; allowed: " + methods})
+				Message: "method " + r.Method + " is not allowed here; allowed: " + methods,
+				quiet:   p == "/healthz"}) // anyone may cause it: not worth a line at Info
 		})
 	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
@@ -269,8 +310,24 @@ func (s *Server) routes(metricsHandler http.Handler) http.Handler {
 		start := time.Now()
 		info := &requestInfo{route: routeUnmatched}
 		r = r.WithContext(context.WithValue(r.Context(), requestInfoKey{}, info))
-		rw := &responseWriter{ResponseWriter: w}
-		defer func() { s.finish(rw, r, info, time.Since(start)) }()
+		rw := &responseWriter{ResponseWriter: w, http1: r.ProtoMajor == 1}
+		if r.Body != nil && r.Body != http.NoBody {
+			rw.body = &trackedBody{ReadCloser: r.Body}
+			r.Body = rw.body
+		}
+		defer func() {
+			if rw.unread {
+				// The body was refused unread, and the connection closes after the answer: do not
+				// wait for a body that may never come (the server would read it before closing).
+				_ = http.NewResponseController(w).SetReadDeadline(time.Now())
+			}
+			s.finish(rw, r, info, time.Since(start))
+		}()
+		// Every answer, errors included, is to be taken for what its Content-Type says.
+		rw.Header().Set("X-Content-Type-Options", "nosniff")
+		if !s.guard(rw, r) {
+			return
+		}
 		if msg := uncleanPath(r.URL.EscapedPath()); msg != "" {
 			// ServeMux would redirect to the cleaned path: answer in JSON instead.
 			if s.authorized(rw, r) {
@@ -337,15 +394,27 @@ func requestInfoOf(r *http.Request) *requestInfo {
 
 // responseWriter records the status and size of a response. Unwrap lets http.ResponseController
 // reach the connection's Flush and deadlines.
+//
+// An error answered over HTTP/1 before the request's body was read to its end (a 401, 403, 413 or
+// 415 refusal) closes the connection ("Connection: close"): otherwise the server would read the
+// rest of the body before sending the answer, and a client that announced a body and never sends
+// it would wait for ever.
 type responseWriter struct {
 	http.ResponseWriter
 	status int
 	bytes  int64
+	http1  bool         // the request is HTTP/1.x
+	body   *trackedBody // the request's body; nil when it has none
+	unread bool         // an error was answered with the body not read to its end
 }
 
 func (w *responseWriter) WriteHeader(code int) {
 	if w.status == 0 {
 		w.status = code
+		if code >= 400 && w.http1 && w.body != nil && !w.body.eof.Load() {
+			w.unread = true
+			w.Header().Set("Connection", "close")
+		}
 	}
 	w.ResponseWriter.WriteHeader(code)
 }

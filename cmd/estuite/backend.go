@@ -5,8 +5,10 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
+	"runtime"
 	"time"
 
 	"github.com/estuite/estuite"
@@ -30,8 +32,13 @@ func (b *backendFlags) register(fs *flag.FlagSet) {
 		b.data, b.dataSet = v, true
 		return nil
 	})
-	fs.StringVar(&b.azureConn, "azure-connection-string", os.Getenv("AZURE_STORAGE_CONNECTION_STRING"),
-		"use Azure Table Storage with this connection string (default $AZURE_STORAGE_CONNECTION_STRING)")
+	// The environment's value is the default, but not shown as one by --help: it holds a key.
+	b.azureConn = os.Getenv("AZURE_STORAGE_CONNECTION_STRING")
+	fs.Func("azure-connection-string", "use Azure Table Storage with this connection string (default $AZURE_STORAGE_CONNECTION_STRING;\n"+
+		"prefer it: a flag shows in the process list)", func(v string) error {
+		b.azureConn = v
+		return nil
+	})
 	fs.StringVar(&b.tablePrefix, "table-prefix", estuite.DefaultTablePrefix, "prefix of the table names")
 }
 
@@ -60,6 +67,9 @@ func (b *backendFlags) open(ctx context.Context) (*estuite.Store, error) {
 	}
 	var backend table.Backend
 	if b.embedded() {
+		if err := checkPrivate(b.dir(), "estuite.db", instanceFile); err != nil {
+			return nil, err
+		}
 		path := filepath.Join(b.dir(), "estuite.db")
 		bb, err := bolt.Open(path, &bolt.Options{Timeout: 2 * time.Second})
 		if errors.Is(err, berrors.ErrTimeout) {
@@ -82,4 +92,33 @@ func (b *backendFlags) open(ctx context.Context) (*estuite.Store, error) {
 		return nil, fmt.Errorf("opening the %s: %w", b.describe(), err)
 	}
 	return store, nil
+}
+
+// checkPrivate refuses an embedded store whose directory, or one of whose files, others than its
+// owner (group or others) may write to: they could replace or corrupt the store, or the
+// instance ID that the dispatcher lease relies on. What does not exist yet is fine: the folder and
+// the store file are created private (0700, 0600), the instance ID 0644. On Windows, where modes
+// say nothing about this, nothing is checked.
+func checkPrivate(dir string, files ...string) error {
+	if runtime.GOOS == "windows" {
+		return nil
+	}
+	paths := []string{dir}
+	for _, f := range files {
+		paths = append(paths, filepath.Join(dir, f))
+	}
+	for _, p := range paths {
+		fi, err := os.Stat(p)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if perm := fi.Mode().Perm(); perm&0o022 != 0 {
+			return fmt.Errorf("%s is writable by its group or others (mode %04o): whoever can write it can replace the store; make it private: chmod go-w %s",
+				p, perm, p)
+		}
+	}
+	return nil
 }

@@ -378,7 +378,7 @@ func TestServeRefusesOpenAddressWithoutToken(t *testing.T) {
 }
 
 func TestServeWithTokenRequiresIt(t *testing.T) {
-	p := startServe(t, []string{"ESTUITE_TOKEN=s3cret"}, "--data", t.TempDir())
+	p := startServe(t, []string{"ESTUITE_TOKEN=s3cret-of-16-chars"}, "--data", t.TempDir())
 	resp, err := http.Get(p.url("/streams/x"))
 	if err != nil {
 		t.Fatal(err)
@@ -388,7 +388,7 @@ func TestServeWithTokenRequiresIt(t *testing.T) {
 		t.Fatalf("without a token: %d, want 401", resp.StatusCode)
 	}
 	req, _ := http.NewRequest("GET", p.url("/streams/x"), nil)
-	req.Header.Set("Authorization", "Bearer s3cret")
+	req.Header.Set("Authorization", "Bearer s3cret-of-16-chars")
 	resp, err = http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)

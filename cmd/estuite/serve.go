@@ -2,10 +2,12 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
 	"io/fs"
+	"log"
 	"log/slog"
 	"net"
 	"net/http"
@@ -14,6 +16,7 @@ import (
 	"strings"
 	"time"
 	"unicode"
+	"unicode/utf8"
 
 	"github.com/estuite/estuite"
 	"github.com/estuite/estuite/server"
@@ -34,12 +37,35 @@ func init() {
 			var b backendFlags
 			b.register(fs)
 			addr := fs.String("addr", DefaultAddr, "address to listen on")
-			token := fs.String("token", os.Getenv("ESTUITE_TOKEN"), "require Authorization: Bearer TOKEN on every endpoint but /healthz (default $ESTUITE_TOKEN)")
+			var token, tokenFile string
+			tokenSet := false
+			fs.Func("token", "require Authorization: Bearer TOKEN on every endpoint but /healthz; at least 16 characters.\n"+
+				"Prefer --token-file or $ESTUITE_TOKEN (the default): a flag shows in the process list", func(v string) error {
+				token, tokenSet = v, true
+				return nil
+			})
+			fs.StringVar(&tokenFile, "token-file", "", "read the token from this file (a trailing newline is dropped)")
 			insecure := fs.Bool("insecure", false, "allow listening on a non-loopback address without a token")
 			logFormat := fs.String("log-format", "text", "log format: text or json")
 			logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
 			shutdownTimeout := fs.Duration("shutdown-timeout", 30*time.Second, "how long to wait for in-flight requests on shutdown")
 			var o serveOptions
+			fs.Func("allowed-host", "without a token, also answer requests whose Host is NAME (a host name or IP address, any port;\n"+
+				"loopback addresses and localhost always are); repeatable. The --addr host is allowed too", func(v string) error {
+				o.allowedHosts = append(o.allowedHosts, v)
+				return nil
+			})
+			fs.Func("cors-origin", "let web pages of ORIGIN (scheme://host[:port]) call the API from a browser; repeatable.\n"+
+				"Requests from other origins are refused (403), with or without a token", func(v string) error {
+				o.corsOrigins = append(o.corsOrigins, v)
+				return nil
+			})
+			fs.StringVar(&o.tlsCert, "tls-cert", "", "serve HTTPS with this certificate (PEM; with --tls-key)")
+			fs.StringVar(&o.tlsKey, "tls-key", "", "the private key of --tls-cert (PEM)")
+			fs.DurationVar(&o.readTimeout, "read-timeout", DefaultReadTimeout, "the longest a request may take to arrive, its body included")
+			fs.DurationVar(&o.writeTimeout, "write-timeout", DefaultWriteTimeout, "the longest an answer may take to send (not /feed/live, which streams until closed)")
+			fs.DurationVar(&o.idleTimeout, "idle-timeout", DefaultIdleTimeout, "how long an idle keep-alive connection stays open")
+			fs.IntVar(&o.maxConnections, "max-connections", DefaultMaxConnections, "the most connections open at once (live feeds included); further ones wait to be accepted")
 			fs.StringVar(&o.instance, "instance", "", "this server's name in the dispatcher lease: keep it the same across restarts and unique among the servers of one store.\n"+
 				"Default: on the embedded store, a random ID kept in DATA/"+instanceFile+" (created on first start);\n"+
 				"on Azure, HOSTNAME/ADDR (the host name and --addr, so that two servers on one host differ)")
@@ -57,19 +83,52 @@ func init() {
 				if err := validInstance(o.instance); o.instance != "" && err != nil {
 					return usagef("--instance: %v", err)
 				}
+				for name, d := range map[string]time.Duration{"--read-timeout": o.readTimeout, "--write-timeout": o.writeTimeout, "--idle-timeout": o.idleTimeout} {
+					if d <= 0 {
+						return usagef("%s must be positive, not %v", name, d)
+					}
+				}
+				if o.maxConnections < 1 {
+					return usagef("--max-connections must be at least 1, not %d", o.maxConnections)
+				}
+				if (o.tlsCert == "") != (o.tlsKey == "") {
+					return usagef("--tls-cert and --tls-key go together: give both or neither")
+				}
 				logger, err := newLogger(e, *logFormat, *logLevel)
 				if err != nil {
 					return err
 				}
-				if *token == "" && !*insecure && !isLoopback(*addr) {
-					return usagef("refusing to listen on %s without a token: set --token (or ESTUITE_TOKEN), or pass --insecure", *addr)
+				if o.token, err = resolveToken(token, tokenSet, tokenFile); err != nil {
+					return err
 				}
-				o.addr, o.token, o.shutdownTimeout = *addr, *token, *shutdownTimeout
+				if o.token == "" && !*insecure && !isLoopback(*addr) {
+					return usagef("refusing to listen on %s without a token: set --token-file (or ESTUITE_TOKEN), or pass --insecure", *addr)
+				}
+				if o.token == "" && *insecure && !isLoopback(*addr) {
+					logger.Warn("INSECURE: serving without a token on a non-loopback address (--insecure): anyone who can reach " + *addr +
+						" can read and append to every stream. Set --token-file or ESTUITE_TOKEN.")
+				}
+				o.addr, o.shutdownTimeout = *addr, *shutdownTimeout
 				return serve(ctx, logger, &b, o)
 			}
 		},
 	})
 }
+
+// Defaults of the timeouts of `estuite serve`.
+const (
+	// DefaultReadTimeout bounds how long a request may take to arrive, its body included.
+	DefaultReadTimeout = 30 * time.Second
+	// DefaultWriteTimeout bounds how long an answer may take to send (live feeds excepted).
+	DefaultWriteTimeout = 60 * time.Second
+	// DefaultIdleTimeout is how long an idle keep-alive connection stays open.
+	DefaultIdleTimeout = 120 * time.Second
+	// maxReadHeaderTimeout bounds how long a request's headers may take to arrive.
+	maxReadHeaderTimeout = 10 * time.Second
+)
+
+// MinTokenLength is the fewest characters a token may have.
+const MinTokenLength = 16
 
 // serveOptions are the settings of `estuite serve` besides its backend and logging.
 type serveOptions struct {
@@ -77,6 +136,43 @@ type serveOptions struct {
 	shutdownTimeout time.Duration
 	instance        string // "" means the default: see defaultInstance
 	leaseDuration   time.Duration
+
+	allowedHosts, corsOrigins              []string
+	tlsCert, tlsKey                        string
+	readTimeout, writeTimeout, idleTimeout time.Duration
+	maxConnections                         int
+}
+
+// resolveToken returns the token the server requires: --token when given, else the contents of
+// --token-file when given, else $ESTUITE_TOKEN; "" for none. A token must be long enough to
+// resist guessing and fit an HTTP header.
+func resolveToken(flagToken string, flagSet bool, file string) (string, error) {
+	token, from := os.Getenv("ESTUITE_TOKEN"), "ESTUITE_TOKEN"
+	switch {
+	case flagSet && file != "":
+		return "", usagef("--token and --token-file are two ways to give one token: choose one")
+	case flagSet:
+		token, from = flagToken, "--token"
+	case file != "":
+		data, err := os.ReadFile(file)
+		if err != nil {
+			return "", fmt.Errorf("reading the token: %w", err)
+		}
+		token, from = strings.TrimSuffix(strings.TrimSuffix(string(data), "\n"), "\r"), "--token-file "+file
+		if token == "" {
+			return "", usagef("%s: the file is empty", from)
+		}
+	}
+	switch {
+	case token == "":
+		return "", nil
+	case strings.ContainsFunc(token, unicode.IsControl):
+		return "", usagef("%s: the token has a control character (a line break?)", from)
+	case utf8.RuneCountInString(token) < MinTokenLength:
+		return "", usagef("%s: the token is %d characters long; use at least %d, for instance `openssl rand -hex 32`",
+			from, utf8.RuneCountInString(token), MinTokenLength)
+	}
+	return token, nil
 }
 
 // instanceFile is the file in the embedded store's directory that keeps the server's default
@@ -152,10 +248,19 @@ func serve(ctx context.Context, logger *slog.Logger, b *backendFlags, o serveOpt
 		return err
 	}
 	defer store.Close()
-	ln, err := net.Listen("tcp", o.addr)
+	var tlsConfig *tls.Config
+	if o.tlsCert != "" {
+		cert, err := tls.LoadX509KeyPair(o.tlsCert, o.tlsKey)
+		if err != nil {
+			return fmt.Errorf("loading --tls-cert and --tls-key: %w", err)
+		}
+		tlsConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	}
+	tcp, err := net.Listen("tcp", o.addr)
 	if err != nil {
 		return err
 	}
+	ln := newLimitListener(tcp, o.maxConnections, logger)
 	defer ln.Close()
 	instance := o.instance
 	if instance == "" {
@@ -174,18 +279,33 @@ func serve(ctx context.Context, logger *slog.Logger, b *backendFlags, o serveOpt
 			}
 		},
 	})
-	srv, err = server.New(server.Options{Store: store, Token: o.token, Logger: logger, Dispatcher: dispatcher})
+	srv, err = server.New(server.Options{Store: store, Token: o.token, Logger: logger, Dispatcher: dispatcher,
+		AllowedHosts: append(addrHost(o.addr), o.allowedHosts...), CORSOrigins: o.corsOrigins})
 	if err != nil {
 		return err
 	}
-	httpServer := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(logger.Handler(), slog.LevelWarn)}
+	httpServer := &http.Server{
+		Handler:           srv.Handler(),
+		TLSConfig:         tlsConfig,
+		ReadHeaderTimeout: min(maxReadHeaderTimeout, o.readTimeout),
+		ReadTimeout:       o.readTimeout,
+		WriteTimeout:      o.writeTimeout, // live feeds clear it for their connection
+		IdleTimeout:       o.idleTimeout,
+		ErrorLog:          httpErrorLog(logger),
+	}
 	if err := dispatcher.Start(context.WithoutCancel(ctx)); err != nil {
 		return err
 	}
 	served := make(chan error, 1)
-	go func() { served <- httpServer.Serve(ln) }()
-	logger.Info("estuite serving", "addr", ln.Addr().String(), "backend", b.describe(), "auth", o.token != "",
-		"instance", instance, "lease_duration", o.leaseDuration)
+	go func() {
+		if tlsConfig != nil {
+			served <- httpServer.ServeTLS(ln, "", "")
+		} else {
+			served <- httpServer.Serve(ln)
+		}
+	}()
+	logger.Info("estuite serving", "addr", ln.Addr().String(), "tls", tlsConfig != nil, "backend", b.describe(), "auth", o.token != "",
+		"instance", instance, "lease_duration", o.leaseDuration, "max_connections", o.maxConnections)
 
 	select {
 	case err = <-served:
@@ -206,6 +326,47 @@ func serve(ctx context.Context, logger *slog.Logger, b *backendFlags, o serveOpt
 	}
 	logger.Info("stopped", "error", err)
 	return err
+}
+
+// addrHost returns the host of the listen address addr when requests may name it in their Host
+// header: a host name or a specific IP address (not a loopback one, always allowed, nor
+// 0.0.0.0 or ::, which no client sends).
+func addrHost(addr string) []string {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil || host == "" || isLoopback(addr) {
+		return nil
+	}
+	if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() {
+		return nil
+	}
+	return []string{host}
+}
+
+// httpErrorLog is the http.Server's error log: Warn, except for the lines any client can cause
+// at will (a failed TLS handshake, a broken HTTP/2 connection), which are Debug so that a scanner
+// cannot fill the log at the default level.
+func httpErrorLog(logger *slog.Logger) *log.Logger {
+	return log.New(errorLogWriter{logger}, "", 0)
+}
+
+type errorLogWriter struct{ log *slog.Logger }
+
+// clientCaused are the prefixes of the http.Server's log lines that a client causes.
+var clientCaused = []string{
+	"http: TLS handshake error", "http2: server: error reading preface", "http2: server connection error",
+	"http2: received GOAWAY", "timeout waiting for",
+}
+
+func (w errorLogWriter) Write(p []byte) (int, error) {
+	msg := strings.TrimSuffix(string(p), "\n")
+	level := slog.LevelWarn
+	for _, prefix := range clientCaused {
+		if strings.HasPrefix(msg, prefix) {
+			level = slog.LevelDebug
+		}
+	}
+	w.log.Log(context.Background(), level, msg)
+	return len(p), nil
 }
 
 // isLoopback reports whether addr (host:port) listens on loopback addresses only.
