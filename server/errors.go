@@ -24,6 +24,7 @@ const (
 	codeDuplicateEvent       = "duplicate_event"
 	codeStreamContended      = "stream_contended"
 	codeUnavailable          = "unavailable"
+	codeTooManyLiveStreams   = "too_many_live_streams"
 	codeInternal             = "internal"
 	// codeClientClosed is never sent (nobody is listening): it labels the metrics and logs of
 	// a request whose client went away before it was answered.
