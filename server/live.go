@@ -2,6 +2,7 @@ package server
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -111,7 +112,8 @@ func (s *Server) handleLive(w http.ResponseWriter, r *http.Request) {
 	h.Set("Cache-Control", "no-store")
 	h.Set("X-Accel-Buffering", "no") // tell nginx and friends not to buffer the stream
 	bw := bufio.NewWriter(w)
-	enc := json.NewEncoder(bw)
+	var msg bytes.Buffer // one event's message, encoded before it is sent
+	enc := json.NewEncoder(&msg)
 	enc.SetEscapeHTML(false)
 	// send writes one message under its own write deadline (which replaces any WriteTimeout of
 	// the http.Server for this connection: a stream outlives it): a client that does not take
@@ -143,21 +145,19 @@ func (s *Server) handleLive(w http.ResponseWriter, r *http.Request) {
 	for {
 		select {
 		case ev := <-events:
-			var encErr error
-			err := send(func() {
-				// Encode writes nothing when it fails, and ends the data line when it succeeds.
-				bw.WriteString("id: " + strconv.FormatInt(ev.Position, 10) + "\ndata: ")
-				if encErr = enc.Encode(toFeedEventJSON(ev)); encErr == nil {
-					bw.WriteString("\n")
-				}
-			})
-			if encErr != nil {
-				send(func() { s.liveFailed(bw, r, encErr) })
+			msg.Reset()
+			msg.WriteString("id: " + strconv.FormatInt(ev.Position, 10) + "\ndata: ")
+			if err := enc.Encode(toFeedEventJSON(ev)); err != nil { // its newline ends the data line
+				send(func() { s.liveFailed(bw, r, err) })
 				return
 			}
-			if err != nil {
+			msg.WriteString("\n")
+			if err := send(func() { bw.Write(msg.Bytes()) }); err != nil {
 				dropped(err)
 				return
+			}
+			if msg.Cap() > 256<<10 {
+				msg = bytes.Buffer{} // do not keep a large event's buffer while the stream idles
 			}
 		case <-keepAlive.C:
 			if err := send(func() { bw.WriteString(": keep-alive\n\n") }); err != nil {

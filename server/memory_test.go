@@ -26,10 +26,10 @@ const (
 	memoryBound = 64 << 20
 )
 
-// bigEventStore returns a harness on the embedded (bolt) backend holding bigEvents events of
+// bigEventStore returns a harness on the embedded (bolt) backend holding n events of
 // bigEventData bytes each in stream "big", all dispatched to the feed. The stored events live in
 // the file, not in the heap, so that the heap measures the request alone.
-func bigEventStore(t *testing.T, opts ...harnessOption) *harness {
+func bigEventStore(t *testing.T, n int, opts ...harnessOption) *harness {
 	t.Helper()
 	h := newHarnessOn(t, backends[1], opts...)
 	data := make([]byte, bigEventData)
@@ -38,7 +38,7 @@ func bigEventStore(t *testing.T, opts ...harnessOption) *harness {
 	}
 	data[0], data[len(data)-1] = '"', '"' // a JSON string
 	ctx := context.Background()
-	for range bigEvents {
+	for range n {
 		if _, err := h.store.Append(ctx, "big", []estuite.EventData{{Type: "Big", Data: data}}, nil); err != nil {
 			t.Fatal(err)
 		}
@@ -105,7 +105,7 @@ func TestLargeEventsMemoryPerRequest(t *testing.T) {
 	if testing.Short() {
 		t.Skip("appends 60 MB")
 	}
-	h := bigEventStore(t)
+	h := bigEventStore(t, bigEvents)
 	cases := []struct {
 		name, method, path string
 		minBytes           int64 // the body is at least this long
@@ -179,7 +179,7 @@ func TestLargeEventsPagedByBytes(t *testing.T) {
 	if testing.Short() {
 		t.Skip("appends 60 MB")
 	}
-	h := bigEventStore(t)
+	h := bigEventStore(t, bigEvents)
 	after, seen, pages := int64(0), 0, 0
 	for ; ; pages++ {
 		if pages > bigEvents {
