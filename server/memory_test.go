@@ -10,7 +10,6 @@ import (
 	"runtime"
 	"runtime/debug"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -57,11 +56,9 @@ func heapPeak(t *testing.T, f func()) uint64 {
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
 	base, peak := ms.HeapAlloc, ms.HeapAlloc
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
+	stop, done := make(chan struct{}), make(chan struct{})
 	go func() {
-		defer wg.Done()
+		defer close(done)
 		var ms runtime.MemStats
 		for {
 			runtime.ReadMemStats(&ms)
@@ -69,13 +66,21 @@ func heapPeak(t *testing.T, f func()) uint64 {
 			select {
 			case <-stop:
 				return
-			case <-time.After(time.Millisecond):
+			case <-time.After(200 * time.Microsecond):
 			}
 		}
 	}()
+	stopped := false
+	stopSampling := func() {
+		if !stopped {
+			stopped = true
+			close(stop)
+			<-done
+		}
+	}
+	defer stopSampling() // also when f fails the test
 	f()
-	close(stop)
-	wg.Wait()
+	stopSampling()
 	return peak - base
 }
 
