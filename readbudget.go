@@ -61,8 +61,10 @@ type pageSizer struct {
 
 func newPageSizer(s storage) *pageSizer { return &pageSizer{table: s.rows} }
 
-// rows returns how many rows of the estimated size fit in budget bytes: at least 1, at most
-// want. A budget of 0 or less means none: want rows.
+// rows returns how many rows of the estimated size it takes to reach budget bytes (the last
+// one may pass it: a feed page stops after the event that reaches its budget, and asking for
+// that event too saves a request for it alone): at least 1, at most want. A budget of 0 or less
+// means none: want rows.
 func (p *pageSizer) rows(budget int64, want int) int {
 	want = min(max(want, 1), table.MaxPageSize)
 	if budget <= 0 {
@@ -72,7 +74,8 @@ func (p *pageSizer) rows(budget int64, want int) int {
 	if est <= 0 {
 		est = p.table.get()
 	}
-	return int(min(int64(want), max(1, budget/max(est, 1))))
+	est = max(est, 1)
+	return int(min(int64(want), max(1, (budget+est-1)/est)))
 }
 
 // observe records the rows of a page the read received.
