@@ -170,6 +170,9 @@ type ReadOptions struct {
 	// from the rows read before; at least one row), so that the read holds about that much at a
 	// time however large its events are. It does not cut the read short: Events still yields
 	// every event up to Limit, in more requests when the events are large (about one per
-	// PageBytes of rows). 0 means requests of up to 1,000 rows whatever their size.
+	// PageBytes of rows). The estimate follows the rows as they come: a run of rows much larger
+	// than those just before can make one request's rows exceed PageBytes (by at most its row
+	// count times their size) before the next is sized by them. 0 means requests of up to 1,000
+	// rows whatever their size.
 	PageBytes int64
 }

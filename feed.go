@@ -113,7 +113,7 @@ func (s *Store) ReadFeed(ctx context.Context, opts *FeedOptions) (FeedPage, erro
 			if err != nil {
 				return res, err
 			}
-			budget.sizer.observe(p.Entities)
+			budget.observe(p.Entities)
 			for _, row := range p.Entities {
 				if len(res.Events) == o.Limit || budget.spent() {
 					break // the page may hold more matches than wanted: stop at the limit or the budget

@@ -146,7 +146,9 @@ func (s *Store) scanEvents(ctx context.Context, stream, pk string, first, last, 
 			yield(RecordedEvent{}, err)
 			return false
 		}
-		sz.observe(page.Entities)
+		if pageBytes > 0 {
+			sz.observe(page.Entities)
+		}
 		for _, row := range page.Entities {
 			e, err := decodeEvent(stream, row)
 			if err == nil && e.Version != next {

@@ -16,13 +16,14 @@ import (
 //   - for a read's first request, the store's estimate for the table: the average row size of
 //     the last page read, rising at once with larger rows and falling by at most half per page,
 //     so that a run of small rows after large ones does not at once unleash pages of 1,000
-//     large ones. It starts at table.MaxEntityBytes: after a start, the first pages are small
-//     until the store has seen what the rows are like (a few extra requests, once).
+//     large ones. Until the store has seen a page of the table it is table.MaxEntityBytes, the
+//     largest row there can be: the first budgeted read after a start asks for a few rows
+//     first (one extra request, once per table), and is then sized by what it received.
 //
 // Rows much larger than those read just before (a run of 1 MiB events after small ones) can
 // still make one page larger than the budget, by at most its row count times their size; the
 // next page is sized by them. Reads without a budget ask for pages of up to 1,000 rows as
-// before; their pages still teach the estimate.
+// before, and spend nothing on the estimate.
 
 // rowEstimate is a store's running estimate of the size of one table's event rows, in bytes
 // as table.EntitySize counts them. Safe for concurrent use.
@@ -109,6 +110,13 @@ func (b *feedBudget) rows(want int) int {
 func (b *feedBudget) take(row table.Entity) {
 	if b.max > 0 {
 		b.used += int64(table.EntitySize(row))
+	}
+}
+
+// observe records a page received (only with a budget: reads without one do not pay for it).
+func (b *feedBudget) observe(rows []table.Entity) {
+	if b.max > 0 {
+		b.sizer.observe(rows)
 	}
 }
 

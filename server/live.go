@@ -177,8 +177,9 @@ func (s *Server) handleLive(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// liveBatchBytes bounds the events a live stream's subscription reads ahead (one feed read): with
-// the event being sent, a stream holds about 2 MiB of events at most, whatever their size.
+// liveBatchBytes bounds the events a live stream's subscription reads ahead (one feed read): a
+// stream holds at most about this much of events, one more (the one that reaches it) and the JSON
+// of the event being sent — a few MiB, whatever the events' size.
 const liveBatchBytes = 1 << 20
 
 // admitLive reports whether a live stream may open, under Options.MaxLiveStreams; take

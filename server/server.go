@@ -233,7 +233,8 @@ func New(opts Options) (*Server, error) {
 func (s *Server) Handler() http.Handler { return s.handler }
 
 // Close ends every live feed stream and refuses new ones (503 unavailable), so that
-// http.Server.Shutdown, which waits for running requests, can finish. Other requests are served
+// http.Server.Shutdown, which waits for running requests, can finish (a stream whose client has
+// stopped reading ends within Options.LiveWriteTimeout). Other requests are served
 // as before. Close does not close the store.
 func (s *Server) Close() {
 	s.closeOnce.Do(func() { close(s.closing) })
