@@ -168,4 +168,14 @@ type ReadOptions struct {
 	From int64
 	// Limit is the most events read; 0 means no limit.
 	Limit int
+	// PageBytes, when positive, sizes the read's storage requests by bytes rather than rows: each
+	// asks for about this many bytes of event rows (as table.EntitySize counts them, estimated
+	// from the rows read before; at least one row), so that the read holds about that much at a
+	// time however large its events are. It does not cut the read short: Events still yields
+	// every event up to Limit, in more requests when the events are large (about one per
+	// PageBytes of rows). The estimate follows the rows as they come: a run of rows much larger
+	// than those just before can make one request's rows exceed PageBytes (by at most its row
+	// count times their size) before the next is sized by them. 0 means requests of up to 1,000
+	// rows whatever their size.
+	PageBytes int64
 }

@@ -37,6 +37,16 @@ type FeedOptions struct {
 	// long run of unwanted events still comes back. 0 means DefaultFeedMaxScan; negative is
 	// invalid.
 	MaxScan int
+	// MaxBytes, when positive, bounds a read by the size of its events as stored (the sum of
+	// their rows' table.EntitySize, about the size of their data and metadata): the read stops
+	// after the event that brings the sum to MaxBytes or more, so that it returns at least one
+	// event, fewer than Limit when the events are large, and Next is the last position it
+	// looked at, as always. Its storage requests are sized by the same budget (see
+	// ReadOptions.PageBytes), so that the rows it holds at once stay near MaxBytes: events
+	// filtered out are dropped with their page, and count only towards MaxScan. Events of about
+	// MaxBytes each take a storage request each. 0 means no byte budget: pages of up to 1,000
+	// rows whatever their size.
+	MaxBytes int64
 }
 
 // FeedPage is the result of a feed read.
@@ -68,9 +78,10 @@ func (o *FeedOptions) filtered() bool { return o.StreamPrefix != "" || len(o.Typ
 // ReadFeed reads the feed after a position: every event the dispatcher has written, in one global
 // order. Positions are gapless: a reader that finds nothing after position p knows that nothing
 // more has been dispatched yet. An unfiltered read costs one storage request per 1,000 events
-// (two where it crosses a page of FeedPageSize positions).
+// (two where it crosses a page of FeedPageSize positions; with MaxBytes, one per MaxBytes of
+// events when they are large).
 //
-// An After below 0 or above MaxPosition, or a negative Limit or MaxScan, is an
+// An After below 0 or above MaxPosition, or a negative Limit, MaxScan or MaxBytes, is an
 // *InvalidInputError (ErrInvalidInput) and reads nothing. A read after MaxPosition itself
 // returns no events.
 func (s *Store) ReadFeed(ctx context.Context, opts *FeedOptions) (FeedPage, error) {
@@ -95,11 +106,15 @@ func (s *Store) ReadFeed(ctx context.Context, opts *FeedOptions) (FeedPage, erro
 	if o.MaxScan == 0 {
 		o.MaxScan = DefaultFeedMaxScan
 	}
+	if o.MaxBytes < 0 {
+		return FeedPage{}, invalid("maxBytes", "%d is negative", o.MaxBytes)
+	}
+	budget := feedBudget{sizer: newPageSizer(s.events), max: o.MaxBytes}
 	res := FeedPage{Next: o.After}
 	scanned := 0
 	// Every round either moves res.Next on (by one per row looked at, so at most MaxScan rounds)
 	// or ends the read; res.Next stays at most MaxPosition, so res.Next+1 cannot wrap.
-	for len(res.Events) < o.Limit && scanned < o.MaxScan && res.Next < MaxPosition {
+	for len(res.Events) < o.Limit && scanned < o.MaxScan && res.Next < MaxPosition && !budget.spent() {
 		before := res.Next
 		pos := res.Next + 1
 		page := pageOf(pos)
@@ -108,15 +123,17 @@ func (s *Store) ReadFeed(ctx context.Context, opts *FeedOptions) (FeedPage, erro
 		if !o.filtered() {
 			q.Limit = min(q.Limit, o.Limit-len(res.Events))
 		}
+		q.Limit = budget.rows(q.Limit)
 		atEnd := false
 		for {
 			p, err := s.events.query(ctx, q)
 			if err != nil {
 				return res, err
 			}
+			budget.observe(p.Entities)
 			for _, row := range p.Entities {
-				if len(res.Events) == o.Limit {
-					break // the page may hold more matches than wanted: stop at the limit
+				if len(res.Events) == o.Limit || budget.spent() {
+					break // the page may hold more matches than wanted: stop at the limit or the budget
 				}
 				ev, err := decodeFeedEvent(row)
 				if err != nil {
@@ -129,9 +146,10 @@ func (s *Store) ReadFeed(ctx context.Context, opts *FeedOptions) (FeedPage, erro
 				scanned++
 				if o.matches(&ev) {
 					res.Events = append(res.Events, ev)
+					budget.take(row)
 				}
 			}
-			if len(res.Events) == o.Limit {
+			if len(res.Events) == o.Limit || budget.spent() {
 				break
 			}
 			if p.Continuation != "" && len(p.Entities) == 0 {

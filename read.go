@@ -22,8 +22,9 @@ type StreamRead struct {
 }
 
 // Read reads a stream. It reads the stream's head at once — a stream that was never written is an
-// ErrStreamNotFound — and its events lazily, about one storage request per 1,000 events, as
-// Events is iterated. opts may be nil: forward from the first event, without limit.
+// ErrStreamNotFound — and its events lazily, about one storage request per 1,000 events (or per
+// ReadOptions.PageBytes of events), as Events is iterated. opts may be nil: forward from the first
+// event, without limit.
 //
 // The context is used by the iteration too: cancel it to stop a read.
 func (s *Store) Read(ctx context.Context, stream string, opts *ReadOptions) (*StreamRead, error) {
@@ -46,6 +47,9 @@ func (s *Store) Read(ctx context.Context, stream string, opts *ReadOptions) (*St
 	if o.Direction != Forward && o.Direction != Backward {
 		return nil, invalid("direction", "unknown direction %d", o.Direction)
 	}
+	if o.PageBytes < 0 {
+		return nil, invalid("pageBytes", "%d is negative", o.PageBytes)
+	}
 	pk := streamKey(stream)
 	h, err := s.readHead(ctx, pk)
 	if err != nil {
@@ -58,7 +62,7 @@ func (s *Store) Read(ctx context.Context, stream string, opts *ReadOptions) (*St
 	return &StreamRead{
 		Stream:  stream,
 		Version: h.version,
-		Events:  s.streamEvents(ctx, stream, pk, first, last, o.Direction),
+		Events:  s.streamEvents(ctx, stream, pk, first, last, o.Direction, o.PageBytes),
 	}, nil
 }
 
@@ -86,20 +90,21 @@ func versionRange(version int64, o ReadOptions) (first, last int64) {
 
 // streamEvents yields the events with versions in [first, last], in direction order. A backward read
 // queries forward pages from the end and yields each page reversed: the storage only reads
-// forward.
-func (s *Store) streamEvents(ctx context.Context, stream, pk string, first, last int64, dir Direction) iter.Seq2[RecordedEvent, error] {
+// forward. pageBytes, when positive, sizes the storage requests (see ReadOptions.PageBytes).
+func (s *Store) streamEvents(ctx context.Context, stream, pk string, first, last int64, dir Direction, pageBytes int64) iter.Seq2[RecordedEvent, error] {
 	return func(yield func(RecordedEvent, error) bool) {
 		if first > last {
 			return
 		}
+		sz := newPageSizer(s.streams)
 		if dir == Forward {
-			s.scanEvents(ctx, stream, pk, first, last, yield)
+			s.scanEvents(ctx, stream, pk, first, last, pageBytes, sz, yield)
 			return
 		}
-		for hi := last; hi >= first; hi -= table.MaxPageSize {
-			lo := max(first, hi-table.MaxPageSize+1)
+		for hi := last; hi >= first; {
+			lo := max(first, hi-int64(sz.rows(pageBytes, table.MaxPageSize))+1)
 			var page []RecordedEvent
-			ok := s.scanEvents(ctx, stream, pk, lo, hi, func(e RecordedEvent, err error) bool {
+			ok := s.scanEvents(ctx, stream, pk, lo, hi, pageBytes, sz, func(e RecordedEvent, err error) bool {
 				if err != nil {
 					return yield(RecordedEvent{}, err)
 				}
@@ -114,21 +119,35 @@ func (s *Store) streamEvents(ctx context.Context, stream, pk string, first, last
 					return
 				}
 			}
+			hi = lo - 1
 		}
 	}
 }
 
 // scanEvents yields the events [first, last] forward, following continuations (also across empty
-// pages), and checks that no version is missing. It returns false when yield stopped it or an
+// pages), and checks that no version is missing. With pageBytes positive, each request asks for
+// the rows that fit in it at sz's estimate; when the estimate changes, the next request is a new
+// query from the next version rather than a continuation (a continuation must repeat its query
+// unchanged), which costs the same one request. It returns false when yield stopped it or an
 // error was yielded.
-func (s *Store) scanEvents(ctx context.Context, stream, pk string, first, last int64, yield func(RecordedEvent, error) bool) bool {
-	q := table.Query{PartitionKey: pk, From: eventKey(first), To: eventKey(last + 1)}
+func (s *Store) scanEvents(ctx context.Context, stream, pk string, first, last, pageBytes int64, sz *pageSizer, yield func(RecordedEvent, error) bool) bool {
+	var q table.Query
 	next := first
-	for {
+	for next <= last {
+		limit := 0
+		if pageBytes > 0 {
+			limit = sz.rows(pageBytes, int(min(last-next+1, table.MaxPageSize)))
+		}
+		if q.Continuation == "" || limit != q.Limit {
+			q = table.Query{PartitionKey: pk, From: eventKey(next), To: eventKey(last + 1), Limit: limit}
+		}
 		page, err := s.streams.query(ctx, q)
 		if err != nil {
 			yield(RecordedEvent{}, err)
 			return false
+		}
+		if pageBytes > 0 {
+			sz.observe(page.Entities)
 		}
 		for _, row := range page.Entities {
 			e, err := decodeEvent(stream, row)

@@ -95,12 +95,25 @@ func decodeEvent(stream string, row table.Entity) (RecordedEvent, error) {
 	if m, ok := row.Properties[propMeta].(string); ok && m != "" {
 		ev.Metadata = json.RawMessage(m)
 	}
-	for i := 0; i < maxDataChunks; i++ {
-		chunk, ok := row.Properties[dataChunkName(i)].([]byte)
+	// One allocation of the data's size (a chunk alone is used as it is: the row is the store's
+	// own copy), rather than a doubling one per chunk: events may be 1 MiB.
+	n, size := 0, 0
+	for ; n < maxDataChunks; n++ {
+		chunk, ok := row.Properties[dataChunkName(n)].([]byte)
 		if !ok {
 			break
 		}
-		ev.Data = append(ev.Data, chunk...)
+		size += len(chunk)
+	}
+	switch n {
+	case 0:
+	case 1:
+		ev.Data = row.Properties[propData].([]byte)
+	default:
+		ev.Data = make([]byte, 0, size)
+		for i := range n {
+			ev.Data = append(ev.Data, row.Properties[dataChunkName(i)].([]byte)...)
+		}
 	}
 	return ev, nil
 }

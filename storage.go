@@ -136,6 +136,7 @@ type storage struct {
 	t      table.Table
 	retry  RetryPolicy
 	counts *counter
+	rows   *rowEstimate // the size of the table's event rows, for reads with a byte budget
 }
 
 func (s storage) get(ctx context.Context, pk, rk string) (table.Entity, error) {

@@ -84,7 +84,7 @@ func Open(ctx context.Context, backend table.Backend, opts *Options) (*Store, er
 		if err != nil {
 			return storage{}, fmt.Errorf("estuite: opening table %s: %w", name, err)
 		}
-		return storage{t: t, retry: o.Retry, counts: counts}, nil
+		return storage{t: t, retry: o.Retry, counts: counts, rows: &rowEstimate{}}, nil
 	}
 	streams, err := openTable("streams")
 	if err != nil {

@@ -59,6 +59,11 @@ type SubscriptionOptions struct {
 	CheckpointInterval time.Duration
 	// BatchSize is how many events one feed read asks for. Default DefaultSubscriptionBatch.
 	BatchSize int
+	// MaxBatchBytes, when positive, also bounds one feed read by the size of its events (see
+	// FeedOptions.MaxBytes), and so the events a subscription holds while its handler works
+	// through them: about MaxBatchBytes, and at least one event. 0 means no byte bound: a batch
+	// of BatchSize events of 1 MiB each holds that many MiB.
+	MaxBatchBytes int64
 	// PollInterval and MaxPollInterval: when caught up, a subscription wakes at once for events
 	// dispatched in this process, and polls for other processes' with a backoff between these.
 	PollInterval, MaxPollInterval time.Duration
@@ -124,6 +129,9 @@ func (s *Store) Subscribe(ctx context.Context, opts SubscriptionOptions) (*Subsc
 	}
 	if o.BatchSize <= 0 {
 		o.BatchSize = DefaultSubscriptionBatch
+	}
+	if o.MaxBatchBytes < 0 {
+		return nil, invalid("maxBatchBytes", "%d is negative", o.MaxBatchBytes)
 	}
 	sub := &Subscription{s: s, o: o, done: make(chan struct{}), position: o.After, saved: o.After, token: uuid.NewString()}
 	if o.Name != "" {
@@ -196,7 +204,8 @@ func (sub *Subscription) follow(ctx context.Context) error {
 		// Take the head's change channel before reading, so that no dispatch is missed between.
 		_, changed := s.feedHead.current()
 		before := sub.Position()
-		page, err := s.ReadFeed(ctx, &FeedOptions{After: before, Limit: o.BatchSize, Types: o.Types, StreamPrefix: o.StreamPrefix})
+		page, err := s.ReadFeed(ctx, &FeedOptions{After: before, Limit: o.BatchSize, Types: o.Types, StreamPrefix: o.StreamPrefix,
+			MaxBytes: o.MaxBatchBytes})
 		if err != nil {
 			return err
 		}

@@ -24,6 +24,7 @@ const (
 	codeDuplicateEvent       = "duplicate_event"
 	codeStreamContended      = "stream_contended"
 	codeUnavailable          = "unavailable"
+	codeTooManyLiveStreams   = "too_many_live_streams"
 	codeInternal             = "internal"
 	// codeClientClosed is never sent (nobody is listening): it labels the metrics and logs of
 	// a request whose client went away before it was answered.
@@ -50,7 +51,8 @@ type apiError struct {
 
 func (e *apiError) Error() string { return e.Code + ": " + e.Message }
 
-// logLevel is how loud a failed request is in the logs: Error for the server's faults (5xx),
+// logLevel is how loud a failed request is in the logs: Error for the server's faults (5xx; Warn
+// for a live stream refused because the server has as many as it may hold),
 // Debug for a client that went away (nothing went wrong on the server), Info for every answer a
 // client caused (4xx: bad input, conflicts, a stream not yet written), which are part of normal
 // operation and must not page anyone. Refusals that any client can cause without the token —
@@ -59,6 +61,8 @@ func (e *apiError) Error() string { return e.Code + ": " + e.Message }
 // in estuite_http_requests_total.
 func (e *apiError) logLevel() slog.Level {
 	switch {
+	case e.Code == codeTooManyLiveStreams:
+		return slog.LevelWarn // the server is full, not failing
 	case e.Status >= 500:
 		return slog.LevelError
 	case e.quiet, e.Code == codeClientClosed, e.Code == codeUnauthorized, e.Code == codeForbiddenHost,

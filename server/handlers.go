@@ -117,24 +117,40 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	opts.Limit = limit
+	opts.PageBytes = s.maxResp
 	read, err := s.store.Read(r.Context(), stream, &opts)
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	events := make([]eventJSON, 0, min(limit, int(read.Version)))
+	j := newJSONWriter(w, http.StatusOK)
+	if r.Method == http.MethodHead {
+		j.close() // the head read answered 404 if need be: no event is read
+		return
+	}
+	// Sent as read: the store holds a page of about MaxResponseBytes, this handler one event.
+	j.raw(`{"stream":`)
+	j.value(stream)
+	j.raw(`,"version":` + strconv.FormatInt(read.Version, 10) + `,"events":[`)
+	n := 0
 	for ev, err := range read.Events {
+		if err == nil {
+			if n > 0 {
+				j.raw(",")
+			}
+			n++
+			err = j.value(toEventJSON(ev))
+		}
 		if err != nil {
-			s.fail(w, r, err)
+			s.failStream(j, r, err)
 			return
 		}
-		events = append(events, toEventJSON(ev))
+		if j.err != nil {
+			return // the client is gone: stop reading storage
+		}
 	}
-	writeJSON(w, http.StatusOK, struct {
-		Stream  string      `json:"stream"`
-		Version int64       `json:"version"`
-		Events  []eventJSON `json:"events"`
-	}{stream, read.Version, events})
+	j.raw("]}\n")
+	j.close()
 }
 
 // handleFeed serves GET /feed.
@@ -159,10 +175,13 @@ func (s *Server) handleFeed(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	page, err := s.store.ReadFeed(r.Context(), &opts)
-	if err != nil {
-		s.fail(w, r, err)
-		return
+	opts.MaxBytes = s.maxResp
+	var page estuite.FeedPage
+	if r.Method != http.MethodHead { // HEAD reads no events
+		if page, err = s.store.ReadFeed(r.Context(), &opts); err != nil {
+			s.fail(w, r, err)
+			return
+		}
 	}
 	head, err := s.store.FeedHead(r.Context())
 	if err != nil {
@@ -170,15 +189,27 @@ func (s *Server) handleFeed(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.metrics.observeFeedHead(head)
-	events := make([]eventJSON, 0, len(page.Events))
-	for _, ev := range page.Events {
-		events = append(events, toFeedEventJSON(ev))
+	j := newJSONWriter(w, http.StatusOK)
+	if r.Method == http.MethodHead {
+		j.close()
+		return
 	}
-	writeJSON(w, http.StatusOK, struct {
-		Events []eventJSON `json:"events"`
-		Next   int64       `json:"next"`
-		Head   int64       `json:"head"`
-	}{events, page.Next, head})
+	j.raw(`{"events":[`)
+	for i := range page.Events {
+		if i > 0 {
+			j.raw(",")
+		}
+		if err := j.value(toFeedEventJSON(page.Events[i])); err != nil {
+			s.failStream(j, r, err)
+			return
+		}
+		page.Events[i] = estuite.FeedEvent{} // sent: let it go
+		if j.err != nil {
+			return
+		}
+	}
+	j.raw(`],"next":` + strconv.FormatInt(page.Next, 10) + `,"head":` + strconv.FormatInt(head, 10) + "}\n")
+	j.close()
 }
 
 // handleHealth serves GET /healthz.

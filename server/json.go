@@ -17,8 +17,9 @@ import (
 	"github.com/google/uuid"
 )
 
-// writeJSON answers v as JSON. HTML characters are not escaped: this is an API, and event data
-// should read back as close to what was sent as JSON allows.
+// writeJSON answers v as JSON, encoded whole first: for small bodies (read pages go through a
+// jsonWriter). HTML characters are not escaped: this is an API, and event data should read back
+// as close to what was sent as JSON allows.
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)
@@ -29,10 +30,8 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 		buf.Reset()
 		buf.WriteString(`{"error":"internal","message":"internal error"}` + "\n")
 	}
-	h := w.Header()
-	h.Set("Content-Type", "application/json")
-	h.Set("Cache-Control", "no-store")
-	h.Set("Content-Length", strconv.Itoa(buf.Len()))
+	setJSONHeaders(w.Header())
+	w.Header().Set("Content-Length", strconv.Itoa(buf.Len()))
 	w.WriteHeader(status)
 	w.Write(buf.Bytes())
 }

@@ -2,9 +2,14 @@ package server
 
 import (
 	"bufio"
+	"bytes"
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -51,25 +56,32 @@ func (s *Server) handleLive(w http.ResponseWriter, r *http.Request) {
 		return
 	default:
 	}
+	// HEAD answers as GET would, without taking a slot.
+	if !s.admitLive(r.Method != http.MethodHead) {
+		s.fail(w, r, &apiError{Status: http.StatusServiceUnavailable, Code: codeTooManyLiveStreams,
+			Message: "the server has " + strconv.Itoa(s.maxLive) + " live feed streams open, its limit; retry later, or read GET /feed"})
+		return
+	}
 	if r.Method == http.MethodHead {
 		w.Header().Set("Content-Type", "text/event-stream")
 		w.Header().Set("Cache-Control", "no-store")
 		w.WriteHeader(http.StatusOK)
 		return
 	}
+	defer s.releaseLive()
 	rc := http.NewResponseController(w)
-	// A live stream outlives any write timeout the http.Server has; it is ended by the client,
-	// a failure or Close. Not every ResponseWriter supports deadlines: that is fine.
-	_ = rc.SetWriteDeadline(time.Time{})
 
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
+	// Unbuffered: one event in flight between the subscription and this loop, and the
+	// subscription holds one batch of at most about liveBatchBytes.
 	events := make(chan estuite.FeedEvent)
 	sub, err := s.store.Subscribe(ctx, estuite.SubscriptionOptions{
-		After:        after,
-		Types:        opts.Types,
-		StreamPrefix: opts.StreamPrefix,
-		MaxRetries:   -1, // the handler fails only when the stream ends
+		After:         after,
+		Types:         opts.Types,
+		StreamPrefix:  opts.StreamPrefix,
+		MaxRetries:    -1, // the handler fails only when the stream ends
+		MaxBatchBytes: liveBatchBytes,
 		Handler: func(ctx context.Context, ev estuite.FeedEvent) error {
 			select {
 			case events <- ev:
@@ -99,16 +111,33 @@ func (s *Server) handleLive(w http.ResponseWriter, r *http.Request) {
 	h.Set("Content-Type", "text/event-stream")
 	h.Set("Cache-Control", "no-store")
 	h.Set("X-Accel-Buffering", "no") // tell nginx and friends not to buffer the stream
-	w.WriteHeader(http.StatusOK)
 	bw := bufio.NewWriter(w)
-	flush := func() error {
+	var msg bytes.Buffer // one event's message, encoded before it is sent
+	enc := json.NewEncoder(&msg)
+	enc.SetEscapeHTML(false)
+	// send writes one message under its own write deadline (which replaces any WriteTimeout of
+	// the http.Server for this connection: a stream outlives it): a client that does not take
+	// the bytes within LiveWriteTimeout is dropped. Not every ResponseWriter supports deadlines.
+	send := func(write func()) error {
+		_ = rc.SetWriteDeadline(time.Now().Add(s.liveWrite))
+		write()
 		if err := bw.Flush(); err != nil {
 			return err
 		}
 		return rc.Flush()
 	}
-	fmt.Fprintf(bw, ": estuite live feed after %d\n\n", after)
-	if err := flush(); err != nil {
+	dropped := func(err error) {
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			s.log.LogAttrs(r.Context(), slog.LevelInfo, "live feed stream dropped: the client did not read it within the write timeout",
+				slog.Duration("timeout", s.liveWrite), slog.Int64("position", sub.Position()))
+		}
+	}
+	err = send(func() {
+		w.WriteHeader(http.StatusOK)
+		fmt.Fprintf(bw, ": estuite live feed after %d\n\n", after)
+	})
+	if err != nil {
+		dropped(err)
 		return
 	}
 	keepAlive := time.NewTicker(s.keepAlive)
@@ -116,25 +145,28 @@ func (s *Server) handleLive(w http.ResponseWriter, r *http.Request) {
 	for {
 		select {
 		case ev := <-events:
-			data, err := marshalJSON(toFeedEventJSON(ev))
-			if err != nil {
-				s.liveFailed(bw, r, err)
-				flush()
+			msg.Reset()
+			msg.WriteString("id: " + strconv.FormatInt(ev.Position, 10) + "\ndata: ")
+			if err := enc.Encode(toFeedEventJSON(ev)); err != nil { // its newline ends the data line
+				send(func() { s.liveFailed(bw, r, err) })
 				return
 			}
-			fmt.Fprintf(bw, "id: %d\ndata: %s\n\n", ev.Position, data)
-			if err := flush(); err != nil {
+			msg.WriteString("\n")
+			if err := send(func() { bw.Write(msg.Bytes()) }); err != nil {
+				dropped(err)
 				return
+			}
+			if msg.Cap() > 256<<10 {
+				msg = bytes.Buffer{} // do not keep a large event's buffer while the stream idles
 			}
 		case <-keepAlive.C:
-			bw.WriteString(": keep-alive\n\n")
-			if err := flush(); err != nil {
+			if err := send(func() { bw.WriteString(": keep-alive\n\n") }); err != nil {
+				dropped(err)
 				return
 			}
 		case <-sub.Done():
 			if err := sub.Err(); err != nil {
-				s.liveFailed(bw, r, err)
-				flush()
+				send(func() { s.liveFailed(bw, r, err) })
 			}
 			return
 		case <-r.Context().Done():
@@ -158,6 +190,31 @@ func parsePosition(s string) (int64, bool) {
 	}
 	v, err := strconv.ParseInt(s, 10, 64)
 	return v, err == nil && v <= estuite.MaxPosition
+}
+
+// liveBatchBytes bounds the events a live stream's subscription reads ahead (one feed read): a
+// stream holds at most about this much of events, one more (the one that reaches it) and the JSON
+// of the event being sent — a few MiB, whatever the events' size.
+const liveBatchBytes = 1 << 20
+
+// admitLive reports whether a live stream may open, under Options.MaxLiveStreams; take
+// reserves its slot, to be given back with releaseLive.
+func (s *Server) admitLive(take bool) bool {
+	s.liveMu.Lock()
+	defer s.liveMu.Unlock()
+	if s.liveSlots >= s.maxLive {
+		return false
+	}
+	if take {
+		s.liveSlots++
+	}
+	return true
+}
+
+func (s *Server) releaseLive() {
+	s.liveMu.Lock()
+	s.liveSlots--
+	s.liveMu.Unlock()
 }
 
 // liveFailed ends a live stream on an error with an "error" event carrying the error body.

@@ -25,6 +25,7 @@
 package server
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
@@ -50,6 +51,13 @@ const (
 	DefaultMaxBodyBytes = 8 << 20
 	// DefaultLiveKeepAlive is how often a live feed stream sends a comment line at the least.
 	DefaultLiveKeepAlive = 15 * time.Second
+	// DefaultMaxResponseBytes is the byte budget of one feed page (Options.MaxResponseBytes).
+	DefaultMaxResponseBytes = 4 << 20
+	// DefaultLiveWriteTimeout bounds each write of a live feed stream (Options.LiveWriteTimeout).
+	DefaultLiveWriteTimeout = 30 * time.Second
+	// DefaultMaxLiveStreams is how many live feed streams may be open at once
+	// (Options.MaxLiveStreams).
+	DefaultMaxLiveStreams = 256
 	// DefaultMaxSubscriptionMetrics is how many durable subscriptions /metrics reports by
 	// default (Options.MaxSubscriptionMetrics).
 	DefaultMaxSubscriptionMetrics = 100
@@ -105,6 +113,21 @@ type Options struct {
 	// LiveKeepAlive is the longest a live feed stream stays silent: a comment line is sent at
 	// least this often. 0 means DefaultLiveKeepAlive.
 	LiveKeepAlive time.Duration
+	// MaxResponseBytes bounds the memory of one read request by bytes rather than events. A
+	// GET /feed page stops after the event that brings its events' stored size (about their data
+	// and metadata; binary data grows by 4/3 in its base64 JSON) to MaxResponseBytes: it holds at
+	// least one event, may hold fewer than limit, and its next says where to read on. A stream
+	// read (GET /streams/{stream}/events) is not cut short, since its clients page by counting
+	// events, but is read from storage in pages of about MaxResponseBytes and sent as it is read.
+	// 0 means DefaultMaxResponseBytes.
+	MaxResponseBytes int64
+	// LiveWriteTimeout bounds every write of a live feed stream (an event, a keep-alive): a
+	// client that does not take the bytes within it is dropped, and what its stream held is
+	// released. 0 means DefaultLiveWriteTimeout.
+	LiveWriteTimeout time.Duration
+	// MaxLiveStreams caps the live feed streams open at once. Over it, GET /feed/live answers
+	// 503 too_many_live_streams with Retry-After. 0 means DefaultMaxLiveStreams.
+	MaxLiveStreams int
 	// Dispatcher, when set, is the dispatcher running in this process: /metrics reports its
 	// Health at every scrape (lease held, pending work, time since progress). Its OnStep should
 	// still be ObserveDispatch, which feeds the per-step metrics. The seconds since progress are
@@ -133,6 +156,9 @@ type Server struct {
 	log       *slog.Logger
 	maxBody   int64
 	keepAlive time.Duration
+	maxResp   int64         // Options.MaxResponseBytes
+	liveWrite time.Duration // Options.LiveWriteTimeout
+	maxLive   int           // Options.MaxLiveStreams
 	metrics   *metrics
 	handler   http.Handler
 
@@ -142,8 +168,9 @@ type Server struct {
 	closing   chan struct{}
 	closeOnce sync.Once
 
-	liveMu sync.Mutex
-	live   map[*liveConn]struct{}
+	liveMu    sync.Mutex
+	live      map[*liveConn]struct{}
+	liveSlots int // live streams admitted and not yet ended (≤ maxLive); some not yet in live
 }
 
 // New returns a server for opts.Store.
@@ -164,6 +191,9 @@ func New(opts Options) (*Server, error) {
 	corsOrigins, err := parseCORSOrigins(opts.CORSOrigins)
 	if err != nil {
 		return nil, err
+	}
+	if opts.MaxResponseBytes < 0 || opts.LiveWriteTimeout < 0 || opts.MaxLiveStreams < 0 {
+		return nil, errors.New("server: Options.MaxResponseBytes, LiveWriteTimeout and MaxLiveStreams must not be negative")
 	}
 	maxSubs := opts.MaxSubscriptionMetrics
 	switch {
@@ -198,6 +228,9 @@ func New(opts Options) (*Server, error) {
 	if s.keepAlive == 0 {
 		s.keepAlive = DefaultLiveKeepAlive
 	}
+	s.maxResp = cmp.Or(opts.MaxResponseBytes, DefaultMaxResponseBytes)
+	s.liveWrite = cmp.Or(opts.LiveWriteTimeout, DefaultLiveWriteTimeout)
+	s.maxLive = cmp.Or(opts.MaxLiveStreams, DefaultMaxLiveStreams)
 	reg, gat := opts.Registerer, opts.Gatherer
 	switch {
 	case reg == nil && gat == nil:
@@ -232,7 +265,8 @@ func New(opts Options) (*Server, error) {
 func (s *Server) Handler() http.Handler { return s.handler }
 
 // Close ends every live feed stream and refuses new ones (503 unavailable), so that
-// http.Server.Shutdown, which waits for running requests, can finish. Other requests are served
+// http.Server.Shutdown, which waits for running requests, can finish (a stream whose client has
+// stopped reading ends within Options.LiveWriteTimeout). Other requests are served
 // as before. Close does not close the store.
 func (s *Server) Close() {
 	s.closeOnce.Do(func() { close(s.closing) })

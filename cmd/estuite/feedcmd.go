@@ -39,7 +39,7 @@ func init() {
 				}
 				printed := 0
 				for pos := *after; *limit == 0 || printed < *limit; {
-					page, err := store.ReadFeed(ctx, &estuite.FeedOptions{After: pos, Types: typeList, StreamPrefix: *prefix})
+					page, err := store.ReadFeed(ctx, &estuite.FeedOptions{After: pos, Types: typeList, StreamPrefix: *prefix, MaxBytes: readBytes})
 					if err != nil {
 						return err
 					}
@@ -63,9 +63,13 @@ func init() {
 	})
 }
 
+// readBytes bounds what the read commands hold at once, however large the events: about this
+// many bytes of events per feed page or storage request.
+const readBytes = 4 << 20
+
 func followFeed(ctx context.Context, e *env, store *estuite.Store, after int64, types []string, prefix string) error {
 	sub, err := store.Subscribe(ctx, estuite.SubscriptionOptions{
-		After: after, Types: types, StreamPrefix: prefix,
+		After: after, Types: types, StreamPrefix: prefix, MaxBatchBytes: readBytes,
 		Handler: func(_ context.Context, ev estuite.FeedEvent) error {
 			return writeFeedEvent(e.stdout, ev)
 		},

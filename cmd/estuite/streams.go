@@ -79,7 +79,7 @@ func init() {
 					return err
 				}
 				defer store.Close()
-				opts := &estuite.ReadOptions{From: *from, Limit: *limit}
+				opts := &estuite.ReadOptions{From: *from, Limit: *limit, PageBytes: readBytes}
 				if *backward {
 					opts.Direction = estuite.Backward
 				}
