@@ -66,6 +66,8 @@ func init() {
 			fs.DurationVar(&o.writeTimeout, "write-timeout", DefaultWriteTimeout, "the longest an answer may take to send (not /feed/live, which streams until closed)")
 			fs.DurationVar(&o.idleTimeout, "idle-timeout", DefaultIdleTimeout, "how long an idle keep-alive connection stays open")
 			fs.IntVar(&o.maxConnections, "max-connections", DefaultMaxConnections, "the most connections open at once (live feeds included); further ones wait to be accepted")
+			fs.IntVar(&o.maxLiveStreams, "max-live-streams", server.DefaultMaxLiveStreams, "the most /feed/live streams open at once; over it, 503 too_many_live_streams")
+			fs.DurationVar(&o.liveWriteTimeout, "live-write-timeout", server.DefaultLiveWriteTimeout, "how long a /feed/live client may take to read one event or keep-alive before it is dropped")
 			fs.StringVar(&o.instance, "instance", "", "this server's name in the dispatcher lease: keep it the same across restarts and unique among the servers of one store.\n"+
 				"Default: on the embedded store, a random ID kept in DATA/"+instanceFile+" (created on first start);\n"+
 				"on Azure, HOSTNAME/ADDR (the host name and --addr, so that two servers on one host differ)")
@@ -87,6 +89,12 @@ func init() {
 					if d <= 0 {
 						return usagef("%s must be positive, not %v", name, d)
 					}
+				}
+				if o.maxLiveStreams < 1 {
+					return usagef("--max-live-streams must be at least 1, not %d", o.maxLiveStreams)
+				}
+				if o.liveWriteTimeout <= 0 {
+					return usagef("--live-write-timeout must be positive, not %v", o.liveWriteTimeout)
 				}
 				if o.maxConnections < 1 {
 					return usagef("--max-connections must be at least 1, not %d", o.maxConnections)
@@ -141,6 +149,8 @@ type serveOptions struct {
 	tlsCert, tlsKey                        string
 	readTimeout, writeTimeout, idleTimeout time.Duration
 	maxConnections                         int
+	maxLiveStreams                         int
+	liveWriteTimeout                       time.Duration
 }
 
 // resolveToken returns the token the server requires: --token when given, else the contents of
@@ -280,7 +290,8 @@ func serve(ctx context.Context, logger *slog.Logger, b *backendFlags, o serveOpt
 		},
 	})
 	srv, err = server.New(server.Options{Store: store, Token: o.token, Logger: logger, Dispatcher: dispatcher,
-		AllowedHosts: append(addrHost(o.addr), o.allowedHosts...), CORSOrigins: o.corsOrigins})
+		AllowedHosts: append(addrHost(o.addr), o.allowedHosts...), CORSOrigins: o.corsOrigins,
+		MaxLiveStreams: o.maxLiveStreams, LiveWriteTimeout: o.liveWriteTimeout})
 	if err != nil {
 		return err
 	}

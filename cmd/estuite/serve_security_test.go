@@ -399,3 +399,29 @@ func TestServeCapsConnections(t *testing.T) {
 		t.Errorf("no warning that the connection limit was reached:\n%s", p.logs.String())
 	}
 }
+
+// TestServeCapsLiveStreams checks --max-live-streams (over it, 503 too_many_live_streams) and
+// that bad values of it and of --live-write-timeout are usage errors.
+func TestServeCapsLiveStreams(t *testing.T) {
+	t.Setenv("ESTUITE_TOKEN", "")
+	for _, args := range [][]string{{"--max-live-streams", "0"}, {"--live-write-timeout", "0s"}, {"--live-write-timeout", "-1s"}} {
+		if code, out := runServe(t, nil, append([]string{"--data", t.TempDir(), "--addr", freePort(t)}, args...)...); code != 2 || !strings.Contains(out, args[0]) {
+			t.Errorf("serve %v: exit %d, want a usage error naming the flag\n%s", args, code, out)
+		}
+	}
+	p := serveInProcess(t, nil, "--data", t.TempDir(), "--max-live-streams", "1", "--live-write-timeout", "5s")
+	res, err := (&http.Client{}).Get(p.url("/feed/live"))
+	if err != nil || res.StatusCode != 200 {
+		t.Fatalf("the first live stream: %v %v", res, err)
+	}
+	defer res.Body.Close()
+	second, err := p.client.Get(p.url("/feed/live"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(second.Body)
+	second.Body.Close()
+	if second.StatusCode != http.StatusServiceUnavailable || !strings.Contains(string(body), "too_many_live_streams") {
+		t.Fatalf("a second live stream over --max-live-streams 1: %d %s", second.StatusCode, body)
+	}
+}
