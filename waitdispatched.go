@@ -192,18 +192,25 @@ func (s *Store) findInFeed(ctx context.Context, pk, stream string, version, page
 				return c, true, nil
 			}
 		}
-		// Not one run: the version is in this page, before c, or in an earlier page.
-		if page > 0 {
-			prev, ok, err := s.feedMarker(ctx, page-1, pk)
+		// Not one run: the version is in this page, before c, or in an earlier page — the one
+		// before that holds the stream's events (pages without them have no marker of it).
+		earlier := false
+		for p := page - 1; p >= 0 && !earlier; p-- {
+			prev, ok, err := s.feedMarker(ctx, p, pk)
 			if err != nil {
 				return 0, false, err
 			}
-			if ok && prev.version >= version {
-				page, m = page-1, prev
+			if !ok {
 				continue
 			}
+			if prev.version < version {
+				break // the version is in page
+			}
+			page, m, earlier = p, prev, true
 		}
-		break
+		if !earlier {
+			break
+		}
 	}
 	pos, found := int64(0), false
 	q := table.Query{PartitionKey: feedPartition(page), From: feedEventKey(pageFirst(page)), To: feedEventKey(m.position)}

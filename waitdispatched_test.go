@@ -135,18 +135,25 @@ func TestWaitDispatchedFindsOtherProcessesFeedWrites(t *testing.T) {
 }
 
 // A version dispatched in a step before its stream's last, with another stream's events between:
-// neither the marker nor a run from it says where it is, so the waiter reads the feed page.
+// neither the marker nor a run from it says where it is, so the waiter reads the feed page; and
+// the stream's pages need not follow each other.
 func TestWaitDispatchedFindsAVersionOutsideItsStreamsLastRun(t *testing.T) {
+	defer estuite.SetFeedPageSize(3)()
 	b := mem.New(nil)
 	writer := openStore(t, b, nil)
 	dispatcher := estuite.NewDispatcher(writer, nil)
-	for _, stream := range []string{"a", "b", "a", "b", "a"} {
-		mustAppend(t, writer, stream, countedEvents(1, 1), nil)
+	// Page 0: a1, b1, a2. Page 1: b2, b3, b4. Page 2: a3.
+	for _, step := range []struct {
+		stream string
+		n      int
+	}{{"a", 1}, {"b", 1}, {"a", 1}, {"b", 3}, {"a", 1}} {
+		mustAppend(t, writer, step.stream, countedEvents(1, step.n), nil)
 		stepUntilIdle(t, dispatcher)
 	}
 	waiter := openStore(t, b, nil)
-	ctx := context.Background()
-	for v, want := range []int64{1, 3, 5} {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for v, want := range []int64{1, 3, 7} {
 		var pos int64
 		d := requestsOf(waiter, func() {
 			var err error
