@@ -338,13 +338,13 @@ func (sim *simRun) paused(a *simsched.Actor, d time.Duration) {
 // call waits its turn, Tick each), so a busy loop makes about as many calls per second as a
 // correct dispatcher polling briskly; whether it waited between two idle steps does not.
 type simBusy struct {
-	name   string
-	world  *simWorld
-	actor  *simsched.Actor
-	clock  *simsched.Clock
-	idles  int
-	streak int
-	since  time.Time
+	name    string
+	world   *simWorld
+	actor   *simsched.Actor
+	clock   *simsched.Clock
+	idles   int
+	streak  int
+	since   time.Time
 	calls   int
 	done    bool
 	corrupt bool // a step failed with ErrCorrupt (reported once)
