@@ -84,6 +84,12 @@ type DispatcherOptions struct {
 	// OnStep, when set, is called after every step that Start runs, with its stats and error:
 	// for metrics and logs. It must not block.
 	OnStep func(DispatchStats, error)
+	// Linger is how long a dispatcher started with Start, woken by an append in this process,
+	// waits for more appends before it steps, so that one step carries many streams (and after a
+	// refused conditional feed write, how long it waits before it tries again). It adds to the
+	// commit-to-feed lag of a lone append. 0 means DefaultLinger; negative is an
+	// *InvalidInputError from Start.
+	Linger time.Duration
 }
 
 // Dispatcher moves committed events from the stream table into the feed. Run one per process
@@ -175,6 +181,9 @@ func NewDispatcher(s *Store, opts *DispatcherOptions) *Dispatcher {
 	}
 	if o.Owner == "" {
 		o.Owner = uuid.NewString()
+	}
+	if o.Linger == 0 {
+		o.Linger = DefaultLinger
 	}
 	return &Dispatcher{s: s, o: o, waits: make(map[string]waitInfo), pendingSince: make(map[string]pendingInfo)}
 }
@@ -810,6 +819,7 @@ func (d *Dispatcher) submitFeed(ctx context.Context, b *feedBatch) error {
 		e := b.ops[i].Entity
 		d.st.markers[spk] = &pageMarker{stream: e.Properties[propStream].(string), version: e.Properties[propVersion].(int64)}
 	}
+	d.s.dispatchWatch.written(b.ops)
 	d.s.feedHead.publish(b.next - 1)
 	if created && d.st.page > 0 {
 		// Best effort: a hint for readers and later dispatchers where the feed stands.

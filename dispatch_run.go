@@ -9,8 +9,8 @@ import (
 	"github.com/estuite/estuite/table"
 )
 
-// DefaultLinger is how long a woken dispatcher waits for more appends before it steps, so that
-// one step carries many streams.
+// DefaultLinger is DispatcherOptions.Linger when it is 0: how long a woken dispatcher waits for
+// more appends before it steps, so that one step carries many streams.
 const DefaultLinger = 10 * time.Millisecond
 
 // Start runs the dispatcher in the background until ctx is done or Stop is called. It holds the
@@ -19,8 +19,12 @@ const DefaultLinger = 10 * time.Millisecond
 // renewing it); it steps at once when this process appends, and looks at every dirty-marker
 // shard at least every PollInterval while busy (with a poll that backs off to MaxPollInterval
 // while idle), so that other processes' appends are found however busy this process is.
-// Start returns an error if the dispatcher is already running.
+// Start returns an error if the dispatcher is already running, and an *InvalidInputError for a
+// negative DispatcherOptions.Linger.
 func (d *Dispatcher) Start(ctx context.Context) error {
+	if d.o.Linger < 0 {
+		return invalid("linger", "%v is negative", d.o.Linger)
+	}
 	d.run.Lock()
 	defer d.run.Unlock()
 	if d.run.done != nil {
@@ -132,7 +136,7 @@ func (d *Dispatcher) loop(ctx context.Context) error {
 				// A conditional write was refused: another dispatcher's write (or one of this
 				// dispatcher's own whose answer was lost) moved a row. The step read the feed's
 				// page anew for the next one: go on after a linger, no backoff.
-				if _, werr := clock.Wait(ctx, lease.cap(clock.Now(), DefaultLinger), nil); werr != nil {
+				if _, werr := clock.Wait(ctx, lease.cap(clock.Now(), d.o.Linger), nil); werr != nil {
 					return nil
 				}
 				continue
@@ -162,7 +166,7 @@ func (d *Dispatcher) loop(ctx context.Context) error {
 			return nil
 		}
 		if woken {
-			if _, err := clock.Wait(ctx, DefaultLinger, nil); err != nil {
+			if _, err := clock.Wait(ctx, d.o.Linger, nil); err != nil {
 				return nil
 			}
 			shards = union(waiting, d.s.dirty.take())

@@ -187,6 +187,12 @@ func (s *Store) FeedHead(ctx context.Context) (int64, error) {
 	} else if !errors.Is(err, table.ErrNotFound) {
 		return 0, err
 	}
+	return s.feedHeadFrom(ctx, page)
+}
+
+// feedHeadFrom finds the highest position in the feed, reading page headers from page on (back
+// from it while it has none), and publishes it to this process's subscribers.
+func (s *Store) feedHeadFrom(ctx context.Context, page int64) (int64, error) {
 	head := int64(0)
 	for {
 		row, err := s.events.get(ctx, feedPartition(page), feedHeaderRowKey)

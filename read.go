@@ -2,8 +2,11 @@ package estuite
 
 import (
 	"context"
+	"errors"
 	"iter"
 	"slices"
+	"strings"
+	"sync/atomic"
 
 	"github.com/estuite/estuite/table"
 )
@@ -15,18 +18,32 @@ type StreamRead struct {
 	// Version is the stream's version (its number of events) when the read began. Events
 	// appended later are not part of this read.
 	Version int64
+	// Snapshot is the stream's snapshot of ReadOptions.SnapshotSchema, when the read asked for
+	// one (WithSnapshot) and the stream has one; nil otherwise. Events then starts after its
+	// Version.
+	Snapshot *Snapshot
 	// Events yields the events read, in the read's direction. It stops at the first error,
-	// yielding it with a zero event. It may be iterated more than once; each pass reads storage
-	// again.
+	// yielding it with a zero event. It may be iterated more than once; each pass after the
+	// first reads storage again.
 	Events iter.Seq2[RecordedEvent, error]
 }
 
-// Read reads a stream. It reads the stream's head at once — a stream that was never written is an
-// ErrStreamNotFound — and its events lazily, about one storage request per 1,000 events (or per
-// ReadOptions.PageBytes of events), as Events is iterated. opts may be nil: forward from the first
-// event, without limit.
+// Read reads a stream. opts may be nil: forward from the first event, without limit. A stream
+// that was never written is an ErrStreamNotFound.
 //
-// The context is used by the iteration too: cancel it to stop a read.
+// A read starts with one range query that runs from its first event (or from the snapshot row,
+// with WithSnapshot) to the stream's head, which sorts after the events: a stream whose events
+// fit one storage page (about 1,000 rows) costs one storage request in all. Otherwise Read reads
+// the head too (a point read; with WithSnapshot, first a query from the snapshot's version to the
+// head, which ends the read when the events after the snapshot fit one page), and the rest of
+// the events lazily, about one request per 1,000 events (or per ReadOptions.PageBytes of events;
+// with PageBytes, the first query too asks only for the rows the budget holds at the store's
+// estimate), as Events is iterated. A read that asks
+// for a snapshot costs at most two requests when the events after the snapshot fit one page.
+// Backward reads with a Limit read the head first, then the events: two requests.
+//
+// The first pass over Events yields the rows the first query read before it reads on; later
+// passes read storage again. The context is used by the iteration too: cancel it to stop a read.
 func (s *Store) Read(ctx context.Context, stream string, opts *ReadOptions) (*StreamRead, error) {
 	if err := s.checkOpen(); err != nil {
 		return nil, err
@@ -50,20 +67,257 @@ func (s *Store) Read(ctx context.Context, stream string, opts *ReadOptions) (*St
 	if o.PageBytes < 0 {
 		return nil, invalid("pageBytes", "%d is negative", o.PageBytes)
 	}
+	if o.WithSnapshot && o.Direction == Backward {
+		return nil, invalid("direction", "a read with a snapshot reads forward")
+	}
 	pk := streamKey(stream)
-	h, err := s.readHead(ctx, pk)
+	if o.Direction == Backward && o.Limit > 0 {
+		// The last events of a stream: the head says where they are. A query from the first
+		// event would read the whole stream to find the head.
+		h, err := s.readHead(ctx, pk)
+		if err != nil {
+			return nil, err
+		}
+		if h.etag == "" || h.version == 0 {
+			return nil, ErrStreamNotFound
+		}
+		first, last := versionRange(h.version, o)
+		return &StreamRead{Stream: stream, Version: h.version, Events: s.streamEvents(ctx, stream, pk, first, last, o.Direction, o.PageBytes)}, nil
+	}
+	sz := newPageSizer(s.streams)
+	op, err := s.openRead(ctx, pk, o, sz)
 	if err != nil {
 		return nil, err
 	}
+	h := op.head
 	if h.etag == "" || h.version == 0 {
 		return nil, ErrStreamNotFound // no head, or a head a dispatcher placed before the first append
 	}
+	if op.snapshot != nil {
+		if op.snapshot.Version > h.version {
+			return nil, corrupt(pk, snapshotRowKey, "snapshot at version %d, beyond the head version %d", op.snapshot.Version, h.version)
+		}
+		o.From = max(o.From, op.snapshot.Version+1)
+	}
 	first, last := versionRange(h.version, o)
-	return &StreamRead{
-		Stream:  stream,
-		Version: h.version,
-		Events:  s.streamEvents(ctx, stream, pk, first, last, o.Direction, o.PageBytes),
-	}, nil
+	read := &StreamRead{Stream: stream, Version: h.version, Snapshot: op.snapshot}
+	// The first pass yields what the first query read; every pass reads the rest from storage.
+	var kept atomic.Pointer[[]table.Entity]
+	kept.Store(&op.rows)
+	read.Events = func(yield func(RecordedEvent, error) bool) {
+		rows := kept.Swap(nil)
+		if rows == nil || first > last {
+			s.streamEvents(ctx, stream, pk, first, last, o.Direction, o.PageBytes)(yield)
+			return
+		}
+		if o.Direction == Forward {
+			next, ok := yieldKept(stream, *rows, first, last, yield)
+			if ok && next <= last {
+				s.scanEvents(ctx, stream, pk, next, last, o.PageBytes, sz, yield)
+			}
+			return
+		}
+		// Backward, from the first version (a backward read with a limit does not come here): the
+		// kept rows are the oldest events, yielded last.
+		var page []RecordedEvent
+		next, ok := yieldKept(stream, *rows, first, last, func(e RecordedEvent, err error) bool {
+			if err != nil {
+				return yield(RecordedEvent{}, err)
+			}
+			page = append(page, e)
+			return true
+		})
+		if !ok {
+			return
+		}
+		if next <= last {
+			ended := true
+			s.streamEvents(ctx, stream, pk, next, last, Backward, o.PageBytes)(func(e RecordedEvent, err error) bool {
+				if err != nil || !yield(e, err) {
+					ended = false
+					if err != nil {
+						yield(RecordedEvent{}, err)
+					}
+					return false
+				}
+				return true
+			})
+			if !ended {
+				return
+			}
+		}
+		for _, e := range slices.Backward(page) {
+			if !yield(e, nil) {
+				return
+			}
+		}
+	}
+	return read, nil
+}
+
+// yieldKept yields, in order, the events of versions first, first+1, … up to last that rows
+// (event rows in key order) hold without a gap. It returns the version it stopped before, and
+// false when yield stopped it or an error was yielded.
+func yieldKept(stream string, rows []table.Entity, first, last int64, yield func(RecordedEvent, error) bool) (int64, bool) {
+	next := first
+	for _, row := range rows {
+		if next > last {
+			break
+		}
+		v, ok := parseEventKey(row.RowKey)
+		if ok && v < next {
+			continue
+		}
+		if ok && v > next {
+			break // a gap in what the first query saw: read the rest again from storage
+		}
+		e, err := decodeEvent(stream, row)
+		if err != nil {
+			yield(RecordedEvent{}, err)
+			return next, false
+		}
+		next++
+		if !yield(e, nil) {
+			return next, false
+		}
+	}
+	return next, true
+}
+
+// openedRead is what a read's first queries found: the head, the snapshot asked for, and the
+// event rows read on the way.
+type openedRead struct {
+	head     head
+	snapshot *Snapshot
+	rows     []table.Entity // event rows from the read's first version on, in key order
+}
+
+// snapshotProbeRows is the page size of the first query of a read with a snapshot of a stream
+// whose length the store does not know: the snapshot row, up to 97 events, the progress row and
+// the head. A longer stream costs a second query from after the snapshot, and the events this one
+// read before the snapshot are wasted: so few that the second query costs about what it would
+// after a point read of the snapshot row.
+const snapshotProbeRows = 100
+
+// openRead runs a read's first range query: from the read's first event (or the snapshot row) to
+// the head. It follows continuations while what it read fits the query's limit (one storage page;
+// snapshotProbeRows for a read from the snapshot row of a stream of unknown length). When that
+// does not reach the head, a read that does not yet hold every event it wants and read none of
+// them, or only a probe's worth, runs one more query from the next version it wants; then the
+// head is read directly. A read with a snapshot of a stream the store knows to be longer than a
+// page reads the snapshot row alone first (a point read), so that no event before it is read.
+func (s *Store) openRead(ctx context.Context, pk string, o ReadOptions, sz *pageSizer) (openedRead, error) {
+	var op openedRead
+	first := max(o.From, 1)
+	if o.Direction == Backward {
+		first = 1
+	}
+	from := eventKey(first)
+	limit := table.MaxPageSize
+	wantedLimit := func() int {
+		if o.Direction == Forward && o.Limit > 0 {
+			return min(o.Limit-len(op.rows)+2, table.MaxPageSize) // the events wanted, the progress row and the head
+		}
+		return table.MaxPageSize
+	}
+	if o.WithSnapshot {
+		known, ok := s.heads.get(pk)
+		switch {
+		case ok && known.version > table.MaxPageSize-3:
+			row, err := s.streams.get(ctx, pk, snapshotRowKey)
+			switch {
+			case err == nil:
+				sn, err := decodeSnapshot(row)
+				if err != nil {
+					return op, err
+				}
+				if sn.Schema == o.SnapshotSchema {
+					op.snapshot = sn
+					first = max(first, sn.Version+1)
+				}
+			case !errors.Is(err, table.ErrNotFound):
+				return op, err
+			}
+			from, limit = eventKey(first), wantedLimit()
+		case ok:
+			from = snapshotRowKey
+		default:
+			from, limit = snapshotRowKey, snapshotProbeRows
+		}
+	} else {
+		limit = wantedLimit()
+	}
+	for round := 0; round < 2; round++ {
+		if o.PageBytes > 0 {
+			limit = sz.rows(o.PageBytes, limit) // rows the byte budget holds, at the estimate
+		}
+		q := table.Query{PartitionKey: pk, From: from, To: eventIDPrefix, Limit: limit}
+		read := 0
+		kept := len(op.rows)
+		for {
+			page, err := s.streams.query(ctx, q)
+			if err != nil {
+				return op, err
+			}
+			if o.PageBytes > 0 {
+				sz.observe(page.Entities)
+			}
+			for _, row := range page.Entities {
+				read++
+				switch rk := row.RowKey; {
+				case rk == headRowKey:
+					h, err := decodeHead(row)
+					if err != nil {
+						return op, err
+					}
+					s.heads.put(pk, h)
+					op.head = h
+					return op, nil
+				case rk == snapshotRowKey:
+					sn, err := decodeSnapshot(row)
+					if err != nil {
+						return op, err
+					}
+					if sn.Schema == o.SnapshotSchema {
+						op.snapshot = sn
+						first = max(first, sn.Version+1)
+					}
+				case strings.HasPrefix(rk, eventKeyPrefix):
+					if v, ok := parseEventKey(rk); ok && v < first {
+						continue // before the snapshot (or From): not decoded, not kept
+					}
+					op.rows = append(op.rows, row)
+				}
+				// Other rows (the progress row, rows of a later release) are not the read's.
+			}
+			if page.Continuation == "" {
+				return op, nil // no head: no stream
+			}
+			if read >= limit || o.Limit > 0 && len(op.rows) >= o.Limit {
+				break // a page's worth, or every event wanted, and the head still ahead
+			}
+			q.Continuation = page.Continuation
+		}
+		haveAll := o.Limit > 0 && len(op.rows) >= o.Limit
+		if round > 0 || haveAll || len(op.rows) > kept && limit == table.MaxPageSize {
+			break
+		}
+		// Read on from the next version wanted, a full page this time.
+		if n := len(op.rows); n > 0 {
+			v, ok := parseEventKey(op.rows[n-1].RowKey)
+			if !ok {
+				break
+			}
+			first = v + 1
+		}
+		from, limit = eventKey(first), wantedLimit()
+	}
+	h, err := s.readHead(ctx, pk)
+	if err != nil {
+		return op, err
+	}
+	op.head = h
+	return op, nil
 }
 
 // versionRange is the range of versions [first, last] a read covers; empty when first > last.

@@ -2,6 +2,7 @@ package estuite_test
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -125,6 +126,7 @@ func (wr *simWriter) run(ctx context.Context, s *estuite.Store, clock *simsched.
 				}
 				c.events = append(c.events, ev)
 			}
+			c.snapshot = simSnapshotOf(c.id)
 			w.mu.Lock()
 			w.commits[c.id] = c
 			w.mu.Unlock()
@@ -133,7 +135,7 @@ func (wr *simWriter) run(ctx context.Context, s *estuite.Store, clock *simsched.
 		resume = false
 		wr.inflight, wr.exp = c, exp
 		from := w.sched.Steps()
-		res, err := s.Append(ctx, c.stream, c.events, &estuite.AppendOptions{CommitID: c.id, Expected: exp})
+		res, err := s.Append(ctx, c.stream, c.events, &estuite.AppendOptions{CommitID: c.id, Expected: exp, Snapshot: c.snapshot})
 		crashed := ctx.Err() != nil
 		w.record(c, exp, res, err, crashed)
 		var wev *estuite.WrongExpectedVersionError
@@ -336,20 +338,27 @@ func (sim *simRun) paused(a *simsched.Actor, d time.Duration) {
 // call waits its turn, Tick each), so a busy loop makes about as many calls per second as a
 // correct dispatcher polling briskly; whether it waited between two idle steps does not.
 type simBusy struct {
-	name   string
-	world  *simWorld
-	actor  *simsched.Actor
-	clock  *simsched.Clock
-	idles  int
-	streak int
-	since  time.Time
-	calls  int
-	done   bool
+	name    string
+	world   *simWorld
+	actor   *simsched.Actor
+	clock   *simsched.Clock
+	idles   int
+	streak  int
+	since   time.Time
+	calls   int
+	done    bool
+	corrupt bool // a step failed with ErrCorrupt (reported once)
 }
 
 const simBusySteps = 5
 
 func (b *simBusy) step(st estuite.DispatchStats, err error) {
+	if errors.Is(err, estuite.ErrCorrupt) && !b.corrupt {
+		// A row the dispatcher does not understand in a stream's range (a snapshot row, say):
+		// it would stop that stream's dispatch for good.
+		b.corrupt = true
+		b.world.problem("dispatcher %s: a step failed with %v", b.name, err)
+	}
 	idles := b.actor.Idles()
 	waited := idles != b.idles
 	b.idles = idles
@@ -433,3 +442,15 @@ func (sim *simRun) spawnStepper(p *simProc, writersGone <-chan struct{}) {
 
 // simStuckSteps is how many steps in a row a dispatcher may report work it does nothing with.
 const simStuckSteps = 3
+
+// simSnapshotOf decides, from the commit ID alone (so that no seed's random choices change), whether
+// a new commit carries a snapshot, and which: two commits in three do, of schema 1 or 2, with data
+// naming the commit and the schema.
+func simSnapshotOf(commitID string) *estuite.Snapshot {
+	sum := sha256.Sum256([]byte(commitID))
+	if sum[0]%3 == 0 {
+		return nil
+	}
+	schema := 1 + int(sum[1]%2)
+	return &estuite.Snapshot{Schema: schema, Data: fmt.Appendf(nil, "%s|%d", commitID, schema)}
+}

@@ -37,6 +37,8 @@ type simCommit struct {
 	state       commitState
 	first, last int64
 	attempts    []string // what each attempt was answered, for reports
+	snapshot    *estuite.Snapshot
+	snapSaved   bool // an answer reported its snapshot saved (at last)
 }
 
 // simWrongVersion is one WrongExpectedVersionError a writer got, with the steps its call spanned.
@@ -71,7 +73,7 @@ type simWorld struct {
 	subs     map[string][]*simInstance
 	done     map[string]*simHandled
 	problems []string
-	stats    struct{ ok, dup, wev, unavailable, crashed, redelivered int }
+	stats    struct{ ok, dup, wev, unavailable, crashed, redelivered, snapSaved, snapshots int }
 }
 
 func (w *simWorld) problem(format string, args ...any) {
@@ -174,8 +176,15 @@ func (w *simWorld) record(c *simCommit, exp estuite.ExpectedVersion, res estuite
 		case c.state == absent && res.Duplicate:
 			bad("reported as a duplicate (versions %d-%d), but no earlier attempt can have landed", res.FirstVersion, res.LastVersion)
 		}
+		if res.SnapshotSaved && (res.Duplicate || c.snapshot == nil) {
+			bad("reports a snapshot saved: %+v", res)
+		}
 		if c.state != present {
 			c.first, c.last = res.FirstVersion, res.LastVersion
+		}
+		c.snapSaved = c.snapSaved || res.SnapshotSaved
+		if res.SnapshotSaved {
+			w.stats.snapSaved++
 		}
 		c.state = present
 		if res.Duplicate {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/estuite/estuite"
 	"github.com/estuite/estuite/table"
@@ -110,6 +111,70 @@ func simCheck(s *estuite.Store, backend table.Backend, world *simWorld, streams 
 		}
 	}
 
+	// Snapshots: the stream's one snapshot is that of a stored commit whose last event is at its
+	// version, no older than a snapshot an append reported saved; a read with it holds the
+	// events after it.
+	for _, stream := range streams {
+		var saved int64
+		for _, c := range world.commits {
+			if c.stream == stream && c.snapSaved && c.state == present {
+				saved = max(saved, c.last)
+			}
+		}
+		var found *estuite.Snapshot
+		for schema := 1; schema <= 2; schema++ {
+			r, err := s.Read(ctx, stream, &estuite.ReadOptions{WithSnapshot: true, SnapshotSchema: schema})
+			if errors.Is(err, estuite.ErrStreamNotFound) {
+				break
+			}
+			if err != nil {
+				bad("Read(%s) with snapshot schema %d: %v", stream, schema, err)
+				continue
+			}
+			var after []estuite.RecordedEvent
+			for e, err := range r.Events {
+				if err != nil {
+					bad("Read(%s) with snapshot schema %d: %v", stream, schema, err)
+					break
+				}
+				after = append(after, e)
+			}
+			from := int64(0)
+			if sn := r.Snapshot; sn != nil {
+				if found != nil {
+					bad("%s: snapshots of schemas %d and %d", stream, found.Schema, sn.Schema)
+				}
+				found, from = sn, sn.Version
+				id, _, _ := strings.Cut(string(sn.Data), "|")
+				c, st := world.commits[id], stored[stream]
+				v := sn.Version
+				switch {
+				case sn.Schema != schema || string(sn.Data) != fmt.Sprintf("%s|%d", id, schema):
+					bad("%s: snapshot %q read as schema %d", stream, sn.Data, sn.Schema)
+				case c == nil || c.stream != stream || c.snapshot == nil:
+					bad("%s: snapshot %q of no commit of the stream with a snapshot", stream, sn.Data)
+				case v < 1 || v > int64(len(st)) || st[v-1].CommitID != id || v < int64(len(st)) && st[v].CommitID == id:
+					bad("%s: snapshot of commit %s at version %d, which is not that commit's last event", stream, id, v)
+				}
+				world.stats.snapshots++
+			}
+			st := stored[stream]
+			if from > int64(len(st)) || len(after) != len(st)-int(from) {
+				bad("%s: read with snapshot schema %d from version %d holds %d events; the stream %d", stream, schema, from, len(after), len(st))
+				continue
+			}
+			for i, e := range after {
+				if e.Version != from+int64(i)+1 || e.ID != st[from+int64(i)].ID {
+					bad("%s: read with snapshot schema %d: event %d is version %d", stream, schema, i, e.Version)
+					break
+				}
+			}
+		}
+		if saved > 0 && (found == nil || found.Version < saved) {
+			bad("%s: an append saved a snapshot at version %d; the stream's snapshot is %+v", stream, saved, found)
+		}
+	}
+
 	// The feed: positions 1..n without a gap, every stored event exactly once, nothing else, each
 	// stream in version order.
 	var feed []estuite.FeedEvent
@@ -158,6 +223,24 @@ func simCheck(s *estuite.Store, backend table.Backend, world *simWorld, streams 
 	}
 	if head, err := s.FeedHead(ctx); err != nil || head != int64(len(feed)) {
 		bad("FeedHead = %d, %v; the feed holds %d events", head, err, len(feed))
+	}
+	// WaitDispatched, from storage alone (the store dispatched nothing itself), finds each
+	// stream's every 7th version and its last at their positions.
+	wctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	fresh, err := estuite.Open(ctx, backend, nil) // not closed: that would close the backend
+	if err != nil {
+		bad("opening a store: %v", err)
+		return problems, len(feed)
+	}
+	for i, ev := range feed {
+		if i%7 != 0 && ev.Version != int64(len(stored[ev.Stream])) {
+			continue
+		}
+		if pos, err := fresh.WaitDispatched(wctx, ev.Stream, ev.Version); err != nil || pos != ev.Position {
+			bad("WaitDispatched(%s, %d) = %d, %v; the feed holds it at %d", ev.Stream, ev.Version, pos, err, ev.Position)
+			break
+		}
 	}
 
 	// Durable subscriptions: every position up to the stored checkpoint was handled.

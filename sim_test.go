@@ -484,9 +484,9 @@ func runSimulationInBubble(p simParams, dir string) (res simResult) {
 	} else if p.pageSize > 0 || p.emptyPages {
 		store = fmt.Sprintf("mem(pages of %d, empty pages %v)", p.pageSize, p.emptyPages)
 	}
-	res.summary = fmt.Sprintf("%s on %s, feed pages of %d; %d machines (clocks %v), %d writers, %d crashes, %d restarts; %d steps in %v virtual; appends: %d ok, %d duplicate, %d wrong version, %d unavailable, %d crashed; subscriptions handled %d positions (%d redelivered); feed %d events (%d by the final dispatcher); longest wait for the feed %v (calm %v, base allowance %v); backlog up to %d events (%v each)",
+	res.summary = fmt.Sprintf("%s on %s, feed pages of %d; %d machines (clocks %v), %d writers, %d crashes, %d restarts; %d steps in %v virtual; appends: %d ok, %d duplicate, %d wrong version, %d unavailable, %d crashed, %d with their snapshot saved (%d streams end with one); subscriptions handled %d positions (%d redelivered); feed %d events (%d by the final dispatcher); longest wait for the feed %v (calm %v, base allowance %v); backlog up to %d events (%v each)",
 		kind, store, p.feedPageSize, p.machines, p.offsets, len(p.writersOn), sim.crashes, sim.restarts, res.steps, virtual.Round(time.Millisecond),
-		s.ok, s.dup, s.wev, s.unavailable, s.crashed, world.handledTotal(), s.redelivered, feedLen, finalEvents, mon.maxWait.Round(time.Millisecond), mon.maxCalm.Round(time.Millisecond), mon.base.Round(time.Millisecond), mon.maxPeak, mon.perEvent)
+		s.ok, s.dup, s.wev, s.unavailable, s.crashed, s.snapSaved, s.snapshots, world.handledTotal(), s.redelivered, feedLen, finalEvents, mon.maxWait.Round(time.Millisecond), mon.maxCalm.Round(time.Millisecond), mon.base.Round(time.Millisecond), mon.maxPeak, mon.perEvent)
 	return res
 }
 

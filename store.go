@@ -48,6 +48,8 @@ type Store struct {
 	dirty dirtySignal
 	// feedHead tells in-process subscribers how far the feed has been written.
 	feedHead headWatch
+	// dispatchWatch tells WaitDispatched what this process's dispatchers wrote into the feed.
+	dispatchWatch dispatchWatch
 	// announcer writes appends' dirty markers, coalescing concurrent ones.
 	announcer announcer
 }

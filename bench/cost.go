@@ -118,12 +118,13 @@ func (r Result) Cost(p Prices) Cost {
 	c.Cosmos.StoragePerMillionMonthly = Tables{Streams: perMillion(float64(r.JSONBytes.Streams)*cgb, r.EventsWritten),
 		Events: perMillion(float64(r.JSONBytes.Events)*cgb, r.EventsWritten)}
 
-	// The floor: one batch per append; one query per 1,000 events read.
+	// The floor: one batch per append; one query per 1,000 events read (with a snapshot: the
+	// snapshot and the events after it in one range query).
 	floorRead := int64(0)
 	switch r.Workload.Read {
 	case Rehydrate:
-		length := r.EventsWritten / int64(r.Workload.Streams)
-		floorRead = r.Rehydrations * int64(math.Ceil(float64(length)/1000))
+		length := r.Workload.ReadPerRehydration()
+		floorRead = r.Rehydrations * int64(math.Ceil(float64(max(length, 1))/1000))
 	case Project, FollowLive:
 		floorRead = int64(math.Ceil(float64(r.FeedEventsScanned) / 1000))
 	}

@@ -407,7 +407,11 @@ func (r *runner) write(s *estuite.Store, starts *sync.Map) error {
 						starts.Store(name+"/"+strconv.FormatInt(v+1+int64(j), 10), t)
 					}
 				}
-				if _, err := s.Append(ctx, name, events, &estuite.AppendOptions{Expected: estuite.Exactly(v)}); err != nil {
+				opts := &estuite.AppendOptions{Expected: estuite.Exactly(v)}
+				if w.saves(v, int64(len(events))) {
+					opts.Snapshot = &estuite.Snapshot{Schema: 1, Data: make([]byte, SnapshotBytes)}
+				}
+				if _, err := s.Append(ctx, name, events, opts); err != nil {
 					errs[k] = fmt.Errorf("append to %s: %w", name, err)
 					cancel()
 					return
@@ -440,7 +444,8 @@ func (r *runner) drain(s *estuite.Store) (int64, error) {
 	}
 }
 
-// rehydrate reads whole streams, Rehydrations of them, the streams in turn.
+// rehydrate reads whole streams (or their snapshots and the events after them), Rehydrations of
+// them, the streams in turn.
 func (r *runner) rehydrate(s *estuite.Store, res *Result) error {
 	w := r.w
 	var done, events atomic.Int64
@@ -460,7 +465,11 @@ func (r *runner) rehydrate(s *estuite.Store, res *Result) error {
 				}
 				name := r.streamName(int(i % int64(w.Streams)))
 				t := time.Now()
-				read, err := s.Read(r.ctx, name, nil)
+				var opts *estuite.ReadOptions
+				if w.SnapshotEvery > 0 {
+					opts = &estuite.ReadOptions{WithSnapshot: true, SnapshotSchema: 1}
+				}
+				read, err := s.Read(r.ctx, name, opts)
 				if err != nil {
 					errs[k] = fmt.Errorf("read %s: %w", name, err)
 					return

@@ -81,6 +81,32 @@ type Workload struct {
 	Readers int `json:"readers,omitempty"`
 	// Filtered makes a projection keep only one of the EventTypes event types.
 	Filtered bool `json:"filtered,omitempty"`
+	// SnapshotEvery, when set, makes every append that brings a stream to or past a multiple of
+	// it save a snapshot of SnapshotBytes with its events, and a Rehydrate workload read with the
+	// snapshot (estuite.ReadOptions.WithSnapshot): only the events after it are read.
+	SnapshotEvery int `json:"snapshotEvery,omitempty"`
+}
+
+// SnapshotBytes is the size of the snapshots a workload with SnapshotEvery saves.
+const SnapshotBytes = 1000
+
+// saves reports whether the append that brings a stream from version v to v+n saves a snapshot.
+func (w Workload) saves(v, n int64) bool {
+	e := int64(w.SnapshotEvery)
+	return e > 0 && (v+n)/e > v/e
+}
+
+// ReadPerRehydration is how many events one rehydration reads: a whole stream, or the events
+// after its last snapshot.
+func (w Workload) ReadPerRehydration() int64 {
+	length := w.Events() / int64(max(1, w.Streams))
+	last := int64(0)
+	for v := int64(0); v < length; v += int64(w.CommitSize) {
+		if w.saves(v, int64(w.CommitSize)) {
+			last = v + int64(w.CommitSize)
+		}
+	}
+	return length - last
 }
 
 // Events is how many events the workload appends.
@@ -130,6 +156,8 @@ func (w Workload) validate() error {
 		return fmt.Errorf("bench: workload %s: needs at least one writer", w.Name)
 	case w.Read == Rehydrate && w.Rehydrations < 1:
 		return fmt.Errorf("bench: workload %s: a rehydrate workload needs rehydrations", w.Name)
+	case w.SnapshotEvery < 0:
+		return fmt.Errorf("bench: workload %s: negative snapshot interval", w.Name)
 	case w.Read == FollowLive && !w.LiveDispatch:
 		return fmt.Errorf("bench: workload %s: following the feed live needs live dispatch", w.Name)
 	}
@@ -152,6 +180,8 @@ func DefaultWorkloads() []Workload {
 			Streams: 100, Commits: 200, CommitSize: 50, Writers: 16, Read: Rehydrate, Rehydrations: 200, Readers: 16},
 		{Name: "rehydrate-1000", Description: "rehydrate aggregates: read whole streams of 1,000 events, 16 readers",
 			Streams: 20, Commits: 400, CommitSize: 50, Writers: 16, Read: Rehydrate, Rehydrations: 40, Readers: 16},
+		{Name: "rehydrate-1000-snapshots", Description: "the same, with a snapshot saved every 300 events (the last at 900): a read is the snapshot and 100 events",
+			Streams: 20, Commits: 400, CommitSize: 50, Writers: 16, Read: Rehydrate, Rehydrations: 40, Readers: 16, SnapshotEvery: 300},
 		{Name: "projection", Description: "one durable projection (subscription defaults) reads a feed of 20,000 events from the start",
 			Streams: 100, Commits: 400, CommitSize: 50, Writers: 16, Read: Project},
 		{Name: "projection-filtered", Description: "the same, keeping one event type in ten",

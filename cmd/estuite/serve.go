@@ -75,9 +75,14 @@ func init() {
 				"Shorter: another server takes over sooner after this one dies, for more lease requests\n"+
 				"(each server reads the lease, and its holder rewrites it, every third of the duration);\n"+
 				"it must stay well above the storage latency, or leases flap between servers")
+			fs.DurationVar(&o.linger, "dispatch-linger", estuite.DefaultLinger, "how long the dispatcher, woken by an append to this server, waits for more appends before it\n"+
+				"writes them into the feed: longer, fewer and fuller feed writes; shorter, less commit-to-feed lag")
 			return func(ctx context.Context, e *env, args []string) error {
 				if len(args) != 0 {
 					return usagef("serve takes no arguments")
+				}
+				if o.linger < 0 {
+					return usagef("--dispatch-linger must not be negative, not %v", o.linger)
 				}
 				if o.leaseDuration <= 0 {
 					return usagef("--lease-duration must be positive, not %v", o.leaseDuration)
@@ -144,6 +149,7 @@ type serveOptions struct {
 	shutdownTimeout time.Duration
 	instance        string // "" means the default: see defaultInstance
 	leaseDuration   time.Duration
+	linger          time.Duration
 
 	allowedHosts, corsOrigins              []string
 	tlsCert, tlsKey                        string
@@ -282,6 +288,7 @@ func serve(ctx context.Context, logger *slog.Logger, b *backendFlags, o serveOpt
 	dispatcher := estuite.NewDispatcher(store, &estuite.DispatcherOptions{
 		Owner:         instance,
 		LeaseDuration: o.leaseDuration,
+		Linger:        o.linger,
 		OnStep: func(st estuite.DispatchStats, err error) {
 			srv.ObserveDispatch(st, err)
 			if err != nil && ctx.Err() == nil {

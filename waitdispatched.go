@@ -1,0 +1,336 @@
+package estuite
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/estuite/estuite/table"
+)
+
+// Polling of WaitDispatched for the feed writes of other processes' dispatchers.
+const (
+	waitDispatchedFirstPoll = 25 * time.Millisecond
+	waitDispatchedMaxPoll   = time.Second
+	// recentRunStreams bounds what a store remembers of its own dispatcher's latest feed writes:
+	// one run of positions for each of that many streams.
+	recentRunStreams = 10000
+)
+
+// WaitDispatched waits until version of stream is in the feed, and returns its feed position:
+// read-your-writes without a subscription. Wait for an append's AppendResult.LastVersion, then
+// wait for a projection's checkpoint to reach the position returned, and the projection has
+// seen the append. It returns at once when the version is already in the feed.
+//
+// It learns of the feed writes of a dispatcher running in this process (Start, or Step) without
+// a storage request. It also looks in storage, so that it finds what other processes' dispatchers
+// write: once when called, then polling with a backoff from 25 ms to 1 s. One look costs two point
+// reads (the current feed page's header, and the stream's marker row in it) or three (the stream's
+// progress row too, when the stream has no events in the current page); finding the exact
+// position of a version that is not the stream's last in the feed costs one more (or, rarely, a
+// query of the feed page), and one more point read per feed page of 10,000 positions written
+// since the version was.
+//
+// A version the stream does not have yet is an *InvalidInputError, a stream never written an
+// ErrStreamNotFound; a version below 1 is an *InvalidInputError. It returns ctx's error when ctx
+// ends first.
+func (s *Store) WaitDispatched(ctx context.Context, stream string, version int64) (int64, error) {
+	if err := s.checkOpen(); err != nil {
+		return 0, err
+	}
+	if err := validateStreamName(stream); err != nil {
+		return 0, err
+	}
+	if version < 1 {
+		return 0, invalid("version", "%d is not a stream version (the first is 1)", version)
+	}
+	pk := streamKey(stream)
+	if pos, ok := s.dispatchWatch.recent(pk, version); ok {
+		return pos, nil
+	}
+	w := s.dispatchWatch.register(pk, version)
+	defer s.dispatchWatch.unregister(w)
+	poll := waitDispatchedFirstPoll
+	for first := true; ; first = false {
+		pos, found, err := s.locateDispatched(ctx, pk, stream, version)
+		if err != nil {
+			return 0, err
+		}
+		if found {
+			return pos, nil
+		}
+		if first {
+			if err := s.checkCommitted(ctx, pk, stream, version); err != nil {
+				return 0, err
+			}
+		}
+		timer := time.NewTimer(poll)
+		select {
+		case <-w.done:
+			timer.Stop()
+			return w.pos, nil
+		case <-timer.C:
+			poll = min(2*poll, waitDispatchedMaxPoll)
+		case <-ctx.Done():
+			timer.Stop()
+			return 0, ctx.Err()
+		}
+	}
+}
+
+// checkCommitted reports an error when version of the stream is not committed: the stream was
+// never written, or is not at that version yet.
+func (s *Store) checkCommitted(ctx context.Context, pk, stream string, version int64) error {
+	if h, ok := s.heads.get(pk); ok && h.version >= version {
+		return nil
+	}
+	h, err := s.readHead(ctx, pk)
+	if err != nil {
+		return err
+	}
+	if h.etag == "" || h.version == 0 {
+		return ErrStreamNotFound
+	}
+	if h.version < version {
+		return invalid("version", "stream %q is at version %d: version %d is not committed", stream, h.version, version)
+	}
+	return nil
+}
+
+// locateDispatched looks in storage for the feed position of version of a stream. found is false
+// when the version is not in the feed (yet, or as far as a look that raced a page change saw).
+func (s *Store) locateDispatched(ctx context.Context, pk, stream string, version int64) (int64, bool, error) {
+	known, _ := s.feedHead.current()
+	page := pageOf(max(known, 1))
+	if known == 0 {
+		if row, err := s.events.get(ctx, metaPartition, feedHintRow); err == nil {
+			if p, ok := row.Properties[propPage].(int64); ok && validPage(p) {
+				page = p
+			}
+		} else if !errors.Is(err, table.ErrNotFound) {
+			return 0, false, err
+		}
+	}
+	head, err := s.feedHeadFrom(ctx, page)
+	if err != nil || head == 0 {
+		return 0, false, err
+	}
+	page = pageOf(head)
+	m, ok, err := s.feedMarker(ctx, page, pk)
+	switch {
+	case err != nil:
+		return 0, false, err
+	case ok && m.version < version:
+		return 0, false, nil
+	case ok:
+		return s.findInFeed(ctx, pk, stream, version, page, m)
+	}
+	// The stream has no events in the current page: its progress row holds what the earlier
+	// pages hold of it (raised before the current page's first write).
+	row, err := s.streams.get(ctx, pk, progressRowKey)
+	if errors.Is(err, table.ErrNotFound) {
+		return 0, false, nil
+	}
+	if err != nil {
+		return 0, false, err
+	}
+	if d, _ := row.Properties[propDispatched].(int64); d < version || page == 0 {
+		return 0, false, nil
+	}
+	for p := page - 1; p >= 0; p-- {
+		m, ok, err := s.feedMarker(ctx, p, pk)
+		if err != nil {
+			return 0, false, err
+		}
+		if ok {
+			if m.version < version {
+				return 0, false, nil // another look will see where it went
+			}
+			return s.findInFeed(ctx, pk, stream, version, p, m)
+		}
+	}
+	return 0, false, nil
+}
+
+// feedMarkerRow is a stream's marker row in a feed page: the last version of the stream the page
+// holds, at position.
+type feedMarkerRow struct{ version, position int64 }
+
+func (s *Store) feedMarker(ctx context.Context, page int64, pk string) (feedMarkerRow, bool, error) {
+	row, err := s.events.get(ctx, feedPartition(page), feedMarkerKey(pk))
+	if errors.Is(err, table.ErrNotFound) {
+		return feedMarkerRow{}, false, nil
+	}
+	if err != nil {
+		return feedMarkerRow{}, false, err
+	}
+	m := feedMarkerRow{}
+	var ok1, ok2 bool
+	m.version, ok1 = row.Properties[propVersion].(int64)
+	m.position, ok2 = row.Properties[propPosition].(int64)
+	if !ok1 || !ok2 || m.version < 1 || pageOf(m.position) != page {
+		return m, false, corrupt(row.PartitionKey, row.RowKey, "malformed feed stream marker")
+	}
+	return m, true, nil
+}
+
+// findInFeed finds the position of version of a stream whose marker m in page says the page (or
+// an earlier one) holds it. The stream's versions after it up to m's are at later positions, so
+// when they were written in one run with it, it is m's position less their number.
+func (s *Store) findInFeed(ctx context.Context, pk, stream string, version, page int64, m feedMarkerRow) (int64, bool, error) {
+	for {
+		if m.version == version {
+			return m.position, true, nil
+		}
+		if c := m.position - (m.version - version); c >= pageFirst(page) {
+			row, err := s.events.get(ctx, feedPartition(page), feedEventKey(c))
+			if err != nil && !errors.Is(err, table.ErrNotFound) {
+				return 0, false, err
+			}
+			if err == nil && isFeedRowOf(row, stream, version) {
+				return c, true, nil
+			}
+		}
+		// Not one run: the version is in this page, before c, or in an earlier page — the one
+		// before that holds the stream's events (pages without them have no marker of it).
+		earlier := false
+		for p := page - 1; p >= 0 && !earlier; p-- {
+			prev, ok, err := s.feedMarker(ctx, p, pk)
+			if err != nil {
+				return 0, false, err
+			}
+			if !ok {
+				continue
+			}
+			if prev.version < version {
+				break // the version is in page
+			}
+			page, m, earlier = p, prev, true
+		}
+		if !earlier {
+			break
+		}
+	}
+	pos, found := int64(0), false
+	q := table.Query{PartitionKey: feedPartition(page), From: feedEventKey(pageFirst(page)), To: feedEventKey(m.position)}
+	err := s.events.queryPages(ctx, q, func(p table.Page) error {
+		for _, row := range p.Entities {
+			if !found && isFeedRowOf(row, stream, version) {
+				pos, found = parseFeedEventKey(row.RowKey)
+			}
+		}
+		if found {
+			return errStopPages
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, errStopPages) {
+		return 0, false, err
+	}
+	return pos, found, nil
+}
+
+var errStopPages = errors.New("estuite: stop paging")
+
+func isFeedRowOf(row table.Entity, stream string, version int64) bool {
+	st, _ := row.Properties[propStream].(string)
+	v, _ := row.Properties[propVersion].(int64)
+	return st == stream && v == version
+}
+
+// dispatchWatch tells WaitDispatched what this process's dispatchers wrote into the feed: it
+// wakes the waiters of the versions written, and remembers each stream's latest run of
+// positions.
+type dispatchWatch struct {
+	mu      sync.Mutex
+	waiters map[string][]*dispatchWaiter // by stream partition key
+	runs    map[string]feedRun           // by stream partition key, at most recentRunStreams
+}
+
+// feedRun is a stream's versions first…last, written at consecutive positions from position.
+type feedRun struct{ first, last, position int64 }
+
+type dispatchWaiter struct {
+	pk      string
+	version int64
+	pos     int64         // set before done is closed
+	fired   bool          // done is closed (guarded by dispatchWatch.mu)
+	done    chan struct{} // closed when the version was written
+}
+
+func (dw *dispatchWatch) recent(pk string, version int64) (int64, bool) {
+	dw.mu.Lock()
+	defer dw.mu.Unlock()
+	r, ok := dw.runs[pk]
+	if !ok || version < r.first || version > r.last {
+		return 0, false
+	}
+	return r.position + version - r.first, true
+}
+
+func (dw *dispatchWatch) register(pk string, version int64) *dispatchWaiter {
+	w := &dispatchWaiter{pk: pk, version: version, done: make(chan struct{})}
+	dw.mu.Lock()
+	defer dw.mu.Unlock()
+	if dw.waiters == nil {
+		dw.waiters = make(map[string][]*dispatchWaiter)
+	}
+	dw.waiters[pk] = append(dw.waiters[pk], w)
+	return w
+}
+
+func (dw *dispatchWatch) unregister(w *dispatchWaiter) {
+	dw.mu.Lock()
+	defer dw.mu.Unlock()
+	list := dw.waiters[w.pk]
+	for i, o := range list {
+		if o == w {
+			list = append(list[:i], list[i+1:]...)
+			break
+		}
+	}
+	if len(list) == 0 {
+		delete(dw.waiters, w.pk)
+	} else {
+		dw.waiters[w.pk] = list
+	}
+}
+
+// written records the feed event rows of a feed batch that was stored (ops in position order).
+// It costs no storage request: it runs on the dispatcher's path, after the write.
+func (dw *dispatchWatch) written(ops []table.Op) {
+	dw.mu.Lock()
+	defer dw.mu.Unlock()
+	if dw.runs == nil {
+		dw.runs = make(map[string]feedRun)
+	}
+	for _, op := range ops {
+		pos, ok := parseFeedEventKey(op.Entity.RowKey)
+		if !ok {
+			continue
+		}
+		stream, _ := op.Entity.Properties[propStream].(string)
+		version, _ := op.Entity.Properties[propVersion].(int64)
+		pk := streamKey(stream)
+		r, had := dw.runs[pk]
+		if had && version == r.last+1 && pos == r.position+r.last-r.first+1 {
+			r.last = version
+		} else {
+			r = feedRun{first: version, last: version, position: pos}
+		}
+		if !had && len(dw.runs) >= recentRunStreams {
+			for k := range dw.runs {
+				delete(dw.runs, k)
+				break
+			}
+		}
+		dw.runs[pk] = r
+		for _, w := range dw.waiters[pk] {
+			if w.version == version && !w.fired {
+				w.pos, w.fired = pos, true
+				close(w.done)
+			}
+		}
+	}
+}
