@@ -184,6 +184,14 @@ func yieldKept(stream string, rows []table.Entity, first, last int64, yield func
 	return next, true
 }
 
+// eventRows returns the event rows of rows (in place when they all are).
+func eventRows(rows []table.Entity) []table.Entity {
+	if !slices.ContainsFunc(rows, func(r table.Entity) bool { return !strings.HasPrefix(r.RowKey, eventKeyPrefix) }) {
+		return rows
+	}
+	return slices.DeleteFunc(slices.Clone(rows), func(r table.Entity) bool { return !strings.HasPrefix(r.RowKey, eventKeyPrefix) })
+}
+
 // openedRead is what a read's first queries found: the head, the snapshot asked for, and the
 // event rows read on the way.
 type openedRead struct {
@@ -260,7 +268,7 @@ func (s *Store) openRead(ctx context.Context, pk string, o ReadOptions, sz *page
 				return op, err
 			}
 			if o.PageBytes > 0 {
-				sz.observe(page.Entities)
+				sz.observe(eventRows(page.Entities)) // the head and the snapshot are not what it sizes
 			}
 			for _, row := range page.Entities {
 				read++

@@ -118,16 +118,21 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 	}
 	opts.Limit = limit
 	opts.PageBytes = s.maxResp
+	if r.Method == http.MethodHead {
+		// GET's status from the head alone (one point read): no event is read.
+		if _, err := s.store.Version(r.Context(), stream); err != nil {
+			s.fail(w, r, err)
+			return
+		}
+		newJSONWriter(w, http.StatusOK).close()
+		return
+	}
 	read, err := s.store.Read(r.Context(), stream, &opts)
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
 	j := newJSONWriter(w, http.StatusOK)
-	if r.Method == http.MethodHead {
-		j.close() // the head read answered 404 if need be: no event is read
-		return
-	}
 	// Sent as read: the store holds a page of about MaxResponseBytes, this handler one event.
 	j.raw(`{"stream":`)
 	j.value(stream)
