@@ -31,16 +31,22 @@ type StreamRead struct {
 // Read reads a stream. opts may be nil: forward from the first event, without limit. A stream
 // that was never written is an ErrStreamNotFound.
 //
-// A read starts with one range query that runs from its first event (or from the snapshot row,
-// with WithSnapshot) to the stream's head, which sorts after the events: a stream whose events
-// fit one storage page (about 1,000 rows) costs one storage request in all. Otherwise Read reads
-// the head too (a point read; with WithSnapshot, first a query from the snapshot's version to the
-// head, which ends the read when the events after the snapshot fit one page), and the rest of
-// the events lazily, about one request per 1,000 events (or per ReadOptions.PageBytes of events;
+// A read starts with one range query that runs from its first event to the stream's head, which
+// sorts after the events: a stream whose events fit one storage page (about 1,000 rows) costs one
+// storage request in all. Otherwise Read reads the head too (a point read), and the rest of the
+// events lazily, about one request per 1,000 events (or per ReadOptions.PageBytes of events;
 // with PageBytes, the first query too asks only for the rows the budget holds at the store's
-// estimate), as Events is iterated. A read that asks
-// for a snapshot costs at most two requests when the events after the snapshot fit one page.
-// Backward reads with a Limit read the head first, then the events: two requests.
+// estimate), as Events is iterated. A forward read with a
+// Limit that ends before the head costs two requests (the events, the head); a backward read with
+// a Limit reads the head first, then the events: two requests.
+//
+// With WithSnapshot the first query starts at the snapshot row, which sorts before the events (a
+// probe of 100 rows when the store has not met the stream): a short stream with its snapshot is
+// one request. When the stream is longer, the events before the snapshot are not read: a second
+// query runs from the version after it to the head (for a stream the store knows to be long, a
+// point read of the snapshot row comes first instead of the probe). So a read with a snapshot
+// costs at most two requests while the events after the snapshot fit one page, and decodes only
+// those.
 //
 // The first pass over Events yields the rows the first query read before it reads on; later
 // passes read storage again. The context is used by the iteration too: cancel it to stop a read.

@@ -268,3 +268,18 @@ func TestSnapshotsStayOutOfTheFeedAndVerify(t *testing.T) {
 		}
 	})
 }
+
+// A snapshot costs no storage request of its own: it rides in the append's batch.
+func TestSnapshotCostsNoExtraRequest(t *testing.T) {
+	forEachFullPageBackend(t, func(t *testing.T, s *estuite.Store) {
+		mustAppend(t, s, "cost", countedEvents(1, 1), nil)
+		plain := requestsOf(s, func() { mustAppend(t, s, "cost", countedEvents(2, 3), nil) })
+		var res estuite.AppendResult
+		with := requestsOf(s, func() {
+			res = mustAppend(t, s, "cost", countedEvents(5, 3), &estuite.AppendOptions{Snapshot: &estuite.Snapshot{Data: make([]byte, 10_000)}})
+		})
+		if !res.SnapshotSaved || with != plain {
+			t.Fatalf("warm append with a snapshot: %+v requests (saved %v); without: %+v", with, res.SnapshotSaved, plain)
+		}
+	})
+}
