@@ -40,6 +40,9 @@ func NewRepository[A Root](store *estuite.Store, registry *Registry, newAggregat
 	if o.Retry == (RetryPolicy{}) {
 		o.Retry = DefaultRetryPolicy
 	}
+	o.Retry.MaxAttempts = max(o.Retry.MaxAttempts, 1)
+	o.Retry.Backoff = max(o.Retry.Backoff, 0)
+	o.Retry.MaxBackoff = max(o.Retry.MaxBackoff, o.Retry.Backoff)
 	return &Repository[A]{store: store, registry: registry, newAgg: newAggregate, opts: o}
 }
 

@@ -12,10 +12,12 @@ import (
 
 // RetryPolicy bounds Update's attempts at a command whose save meets a version conflict.
 type RetryPolicy struct {
-	// MaxAttempts is how many times, in all, Update runs the command. 1 means no retries.
+	// MaxAttempts is how many times, in all, Update runs the command. 1 (or less) means no
+	// retries.
 	MaxAttempts int
 	// Backoff is the wait before the first retry; each retry waits twice as long as the one
-	// before, up to MaxBackoff, with jitter (a random wait between half and all of it).
+	// before, up to MaxBackoff (at least Backoff), with jitter (a random wait between half and
+	// all of it).
 	Backoff    time.Duration
 	MaxBackoff time.Duration
 }
