@@ -263,16 +263,22 @@ func TestUpcastersThatGoNowhereAreErrorsNotHangs(t *testing.T) {
 
 func TestRegistrationMistakesPanic(t *testing.T) {
 	for name, f := range map[string]func(r *aggregate.Registry){
-		"empty name":             func(r *aggregate.Registry) { aggregate.Register[Opened](r, "") },
-		"name twice":             func(r *aggregate.Registry) { aggregate.Register[Deposited](r, "AccountOpened") },
-		"Go type twice":          func(r *aggregate.Registry) { aggregate.Register[Opened](r, "Opened2") },
-		"interface type":         func(r *aggregate.Registry) { aggregate.Register[error](r, "Oops") },
-		"schema 0":               func(r *aggregate.Registry) { aggregate.RegisterSchema[Deposited](r, "D", 0) },
-		"upcaster at current":    func(r *aggregate.Registry) { aggregate.Upcast(r, "AccountOpened", 1, func(e DepositV1) Opened { return Opened{} }) },
+		"empty name":     func(r *aggregate.Registry) { aggregate.Register[Opened](r, "") },
+		"name twice":     func(r *aggregate.Registry) { aggregate.Register[Deposited](r, "AccountOpened") },
+		"Go type twice":  func(r *aggregate.Registry) { aggregate.Register[Opened](r, "Opened2") },
+		"interface type": func(r *aggregate.Registry) { aggregate.Register[error](r, "Oops") },
+		"schema 0":       func(r *aggregate.Registry) { aggregate.RegisterSchema[Deposited](r, "D", 0) },
+		"upcaster at current": func(r *aggregate.Registry) {
+			aggregate.Upcast(r, "AccountOpened", 1, func(e DepositV1) Opened { return Opened{} })
+		},
 		"current below upcaster": func(r *aggregate.Registry) { aggregate.Register[Withdrawn](r, "Deposit") },
-		"upcaster twice":         func(r *aggregate.Registry) { aggregate.Upcast(r, "Deposit", 2, func(e DepositV1) Opened { return Opened{} }) },
-		"upcaster From twice":    func(r *aggregate.Registry) { aggregate.Upcast(r, "Old", 1, func(e DepositV2) Opened { return Opened{} }) },
-		"nil upcaster":           func(r *aggregate.Registry) { aggregate.Upcast[DepositV1, Opened](r, "Old", 1, nil) },
+		"upcaster twice": func(r *aggregate.Registry) {
+			aggregate.Upcast(r, "Deposit", 2, func(e DepositV1) Opened { return Opened{} })
+		},
+		"upcaster From twice": func(r *aggregate.Registry) {
+			aggregate.Upcast(r, "Old", 1, func(e DepositV2) Opened { return Opened{} })
+		},
+		"nil upcaster": func(r *aggregate.Registry) { aggregate.Upcast[DepositV1, Opened](r, "Old", 1, nil) },
 	} {
 		t.Run(name, func(t *testing.T) {
 			reg := aggregate.NewRegistry(nil)
