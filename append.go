@@ -86,6 +86,11 @@ type appendPlan struct {
 	rowOps               int
 	headBytes, bodyBytes int
 	rowKeys              []string
+
+	// snapshot is the caller's AppendOptions.Snapshot (nil: none); snapshotBytes is its upsert's
+	// size as table.BatchSize counts it, at the largest version.
+	snapshot      *Snapshot
+	snapshotBytes int
 }
 
 // eventID is a caller-given event ID and the index of its event in the append.
@@ -108,6 +113,11 @@ func (s *Store) prepareAppend(stream string, events []EventData, o AppendOptions
 	}
 	if v, exact := o.Expected.Version(); exact && v < 0 {
 		return nil, invalid("expected version", "%d is negative", v)
+	}
+	if o.Snapshot != nil {
+		if err := validateSnapshot(o.Snapshot); err != nil {
+			return nil, err
+		}
 	}
 	a := &appendPlan{
 		stream:   stream,
@@ -162,6 +172,10 @@ func (s *Store) prepareAppend(stream string, events []EventData, o AppendOptions
 	a.rowKeys = append(a.rowKeys, commitKey(a.commitID))
 	for _, id := range a.eventIDs {
 		a.rowKeys = append(a.rowKeys, eventIDKey(id.id))
+	}
+	if o.Snapshot != nil {
+		a.snapshot = o.Snapshot
+		a.snapshotBytes = table.BatchSize([]table.Op{a.snapshotOp(1<<62 - 1)})
 	}
 	// Keys and property names are valid by construction; the backend validates the batch again.
 	return a, nil
@@ -241,6 +255,11 @@ func (a *appendPlan) appendRowOps(ops []table.Op, first int64) []table.Op {
 			Properties: map[string]any{propVersion: first + int64(id.index)}}})
 	}
 	return ops
+}
+
+// snapshotOp upserts the append's snapshot, at version (the batch's last).
+func (a *appendPlan) snapshotOp(version int64) table.Op {
+	return table.Op{Kind: table.Upsert, Entity: snapshotEntity(a.pk, a.snapshot, version, a.commitID, a.recorded)}
 }
 
 // readHead reads the head row from storage and caches it.

@@ -302,6 +302,20 @@ func (s *Store) send(ctx context.Context, live, batch, refused []*appendReq, h h
 		starts[i] = len(ops)
 		ops = r.a.appendRowOps(ops, r.first)
 	}
+	// The last append's snapshot goes last, when the batch has room for it: a snapshot reflects
+	// the stream's version once the batch lands, so only the last append's can. An earlier one's
+	// is left out (its state would be overwritten at once by the events after it).
+	withSnapshot := false
+	if lastReq := batch[len(batch)-1]; lastReq.a.snapshot != nil {
+		bytes := batch[0].a.headBytes + lastReq.a.snapshotBytes
+		for _, r := range batch {
+			bytes += r.a.bodyBytes
+		}
+		if len(ops)+1 <= maxCombinedOps && bytes <= MaxAppendBytes {
+			ops = append(ops, lastReq.a.snapshotOp(last))
+			withSnapshot = true
+		}
+	}
 	for _, r := range batch {
 		r.attempts++
 	}
@@ -313,8 +327,9 @@ func (s *Store) send(ctx context.Context, live, batch, refused []*appendReq, h h
 	if err == nil {
 		s.dirty.mark(dirtyShard(pk, dirtyShards))
 		s.heads.put(pk, head{version: last, etag: etags[len(batch)]})
-		for _, r := range batch {
-			r.settle(AppendResult{Stream: stream, FirstVersion: r.first, LastVersion: r.first + int64(len(r.a.events)) - 1, CommitID: r.a.commitID}, nil)
+		for i, r := range batch {
+			r.settle(AppendResult{Stream: stream, FirstVersion: r.first, LastVersion: r.first + int64(len(r.a.events)) - 1, CommitID: r.a.commitID,
+				SnapshotSaved: withSnapshot && i == len(batch)-1}, nil)
 		}
 		return true
 	}
@@ -351,7 +366,7 @@ func (s *Store) send(ctx context.Context, live, batch, refused []*appendReq, h h
 			i--
 		}
 		r, row := batch[i], be.Index-starts[i]
-		if row >= len(r.a.events) {
+		if row >= len(r.a.events) && row < len(r.a.events)+len(r.a.eventIDs) {
 			r.settle(AppendResult{}, &DuplicateEventError{Stream: stream, EventID: r.a.eventIDs[row-len(r.a.events)].id})
 		} else {
 			r.settle(AppendResult{}, r.failed(err))

@@ -137,6 +137,14 @@ type AppendOptions struct {
 	// commit ID in the same stream returns the original result, marked Duplicate, and writes
 	// nothing.
 	CommitID string
+	// Snapshot, when set, is written in the same storage batch as the append's events, replacing
+	// the stream's previous snapshot: no extra storage request, atomic with the events. Its
+	// Version is set to the append's LastVersion. Data over MaxSnapshotBytes is an
+	// *InvalidInputError (nothing is written). When the batch cannot carry it — the append's rows
+	// leave no operation for it, or its bytes would pass MaxAppendBytes, or the append shares a
+	// combined batch (see Store.Append) with later appends to the stream — the append still
+	// succeeds, without it: AppendResult.SnapshotSaved says which.
+	Snapshot *Snapshot
 }
 
 // AppendResult describes a committed append.
@@ -148,6 +156,10 @@ type AppendResult struct {
 	// Duplicate is true when the commit ID had already been committed by an earlier call, and
 	// this call wrote nothing.
 	Duplicate bool
+	// SnapshotSaved is true when the append's batch carried AppendOptions.Snapshot. It is false
+	// for a Duplicate, and for an append whose answer was lost and that was found committed (its
+	// snapshot may or may not have been saved).
+	SnapshotSaved bool
 }
 
 // Direction is the order of a stream read.
@@ -168,4 +180,12 @@ type ReadOptions struct {
 	From int64
 	// Limit is the most events read; 0 means no limit.
 	Limit int
+	// WithSnapshot asks for the stream's snapshot of schema SnapshotSchema: when there is one,
+	// StreamRead.Snapshot holds it and Events starts after its Version (From, if set and later,
+	// still applies; so does Limit, counted from there). A snapshot of another schema is ignored:
+	// the events are read from the start. Forward reads only: Backward with WithSnapshot is an
+	// *InvalidInputError.
+	WithSnapshot bool
+	// SnapshotSchema is the snapshot schema WithSnapshot asks for.
+	SnapshotSchema int
 }

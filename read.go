@@ -4,6 +4,8 @@ import (
 	"context"
 	"iter"
 	"slices"
+	"strings"
+	"sync/atomic"
 
 	"github.com/estuite/estuite/table"
 )
@@ -15,17 +17,30 @@ type StreamRead struct {
 	// Version is the stream's version (its number of events) when the read began. Events
 	// appended later are not part of this read.
 	Version int64
+	// Snapshot is the stream's snapshot of ReadOptions.SnapshotSchema, when the read asked for
+	// one (WithSnapshot) and the stream has one; nil otherwise. Events then starts after its
+	// Version.
+	Snapshot *Snapshot
 	// Events yields the events read, in the read's direction. It stops at the first error,
-	// yielding it with a zero event. It may be iterated more than once; each pass reads storage
-	// again.
+	// yielding it with a zero event. It may be iterated more than once; each pass after the
+	// first reads storage again.
 	Events iter.Seq2[RecordedEvent, error]
 }
 
-// Read reads a stream. It reads the stream's head at once — a stream that was never written is an
-// ErrStreamNotFound — and its events lazily, about one storage request per 1,000 events, as
-// Events is iterated. opts may be nil: forward from the first event, without limit.
+// Read reads a stream. opts may be nil: forward from the first event, without limit. A stream
+// that was never written is an ErrStreamNotFound.
 //
-// The context is used by the iteration too: cancel it to stop a read.
+// A read starts with one range query that runs from its first event (or from the snapshot row,
+// with WithSnapshot) to the stream's head, which sorts after the events: a stream whose events
+// fit one storage page (about 1,000 rows) costs one storage request in all. Otherwise Read reads
+// the head too (a point read; with WithSnapshot, first a query from the snapshot's version to the
+// head, which ends the read when the events after the snapshot fit one page), and the rest of
+// the events lazily, about one request per 1,000 events, as Events is iterated. A read that asks
+// for a snapshot costs at most two requests when the events after the snapshot fit one page.
+// Backward reads with a Limit read the head first, then the events: two requests.
+//
+// The first pass over Events yields the rows the first query read before it reads on; later
+// passes read storage again. The context is used by the iteration too: cancel it to stop a read.
 func (s *Store) Read(ctx context.Context, stream string, opts *ReadOptions) (*StreamRead, error) {
 	if err := s.checkOpen(); err != nil {
 		return nil, err
@@ -46,20 +61,207 @@ func (s *Store) Read(ctx context.Context, stream string, opts *ReadOptions) (*St
 	if o.Direction != Forward && o.Direction != Backward {
 		return nil, invalid("direction", "unknown direction %d", o.Direction)
 	}
+	if o.WithSnapshot && o.Direction == Backward {
+		return nil, invalid("direction", "a read with a snapshot reads forward")
+	}
 	pk := streamKey(stream)
-	h, err := s.readHead(ctx, pk)
+	if o.Direction == Backward && o.Limit > 0 {
+		// The last events of a stream: the head says where they are. A query from the first
+		// event would read the whole stream to find the head.
+		h, err := s.readHead(ctx, pk)
+		if err != nil {
+			return nil, err
+		}
+		if h.etag == "" || h.version == 0 {
+			return nil, ErrStreamNotFound
+		}
+		first, last := versionRange(h.version, o)
+		return &StreamRead{Stream: stream, Version: h.version, Events: s.streamEvents(ctx, stream, pk, first, last, o.Direction)}, nil
+	}
+	op, err := s.openRead(ctx, pk, o)
 	if err != nil {
 		return nil, err
 	}
+	h := op.head
 	if h.etag == "" || h.version == 0 {
 		return nil, ErrStreamNotFound // no head, or a head a dispatcher placed before the first append
 	}
+	if op.snapshot != nil {
+		if op.snapshot.Version > h.version {
+			return nil, corrupt(pk, snapshotRowKey, "snapshot at version %d, beyond the head version %d", op.snapshot.Version, h.version)
+		}
+		o.From = max(o.From, op.snapshot.Version+1)
+	}
 	first, last := versionRange(h.version, o)
-	return &StreamRead{
-		Stream:  stream,
-		Version: h.version,
-		Events:  s.streamEvents(ctx, stream, pk, first, last, o.Direction),
-	}, nil
+	read := &StreamRead{Stream: stream, Version: h.version, Snapshot: op.snapshot}
+	// The first pass yields what the first query read; every pass reads the rest from storage.
+	var kept atomic.Pointer[[]table.Entity]
+	kept.Store(&op.rows)
+	read.Events = func(yield func(RecordedEvent, error) bool) {
+		rows := kept.Swap(nil)
+		if rows == nil || first > last {
+			s.streamEvents(ctx, stream, pk, first, last, o.Direction)(yield)
+			return
+		}
+		if o.Direction == Forward {
+			next, ok := yieldKept(stream, *rows, first, last, yield)
+			if ok && next <= last {
+				s.scanEvents(ctx, stream, pk, next, last, yield)
+			}
+			return
+		}
+		// Backward, from the first version (a backward read with a limit does not come here): the
+		// kept rows are the oldest events, yielded last.
+		var page []RecordedEvent
+		next, ok := yieldKept(stream, *rows, first, last, func(e RecordedEvent, err error) bool {
+			if err != nil {
+				return yield(RecordedEvent{}, err)
+			}
+			page = append(page, e)
+			return true
+		})
+		if !ok {
+			return
+		}
+		if next <= last {
+			ended := true
+			s.streamEvents(ctx, stream, pk, next, last, Backward)(func(e RecordedEvent, err error) bool {
+				if err != nil || !yield(e, err) {
+					ended = false
+					if err != nil {
+						yield(RecordedEvent{}, err)
+					}
+					return false
+				}
+				return true
+			})
+			if !ended {
+				return
+			}
+		}
+		for _, e := range slices.Backward(page) {
+			if !yield(e, nil) {
+				return
+			}
+		}
+	}
+	return read, nil
+}
+
+// yieldKept yields, in order, the events of versions first, first+1, … up to last that rows
+// (event rows in key order) hold without a gap. It returns the version it stopped before, and
+// false when yield stopped it or an error was yielded.
+func yieldKept(stream string, rows []table.Entity, first, last int64, yield func(RecordedEvent, error) bool) (int64, bool) {
+	next := first
+	for _, row := range rows {
+		if next > last {
+			break
+		}
+		v, ok := parseEventKey(row.RowKey)
+		if ok && v < next {
+			continue
+		}
+		if ok && v > next {
+			break // a gap in what the first query saw: read the rest again from storage
+		}
+		e, err := decodeEvent(stream, row)
+		if err != nil {
+			yield(RecordedEvent{}, err)
+			return next, false
+		}
+		next++
+		if !yield(e, nil) {
+			return next, false
+		}
+	}
+	return next, true
+}
+
+// openedRead is what a read's first queries found: the head, the snapshot asked for, and the
+// event rows read on the way.
+type openedRead struct {
+	head     head
+	snapshot *Snapshot
+	rows     []table.Entity // event rows from the read's first version on, in key order
+}
+
+// openRead runs a read's first range query: from the read's first event (or the snapshot row) to
+// the head. It follows continuations while what it read fits one storage page; when that does not
+// reach the head, it reads the head directly — except that a read from the snapshot row that read
+// none of the events it wants (they are all after the snapshot, or after From) starts once more
+// from the first of them, so that they and the head come in one more query.
+func (s *Store) openRead(ctx context.Context, pk string, o ReadOptions) (openedRead, error) {
+	var op openedRead
+	first := max(o.From, 1)
+	if o.Direction == Backward {
+		first = 1
+	}
+	from := eventKey(first)
+	if o.WithSnapshot {
+		from = snapshotRowKey
+	}
+	limit := table.MaxPageSize
+	if o.Direction == Forward && o.Limit > 0 && !o.WithSnapshot {
+		limit = min(o.Limit+2, limit) // the events wanted, the progress row and the head
+	}
+	for round := 0; round < 2; round++ {
+		q := table.Query{PartitionKey: pk, From: from, To: eventIDPrefix, Limit: limit}
+		read, wanted := 0, 0
+		done := false
+		for !done {
+			page, err := s.streams.query(ctx, q)
+			if err != nil {
+				return op, err
+			}
+			for _, row := range page.Entities {
+				read++
+				switch rk := row.RowKey; {
+				case rk == headRowKey:
+					h, err := decodeHead(row)
+					if err != nil {
+						return op, err
+					}
+					s.heads.put(pk, h)
+					op.head = h
+					return op, nil
+				case rk == snapshotRowKey:
+					sn, err := decodeSnapshot(row)
+					if err != nil {
+						return op, err
+					}
+					if sn.Schema == o.SnapshotSchema {
+						op.snapshot = sn
+						first = max(first, sn.Version+1)
+					}
+				case strings.HasPrefix(rk, eventKeyPrefix):
+					if v, ok := parseEventKey(rk); ok && v < first {
+						continue // before the snapshot: not decoded, not kept
+					}
+					op.rows = append(op.rows, row)
+					wanted++
+				}
+				// Other rows (the progress row, rows of a later release) are not the read's.
+			}
+			switch {
+			case page.Continuation == "":
+				return op, nil // no head: no stream
+			case read >= table.MaxPageSize || o.Limit > 0 && wanted >= o.Limit:
+				done = true // one page's worth, or all the events wanted, and the head still ahead
+			default:
+				q.Continuation = page.Continuation
+			}
+		}
+		if round > 0 || len(op.rows) > 0 {
+			break
+		}
+		from = eventKey(first)
+	}
+	h, err := s.readHead(ctx, pk)
+	if err != nil {
+		return op, err
+	}
+	op.head = h
+	return op, nil
 }
 
 // versionRange is the range of versions [first, last] a read covers; empty when first > last.

@@ -151,6 +151,7 @@ type verifyStream struct {
 	nextEvent   int64            // next event row version expected
 	suspect     bool             // the feed's contents disagree with the stream's: look closer
 	dirty       bool             // the stream has a dirty marker
+	snapshot    int64            // the version of the stream's snapshot row (0: none)
 	eventPrints map[int64]uint64 // suspect streams only: fingerprint by version
 }
 
@@ -519,6 +520,13 @@ func (v *verifier) streamRow(row table.Entity) {
 			return
 		}
 		st.progress = d
+	case rk == snapshotRowKey:
+		sn, err := decodeSnapshot(row)
+		if err != nil {
+			v.rowFault(verifyStreamTable, row, "%s", faultReason(err))
+			return
+		}
+		st.snapshot = sn.Version
 	case strings.HasPrefix(rk, commitKeyPrefix):
 		if _, err := decodeCommit(row); err != nil {
 			v.rowFault(verifyStreamTable, row, "%s", faultReason(err))
@@ -571,6 +579,12 @@ func (v *verifier) endStream() {
 			// read the partition: look again once the walk is done.
 			v.recheck = append(v.recheck, recheck{pk: v.pk, st: st, last: last})
 		}
+	}
+	if st.snapshot > last {
+		// The snapshot row sorts before the event rows, so the walk saw every event the
+		// snapshot reflects: it is written in the batch of its last one.
+		v.r.Unparseable = append(v.r.Unparseable, RowFault{Table: verifyStreamTable, PartitionKey: v.pk, RowKey: snapshotRowKey,
+			Reason: fmt.Sprintf("snapshot at version %d, beyond the last event row %d", st.snapshot, last)})
 	}
 	if st.feedMax > last || st.feedSum != st.streamSum {
 		st.suspect = true
