@@ -173,6 +173,6 @@ func storedTypes(t *testing.T, s *estuite.Store, stream string) []string {
 	return out
 }
 
-// maxRequestsPerShortRead is what Store.Read of a stream that fits one storage page costs with
-// the store of this branch: the head row and one page of events.
-const maxRequestsPerShortRead = 2
+// maxRequestsPerShortRead is what Store.Read of a stream that fits one storage page costs: one
+// range query returns its events and its head.
+const maxRequestsPerShortRead = 1

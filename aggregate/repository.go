@@ -18,6 +18,11 @@ type Options struct {
 	StreamPrefix string
 	// Retry bounds Update's retries after version conflicts. Zero means DefaultRetryPolicy.
 	Retry RetryPolicy
+	// Snapshots, when set, makes saves take snapshots of the aggregate's state by this policy,
+	// and loads start from the latest snapshot of its Schema. The aggregate type must implement
+	// Snapshotter. nil: no snapshots (loads replay every event; snapshots stored earlier are
+	// ignored).
+	Snapshots *SnapshotPolicy
 }
 
 // A Repository loads and saves aggregates of one type, A, in a store: each aggregate is one
@@ -31,11 +36,18 @@ type Repository[A Root] struct {
 }
 
 // NewRepository returns a repository of aggregates made by newAggregate, which returns a fresh
-// aggregate with its initial state (usually a pointer to a zero struct). opts may be nil.
+// aggregate with its initial state (usually a pointer to a zero struct). opts may be nil. It
+// panics when opts.Snapshots is set and the aggregate does not implement Snapshotter with a
+// pointer to its state.
 func NewRepository[A Root](store *estuite.Store, registry *Registry, newAggregate func() A, opts *Options) *Repository[A] {
 	var o Options
 	if opts != nil {
 		o = *opts
+	}
+	if o.Snapshots != nil {
+		p := *o.Snapshots // the caller's policy cannot change under the repository
+		o.Snapshots = &p
+		checkSnapshotter(newAggregate())
 	}
 	if o.Retry == (RetryPolicy{}) {
 		o.Retry = DefaultRetryPolicy
@@ -59,7 +71,11 @@ func (r *Repository[A]) New(id string) A {
 }
 
 // Load returns aggregate id as stored: its events folded into a fresh aggregate (see New),
-// at the version of its last event. An aggregate without events is ErrNotFound, like
+// at the version of its last event. With snapshots (Options.Snapshots), it reads the latest
+// snapshot of the policy's schema in the same storage request as the events after it, and
+// folds only those: the state is the one a full replay gives, provided the state survives the
+// codec (see Snapshotter). A snapshot the codec cannot decode is ignored: the stream is replayed
+// from the start, and the next save the policy allows writes a new one. An aggregate without events is ErrNotFound, like
 // hallgren/eventsourcing's ErrAggregateNotFound (use New to create one, or Update, which starts
 // from a fresh aggregate). An event the registry cannot decode is a *DecodeError.
 func (r *Repository[A]) Load(ctx context.Context, id string) (A, error) {
@@ -74,9 +90,26 @@ func (r *Repository[A]) load(ctx context.Context, id string) (A, error) {
 	var zero A
 	a := r.New(id)
 	b := a.base()
-	read, err := r.store.Read(ctx, r.Stream(id), nil)
+	var opts *estuite.ReadOptions
+	if p := r.opts.Snapshots; p != nil {
+		opts = &estuite.ReadOptions{WithSnapshot: true, SnapshotSchema: p.Schema}
+	}
+	read, err := r.store.Read(ctx, r.Stream(id), opts)
 	if err != nil {
 		return zero, err
+	}
+	if sn := read.Snapshot; sn != nil {
+		if err := r.restoreSnapshot(a, sn); err != nil {
+			// An undecodable snapshot (a state type changed without a new Schema): replay
+			// everything, and let the next save write a snapshot that decodes.
+			a = r.New(id)
+			b = a.base()
+			if read, err = r.store.Read(ctx, r.Stream(id), nil); err != nil {
+				return zero, err
+			}
+		} else {
+			b.version, b.snapshotVersion = sn.Version, sn.Version
+		}
 	}
 	for rec, err := range read.Events {
 		if err != nil {
@@ -122,6 +155,12 @@ type SaveOptions struct {
 // the command (Update does this). When the result is Duplicate, the commit ID had been saved
 // before and nothing was written: the aggregate then holds the events twice and must be loaded
 // again. At most estuite.MaxAppendRows events fit one save.
+//
+// With snapshots (Options.Snapshots), a save that the policy says is due carries a snapshot of
+// the aggregate's state after its events, written by the store in the same batch: no extra
+// request. The store leaves it out when the batch cannot carry it (the result's SnapshotSaved is
+// false), and so does Save when the encoded state is over estuite.MaxSnapshotBytes; the save
+// succeeds all the same, and a later save takes the snapshot.
 func (r *Repository[A]) Save(ctx context.Context, a A, opts *SaveOptions) (estuite.AppendResult, error) {
 	var o SaveOptions
 	if opts != nil {
@@ -145,12 +184,24 @@ func (r *Repository[A]) Save(ctx context.Context, a A, opts *SaveOptions) (estui
 	if b.version == 0 {
 		expected = estuite.NoStream
 	}
-	res, err := r.store.Append(ctx, r.Stream(b.id), events, &estuite.AppendOptions{Expected: expected, CommitID: o.CommitID})
+	ao := &estuite.AppendOptions{Expected: expected, CommitID: o.CommitID}
+	if p := r.opts.Snapshots; p != nil && p.due(b.version+int64(len(events)), b.snapshotVersion, b.bytesSince+size) {
+		sn, err := r.encodeSnapshot(a)
+		if err != nil {
+			return estuite.AppendResult{}, err
+		}
+		ao.Snapshot = sn
+	}
+	res, err := r.store.Append(ctx, r.Stream(b.id), events, ao)
 	if err != nil || res.Duplicate {
 		return res, err
 	}
 	b.version = res.LastVersion
 	b.changes = nil
-	b.bytesSince += size
+	if res.SnapshotSaved {
+		b.snapshotVersion, b.bytesSince = res.LastVersion, 0
+	} else {
+		b.bytesSince += size
+	}
 	return res, nil
 }

@@ -217,9 +217,9 @@ func TestLoadOfAnUnknownStoredEventNamesIt(t *testing.T) {
 	}
 }
 
-// Reading a ten-event aggregate costs what Store.Read of ten events costs: today the head and
-// one page of events.
-func TestLoadOfATenEventAggregateCostsOneReadOfTheStream(t *testing.T) {
+// Loading a ten-event aggregate costs one storage request: one range query for its events and
+// its head.
+func TestLoadOfATenEventAggregateCostsOneRequest(t *testing.T) {
 	forEachCostBackend(t, func(t *testing.T, s *estuite.Store) {
 		ctx := context.Background()
 		repo := newRepo(s, accountRegistry(), nil)
