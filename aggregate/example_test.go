@@ -20,13 +20,21 @@ type ItemAdded struct {
 }
 type OrderPlaced struct{}
 
-// Order is an aggregate: it embeds aggregate.Base and folds its events in Apply.
+// Order is an aggregate: it embeds aggregate.Base and folds its events into its state in Apply.
 type Order struct {
 	aggregate.Base
+	OrderState
+}
+
+// OrderState is everything Apply changes: what a snapshot holds.
+type OrderState struct {
 	Items  []string
 	Total  int
 	Placed bool
 }
+
+// SnapshotState makes Order an aggregate.Snapshotter.
+func (o *Order) SnapshotState() any { return &o.OrderState }
 
 func (o *Order) Apply(event any) {
 	switch e := event.(type) {
@@ -78,7 +86,10 @@ func Example() {
 	aggregate.Register[ItemAdded](reg, "ItemAdded")
 	aggregate.Register[OrderPlaced](reg, "OrderPlaced")
 	orders := aggregate.NewRepository(store, reg, func() *Order { return &Order{} },
-		&aggregate.Options{StreamPrefix: "order-"})
+		&aggregate.Options{
+			StreamPrefix: "order-", // order 42 is stream "order-42"
+			Snapshots:    &aggregate.SnapshotPolicy{Schema: 1, Every: 100},
+		})
 
 	_, err = orders.Update(ctx, "42", func(o *Order) error { return o.AddItem("tea", 450) }, nil)
 	if err != nil {
@@ -188,4 +199,39 @@ func ExampleUpcast() {
 	// [tea cake] 700
 	// 1 ItemAdded schema 2: {SKU:tea Cents:400} (stored metadata )
 	// 2 ItemAdded schema 2: {SKU:cake Cents:300} (stored metadata {"eventSchema":2})
+}
+
+// Snapshots: with a policy, the saves that pass a multiple of 100 versions carry a snapshot of
+// the order's state in their own batch, and a load reads the latest snapshot and the events
+// after it in one storage request, folding only those events.
+func ExampleSnapshotPolicy() {
+	ctx := context.Background()
+	store, _ := estuite.Open(ctx, mem.New(nil), nil)
+	defer store.Close()
+	orders := aggregate.NewRepository(store, orderRegistry(), newOrder, &aggregate.Options{
+		StreamPrefix: "order-",
+		Snapshots:    &aggregate.SnapshotPolicy{Schema: 1, Every: 100},
+	})
+
+	o := orders.New("big")
+	for i := range 250 {
+		o.AddItem(fmt.Sprint("sku-", i), 1)
+		if len(o.Uncommitted()) == 50 {
+			res, err := orders.Save(ctx, o, nil)
+			if err != nil {
+				log.Fatal(err)
+			}
+			if res.SnapshotSaved {
+				fmt.Println("snapshot at version", res.LastVersion)
+			}
+		}
+	}
+
+	before := store.RequestCounts()
+	o, _ = orders.Load(ctx, "big")
+	fmt.Println("loaded version", o.Version(), "total", o.Total, "in", store.RequestCounts().Sub(before).Total(), "request")
+	// Output:
+	// snapshot at version 100
+	// snapshot at version 200
+	// loaded version 250 total 250 in 1 request
 }

@@ -13,6 +13,9 @@ type StreamRead struct {
 	Stream string
 	// Version is the stream's version when the read began.
 	Version int64
+	// Snapshot is the stream's snapshot when the read asked for one (ReadOptions.WithSnapshot)
+	// and found it; Events then starts after its Version. Decoding it is the caller's business.
+	Snapshot *estuite.Snapshot
 	// Events yields the events read, decoded and upcast to their current forms. It stops at the
 	// first error (a storage error or a *DecodeError), yielding it with a zero Event. Each pass
 	// reads storage again.
@@ -26,7 +29,7 @@ func (r *Registry) Read(ctx context.Context, store *estuite.Store, stream string
 	if err != nil {
 		return nil, err
 	}
-	return &StreamRead{Stream: read.Stream, Version: read.Version, Events: r.decodeAll(read.Events)}, nil
+	return &StreamRead{Stream: read.Stream, Version: read.Version, Snapshot: read.Snapshot, Events: r.decodeAll(read.Events)}, nil
 }
 
 func (r *Registry) decodeAll(events iter.Seq2[estuite.RecordedEvent, error]) iter.Seq2[Event, error] {
