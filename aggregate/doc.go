@@ -63,6 +63,20 @@
 // only ever see current forms. A stored event whose name and schema are neither registered nor
 // upcast is an *UnknownEventTypeError naming them.
 //
+// # Snapshots
+//
+// With Options.Snapshots, a save that the SnapshotPolicy says is due (every N versions, or more
+// than N events or B bytes since the latest snapshot) carries a snapshot of the aggregate's
+// state, encoded with the registry's codec from the pointer its SnapshotState method returns
+// (see Snapshotter). The store writes it in the stream's own partition, in the same atomic batch
+// as the events: no extra storage request. A load reads the latest snapshot of the policy's
+// Schema and the events after it — one storage request when they fit one page, two for a
+// 10,000-event stream with a snapshot every 100 — and folds only those events; the state is the
+// one a full replay gives. Snapshots of another schema (the state's type changed) are ignored:
+// the stream is replayed, and the next due save writes a snapshot of the new schema. A batch
+// too full for the snapshot, or a state over estuite.MaxSnapshotBytes, saves without one; the
+// next save catches up. Snapshots never appear in stream reads or the feed.
+//
 // # Caveats
 //
 //   - One Save is one atomic append: at most estuite.MaxAppendRows events.
