@@ -71,13 +71,16 @@ func (r *Repository[A]) New(id string) A {
 }
 
 // Load returns aggregate id as stored: its events folded into a fresh aggregate (see New),
-// at the version of its last event. With snapshots (Options.Snapshots), it reads the latest
-// snapshot of the policy's schema in the same storage request as the events after it, and
-// folds only those: the state is the one a full replay gives, provided the state survives the
-// codec (see Snapshotter). A snapshot the codec cannot decode is ignored: the stream is replayed
-// from the start, and the next save the policy allows writes a new one. An aggregate without events is ErrNotFound, like
+// at the version of its last event. An aggregate without events is ErrNotFound, as
 // hallgren/eventsourcing's ErrAggregateNotFound (use New to create one, or Update, which starts
 // from a fresh aggregate). An event the registry cannot decode is a *DecodeError.
+//
+// A stream whose events fit one storage page costs one request. With snapshots
+// (Options.Snapshots), Load reads the latest snapshot of the policy's schema and the events
+// after it (at most two requests while those fit one page) and folds only those events: the
+// state is the one a full replay gives, provided the state survives the codec (see
+// Snapshotter). A snapshot the codec cannot decode is ignored: the stream is read again and
+// replayed from the start, and the next save the policy allows writes a new snapshot.
 func (r *Repository[A]) Load(ctx context.Context, id string) (A, error) {
 	a, err := r.load(ctx, id)
 	if errors.Is(err, estuite.ErrStreamNotFound) {
