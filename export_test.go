@@ -8,3 +8,10 @@ func SetFeedPageSize(n int64) (restore func()) {
 	feedPageSize = n
 	return func() { feedPageSize = old }
 }
+
+// ForgetHeads empties the store's head cache, as in a process that has not met the streams yet.
+func (s *Store) ForgetHeads() {
+	s.heads.mu.Lock()
+	clear(s.heads.heads)
+	s.heads.mu.Unlock()
+}

@@ -2,6 +2,7 @@ package estuite
 
 import (
 	"context"
+	"errors"
 	"iter"
 	"slices"
 	"strings"
@@ -185,11 +186,20 @@ type openedRead struct {
 	rows     []table.Entity // event rows from the read's first version on, in key order
 }
 
+// snapshotProbeRows is the page size of the first query of a read with a snapshot of a stream
+// whose length the store does not know: the snapshot row, up to 97 events, the progress row and
+// the head. A longer stream costs a second query from after the snapshot, and the events this one
+// read before the snapshot are wasted: so few that the second query costs about what it would
+// after a point read of the snapshot row.
+const snapshotProbeRows = 100
+
 // openRead runs a read's first range query: from the read's first event (or the snapshot row) to
-// the head. It follows continuations while what it read fits one storage page; when that does not
-// reach the head, it reads the head directly — except that a read from the snapshot row that read
-// none of the events it wants (they are all after the snapshot, or after From) starts once more
-// from the first of them, so that they and the head come in one more query.
+// the head. It follows continuations while what it read fits the query's limit (one storage page;
+// snapshotProbeRows for a read from the snapshot row of a stream of unknown length). When that
+// does not reach the head, a read that does not yet hold every event it wants and read none of
+// them, or only a probe's worth, runs one more query from the next version it wants; then the
+// head is read directly. A read with a snapshot of a stream the store knows to be longer than a
+// page reads the snapshot row alone first (a point read), so that no event before it is read.
 func (s *Store) openRead(ctx context.Context, pk string, o ReadOptions) (openedRead, error) {
 	var op openedRead
 	first := max(o.From, 1)
@@ -197,18 +207,45 @@ func (s *Store) openRead(ctx context.Context, pk string, o ReadOptions) (openedR
 		first = 1
 	}
 	from := eventKey(first)
-	if o.WithSnapshot {
-		from = snapshotRowKey
-	}
 	limit := table.MaxPageSize
-	if o.Direction == Forward && o.Limit > 0 && !o.WithSnapshot {
-		limit = min(o.Limit+2, limit) // the events wanted, the progress row and the head
+	wantedLimit := func() int {
+		if o.Direction == Forward && o.Limit > 0 {
+			return min(o.Limit-len(op.rows)+2, table.MaxPageSize) // the events wanted, the progress row and the head
+		}
+		return table.MaxPageSize
+	}
+	if o.WithSnapshot {
+		known, ok := s.heads.get(pk)
+		switch {
+		case ok && known.version > table.MaxPageSize-3:
+			row, err := s.streams.get(ctx, pk, snapshotRowKey)
+			switch {
+			case err == nil:
+				sn, err := decodeSnapshot(row)
+				if err != nil {
+					return op, err
+				}
+				if sn.Schema == o.SnapshotSchema {
+					op.snapshot = sn
+					first = max(first, sn.Version+1)
+				}
+			case !errors.Is(err, table.ErrNotFound):
+				return op, err
+			}
+			from, limit = eventKey(first), wantedLimit()
+		case ok:
+			from = snapshotRowKey
+		default:
+			from, limit = snapshotRowKey, snapshotProbeRows
+		}
+	} else {
+		limit = wantedLimit()
 	}
 	for round := 0; round < 2; round++ {
 		q := table.Query{PartitionKey: pk, From: from, To: eventIDPrefix, Limit: limit}
-		read, wanted := 0, 0
-		done := false
-		for !done {
+		read := 0
+		kept := len(op.rows)
+		for {
 			page, err := s.streams.query(ctx, q)
 			if err != nil {
 				return op, err
@@ -235,26 +272,33 @@ func (s *Store) openRead(ctx context.Context, pk string, o ReadOptions) (openedR
 					}
 				case strings.HasPrefix(rk, eventKeyPrefix):
 					if v, ok := parseEventKey(rk); ok && v < first {
-						continue // before the snapshot: not decoded, not kept
+						continue // before the snapshot (or From): not decoded, not kept
 					}
 					op.rows = append(op.rows, row)
-					wanted++
 				}
 				// Other rows (the progress row, rows of a later release) are not the read's.
 			}
-			switch {
-			case page.Continuation == "":
+			if page.Continuation == "" {
 				return op, nil // no head: no stream
-			case read >= table.MaxPageSize || o.Limit > 0 && wanted >= o.Limit:
-				done = true // one page's worth, or all the events wanted, and the head still ahead
-			default:
-				q.Continuation = page.Continuation
 			}
+			if read >= limit || o.Limit > 0 && len(op.rows) >= o.Limit {
+				break // a page's worth, or every event wanted, and the head still ahead
+			}
+			q.Continuation = page.Continuation
 		}
-		if round > 0 || len(op.rows) > 0 {
+		haveAll := o.Limit > 0 && len(op.rows) >= o.Limit
+		if round > 0 || haveAll || len(op.rows) > kept && limit == table.MaxPageSize {
 			break
 		}
-		from = eventKey(first)
+		// Read on from the next version wanted, a full page this time.
+		if n := len(op.rows); n > 0 {
+			v, ok := parseEventKey(op.rows[n-1].RowKey)
+			if !ok {
+				break
+			}
+			first = v + 1
+		}
+		from, limit = eventKey(first), wantedLimit()
 	}
 	h, err := s.readHead(ctx, pk)
 	if err != nil {

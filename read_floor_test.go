@@ -167,14 +167,26 @@ func TestReadWithSnapshotOfALongStreamIsTwoRequests(t *testing.T) {
 		if sn == nil || sn.Version != 9900 || string(sn.Data) != "state@9900" || fmt.Sprint(versions(events)) != fmt.Sprint(seq(9901, 10000)) {
 			t.Fatalf("snapshot %+v and %d events; want the snapshot at 9900 and events 9901…10000", sn, len(events))
 		}
-		if d.Total() != 2 {
-			t.Errorf("read with a snapshot: %+v requests; want 2", d)
+		if d.Total() != 2 || d.PointReads != 1 {
+			t.Errorf("read with a snapshot: %+v requests; want 2 (the snapshot row, then the events after it and the head)", d)
 		}
-		// Another schema: the whole stream — the snapshot row and 10,000 events, 11 pages — and
-		// the head.
+		// A store that has not met the stream yet probes it: the snapshot row and a few events,
+		// then the events after the snapshot and the head.
+		s.ForgetHeads()
+		d = requestsOf(s, func() { sn, _, events = readWithSnapshot(t, s, "ten-thousand", 7, estuite.ReadOptions{}) })
+		if sn == nil || sn.Version != 9900 || len(events) != 100 || d.Total() != 2 || d.QueryPages != 2 {
+			t.Errorf("cold read with a snapshot: %+v, %d events, %+v requests; want the snapshot, 100 events and 2 queries", sn, len(events), d)
+		}
+		// Another schema: the snapshot row, then the whole stream as a plain read reads it.
 		d = requestsOf(s, func() { sn, _, events = readWithSnapshot(t, s, "ten-thousand", 8, estuite.ReadOptions{}) })
 		if sn != nil || len(events) != 10000 || d.Total() != 12 {
 			t.Errorf("read with another schema: snapshot %+v, %d events, %+v requests; want none, 10000 and 12", sn, len(events), d)
+		}
+		// The same cold: a probe, a page from after it, the head, the rest.
+		s.ForgetHeads()
+		d = requestsOf(s, func() { sn, _, events = readWithSnapshot(t, s, "ten-thousand", 8, estuite.ReadOptions{}) })
+		if sn != nil || len(events) != 10000 || d.Total() != 12 {
+			t.Errorf("cold read with another schema: snapshot %+v, %d events, %+v requests; want none, 10000 and 12", sn, len(events), d)
 		}
 		// A snapshot at the head: nothing after it.
 		mustAppend(t, s, "ten-thousand", countedEvents(10001, 1), &estuite.AppendOptions{Snapshot: &estuite.Snapshot{Schema: 7}})
@@ -182,13 +194,28 @@ func TestReadWithSnapshotOfALongStreamIsTwoRequests(t *testing.T) {
 		if sn == nil || sn.Version != 10001 || len(events) != 0 || d.Total() != 2 {
 			t.Errorf("snapshot at the head: %+v, %d events, %+v requests; want it, none and 2", sn, len(events), d)
 		}
-		// A small stream with a snapshot: one request.
+		// A small stream with a snapshot: one request, known or not. So is one of 500 events
+		// that the store has met.
 		appendN(t, s, "small", 30)
 		mustAppend(t, s, "small", countedEvents(31, 2), &estuite.AppendOptions{Snapshot: &estuite.Snapshot{Schema: 7}})
 		appendN(t, s, "small", 5)
-		d = requestsOf(s, func() { sn, _, events = readWithSnapshot(t, s, "small", 7, estuite.ReadOptions{}) })
-		if sn == nil || sn.Version != 32 || fmt.Sprint(versions(events)) != fmt.Sprint(seq(33, 37)) || d.Total() != 1 {
-			t.Errorf("small stream with a snapshot: %+v, %v, %+v requests; want the snapshot at 32, 33…37, one request", sn, versions(events), d)
+		appendN(t, s, "medium", 500)
+		for _, cold := range []bool{false, true} {
+			if cold {
+				s.ForgetHeads()
+			}
+			d = requestsOf(s, func() { sn, _, events = readWithSnapshot(t, s, "small", 7, estuite.ReadOptions{}) })
+			if sn == nil || sn.Version != 32 || fmt.Sprint(versions(events)) != fmt.Sprint(seq(33, 37)) || d.Total() != 1 {
+				t.Errorf("small stream with a snapshot (cold %v): %+v, %v, %+v requests; want the snapshot at 32, 33…37, one request", cold, sn, versions(events), d)
+			}
+			want := int64(1)
+			if cold {
+				want = 2 // a probe, then the rest and the head
+			}
+			d = requestsOf(s, func() { sn, _, events = readWithSnapshot(t, s, "medium", 7, estuite.ReadOptions{}) })
+			if sn != nil || fmt.Sprint(versions(events)) != fmt.Sprint(seq(1, 500)) || d.Total() != want {
+				t.Errorf("500 events without a snapshot (cold %v): %+v, %d events, %+v requests; want %d", cold, sn, len(events), d, want)
+			}
 		}
 	})
 }
