@@ -5,11 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/estuite/estuite"
 	"github.com/estuite/estuite/aggregate"
+	"github.com/estuite/estuite/internal/azuritetest"
 	"github.com/estuite/estuite/table"
+	"github.com/estuite/estuite/table/azure"
 	"github.com/estuite/estuite/table/bolt"
 	"github.com/estuite/estuite/table/mem"
 )
@@ -100,26 +103,45 @@ func accountRegistry() *aggregate.Registry {
 
 // Backends.
 
+func TestMain(m *testing.M) { azuritetest.Main(m) }
+
 type backendCase struct {
 	name string
 	open func(t testing.TB) table.Backend
+	// shared marks a backend whose tables outlive the test (Azurite): each store gets tables of
+	// its own, named after the test.
+	shared bool
 }
 
 var backends = []backendCase{
-	{"mem", func(testing.TB) table.Backend { return mem.New(nil) }},
-	{"mem-paged", func(testing.TB) table.Backend { return mem.New(&mem.Options{PageSize: 3, EmptyPages: true}) }},
+	{"mem", func(testing.TB) table.Backend { return mem.New(nil) }, false},
+	{"mem-paged", func(testing.TB) table.Backend { return mem.New(&mem.Options{PageSize: 3, EmptyPages: true}) }, false},
 	{"bolt", func(t testing.TB) table.Backend {
 		b, err := bolt.Open(filepath.Join(t.TempDir(), "estuite.db"), &bolt.Options{NoSync: true})
 		if err != nil {
 			t.Fatal(err)
 		}
 		return b
-	}},
+	}, false},
+	{"azurite", func(t testing.TB) table.Backend {
+		b, err := azure.Open(azuritetest.ConnectionString(t), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}, true},
+}
+
+// onAzurite reports whether t runs on the Azurite backend (a subtest of forEachBackend or
+// forEachCostBackend named "azurite").
+func onAzurite(t testing.TB) bool {
+	name := t.Name()
+	return strings.HasSuffix(name, "/azurite") || strings.Contains(name, "/azurite/")
 }
 
 func forEachBackend(t *testing.T, f func(t *testing.T, s *estuite.Store)) {
 	for _, b := range backends {
-		t.Run(b.name, func(t *testing.T) { f(t, openStore(t, b.open(t))) })
+		t.Run(b.name, func(t *testing.T) { f(t, openCaseStore(t, b)) })
 	}
 }
 
@@ -130,13 +152,29 @@ func forEachCostBackend(t *testing.T, f func(t *testing.T, s *estuite.Store)) {
 		if b.name == "mem-paged" {
 			continue
 		}
-		t.Run(b.name, func(t *testing.T) { f(t, openStore(t, b.open(t))) })
+		t.Run(b.name, func(t *testing.T) { f(t, openCaseStore(t, b)) })
 	}
 }
 
-func openStore(t testing.TB, b table.Backend) *estuite.Store {
+// openCaseStore opens a store on a new backend of bc; on a shared one with tables of its own.
+func openCaseStore(t testing.TB, bc backendCase) *estuite.Store {
 	t.Helper()
-	s, err := estuite.Open(context.Background(), b, nil)
+	var opts *estuite.Options
+	if bc.shared {
+		prefix := azuritetest.NewTableName(t)
+		if len(prefix) > 50 { // room for the longest table suffix
+			prefix = "t" + prefix[len(prefix)-49:]
+		}
+		opts = &estuite.Options{TablePrefix: prefix}
+	}
+	return openStoreWith(t, bc.open(t), opts)
+}
+
+func openStore(t testing.TB, b table.Backend) *estuite.Store { return openStoreWith(t, b, nil) }
+
+func openStoreWith(t testing.TB, b table.Backend, opts *estuite.Options) *estuite.Store {
+	t.Helper()
+	s, err := estuite.Open(context.Background(), b, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
