@@ -154,7 +154,7 @@ func (s *Store) prepareAppend(stream string, events []EventData, o AppendOptions
 	ops := a.ops(head{version: 1<<62 - 1, etag: "x"})
 	for i, op := range ops[firstOp : firstOp+len(a.events)] {
 		// The event's feed row carries a few more properties than its stream row: it must fit too.
-		feedRow := feedEventEntity(1<<62, stream, op.Entity, a.recorded)
+		feedRow := feedEventEntity(MaxPosition, stream, op.Entity, a.recorded)
 		n := max(table.EntitySize(op.Entity), table.EntitySize(feedRow))
 		if n > table.MaxEntityBytes {
 			return nil, &TooLargeError{What: fmt.Sprintf("events[%d]", i), Size: n, Limit: table.MaxEntityBytes, Unit: "bytes as stored"}

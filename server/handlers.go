@@ -171,7 +171,7 @@ func (s *Server) handleFeed(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if q.Has("after") {
-		if opts.After, err = intParam(q, "after", 0, 1<<62); err != nil {
+		if opts.After, err = intParam(q, "after", 0, estuite.MaxPosition); err != nil {
 			s.fail(w, r, err)
 			return
 		}
