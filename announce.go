@@ -14,11 +14,20 @@ import (
 
 // submitAppend sends an append batch of stream (partition pk) that writes versions first to
 // announced — one append, or several combined (appendqueue.go) — with its dirty marker, which
-// records maxEventBytes, the batch's largest event row: the marker first, then the batch. The marker is write-ahead: it is stored before the batch can
-// land, so that no dispatcher can miss the append. Where the backend writes several partitions
+// records maxEventBytes, the batch's largest event row: the marker first, then the batch. The
+// marker is write-ahead: it is stored before the batch can land, so that no dispatcher can miss
+// the append. Where the backend writes several partitions
 // atomically (table.MultiSubmitter, the embedded store), marker and batch go in one transaction.
-// It returns the batch's ETags, or its error (a *table.BatchError when the storage refused it).
-func (s *Store) submitAppend(ctx context.Context, pk, stream string, ops []table.Op, first, announced, maxEventBytes int64) ([]string, error) {
+// With early set (an early announcement the batch relies on, see early.go), no marker is written:
+// the early one is stored already. It returns the batch's ETags, or its error (a
+// *table.BatchError when the storage refused it).
+func (s *Store) submitAppend(ctx context.Context, pk, stream string, ops []table.Op, first, announced, maxEventBytes int64, early *Announcement) ([]string, error) {
+	if early != nil {
+		etags, err := s.streams.submitOnce(ctx, pk, ops)
+		var be *table.BatchError
+		early.settle(!errors.As(err, &be))
+		return etags, err
+	}
 	m := dirtyMarker{
 		shard:     dirtyShard(pk, dirtyShards),
 		stream:    stream,

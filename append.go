@@ -91,6 +91,9 @@ type appendPlan struct {
 	// size as table.BatchSize counts it, at the largest version.
 	snapshot      *Snapshot
 	snapshotBytes int
+
+	// ann is the caller's AppendOptions.Announcement (nil: none).
+	ann *Announcement
 }
 
 // eventID is a caller-given event ID and the index of its event in the append.
@@ -105,6 +108,18 @@ func (s *Store) prepareAppend(stream string, events []EventData, o AppendOptions
 	}
 	if len(events) == 0 {
 		return nil, invalid("events", "an append needs at least one event")
+	}
+	if an := o.Announcement; an != nil {
+		switch {
+		case an.s != s:
+			return nil, invalid("announcement", "was made by another Store")
+		case an.stream != stream:
+			return nil, invalid("announcement", "is for stream %q, not %q", an.stream, stream)
+		case o.CommitID == "":
+			o.CommitID = an.commitID
+		case o.CommitID != an.commitID:
+			return nil, invalid("announcement", "is for commit ID %q, not %q", an.commitID, o.CommitID)
+		}
 	}
 	if o.CommitID == "" {
 		o.CommitID = uuid.NewString()
@@ -127,6 +142,7 @@ func (s *Store) prepareAppend(stream string, events []EventData, o AppendOptions
 		hash:     commitHash(events),
 		attempt:  uuid.NewString(),
 		recorded: s.now().UTC().Truncate(time.Microsecond),
+		ann:      o.Announcement,
 	}
 	seen := make(map[uuid.UUID]bool)
 	for i := range events {
@@ -150,8 +166,11 @@ func (s *Store) prepareAppend(stream string, events []EventData, o AppendOptions
 		return nil, &TooLargeError{What: "append", Size: rows, Limit: MaxAppendRows,
 			Unit: "rows (one per event, one more per caller-given event ID)"}
 	}
-	// Check sizes on the batch as it will be sent, with the largest version numbers possible.
+	// Check sizes on the batch as it will be sent, with the largest version numbers possible (and
+	// the largest event size the commit row can record).
+	a.maxEventBytes = table.MaxEntityBytes
 	ops := a.ops(head{version: 1<<62 - 1, etag: "x"})
+	a.maxEventBytes = 0
 	for i, op := range ops[firstOp : firstOp+len(a.events)] {
 		// The event's feed row carries a few more properties than its stream row: it must fit too.
 		feedRow := feedEventEntity(MaxPosition, stream, op.Entity, a.recorded)
@@ -229,7 +248,7 @@ func (a *appendPlan) ops(h head) []table.Op {
 
 // commitOp inserts the append's commit row, for events from version first on.
 func (a *appendPlan) commitOp(first int64) table.Op {
-	rec := commitRecord{commitID: a.commitID, first: first, last: first + int64(len(a.events)) - 1, hash: a.hash, attempt: a.attempt}
+	rec := commitRecord{commitID: a.commitID, first: first, last: first + int64(len(a.events)) - 1, hash: a.hash, attempt: a.attempt, maxBytes: a.maxEventBytes}
 	return table.Op{Kind: table.Insert, Entity: rec.entity(a.pk, a.recorded)}
 }
 

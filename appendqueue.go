@@ -323,7 +323,16 @@ func (s *Store) send(ctx context.Context, live, batch, refused []*appendReq, h h
 	for _, r := range batch {
 		maxEventBytes = max(maxEventBytes, r.a.maxEventBytes)
 	}
-	etags, err := s.submitAppend(ctx, pk, stream, ops, h.version+1, last, maxEventBytes)
+	// An append announced early whose marker is stored (and still in its window) spares the
+	// batch its own marker: the early one covers the whole batch, which lands with its commit row.
+	var early *Announcement
+	for _, r := range batch {
+		if r.a.ann.rely(ctx) {
+			early = r.a.ann
+			break
+		}
+	}
+	etags, err := s.submitAppend(ctx, pk, stream, ops, h.version+1, last, maxEventBytes, early)
 	if err == nil {
 		s.dirty.mark(dirtyShard(pk, dirtyShards))
 		s.heads.put(pk, head{version: last, etag: etags[len(batch)]})

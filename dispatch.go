@@ -100,9 +100,12 @@ type Dispatcher struct {
 	s *Store
 	o DispatcherOptions
 
-	mu        sync.Mutex          // serializes steps
-	st        *feedState          // nil until loaded, and after any doubt
-	waits     map[string]waitInfo // stream pk → since when its announced version is ahead of its head
+	mu    sync.Mutex          // serializes steps
+	st    *feedState          // nil until loaded, and after any doubt
+	waits map[string]waitInfo // stream pk → since when its announced version is ahead of its head
+	// earlySeen: early marker row key → when this dispatcher first saw it without its commit row
+	// (on d.o.Clock). Only a marker seen for FenceAfter may go without its commit row (early.go).
+	earlySeen map[string]waitInfo
 	cursors   [dirtyShards]string // per shard: the stream hash the next step starts at ("": the first)
 	shardTurn int                 // which of the scanned shards goes first
 	writeTurn int                 // which of a step's streams is written into the feed first
@@ -185,7 +188,7 @@ func NewDispatcher(s *Store, opts *DispatcherOptions) *Dispatcher {
 	if o.Linger == 0 {
 		o.Linger = DefaultLinger
 	}
-	return &Dispatcher{s: s, o: o, waits: make(map[string]waitInfo), pendingSince: make(map[string]pendingInfo)}
+	return &Dispatcher{s: s, o: o, waits: make(map[string]waitInfo), earlySeen: make(map[string]waitInfo), pendingSince: make(map[string]pendingInfo)}
 }
 
 // Step runs one dispatch cycle over every dirty-marker shard: it reads the streams announced as
@@ -209,6 +212,7 @@ type streamWork struct {
 	shard      int
 	markers    []dirtyMarker
 	fmin, amax int64
+	agedEarly  bool  // an early marker has been seen for FenceAfter without its commit row
 	maxBytes   int64 // the largest event row its markers announce (unknownEventBytes if one does not say)
 	limit      int   // rows its read may return this step; 0: not read (over the step's byte budget)
 
@@ -243,6 +247,9 @@ func (d *Dispatcher) step(ctx context.Context, shards []int) (stats DispatchStat
 		return stats, err
 	}
 	stats.Streams = len(work)
+	if work, err = d.lookUpEarly(ctx, work); err != nil {
+		return stats, err
+	}
 	if len(work) == 0 {
 		stats.FeedHead = d.st.next - 1
 		return stats, nil
@@ -405,20 +412,13 @@ func (d *Dispatcher) scanShard(ctx context.Context, shard, quota int) (work []*s
 						stopAt = streamHash(m.pk)
 						return errShardQuota
 					}
-					cur = &streamWork{pk: m.pk, hash: streamHash(m.pk), stream: m.stream, shard: shard, fmin: m.first, amax: m.announced}
+					cur = &streamWork{pk: m.pk, hash: streamHash(m.pk), stream: m.stream, shard: shard}
 					work = append(work, cur)
 				}
 				if len(cur.markers) == maxMarkerRowsPerStream {
 					continue // the rest of this stream's markers wait for the next steps
 				}
 				cur.markers = append(cur.markers, m)
-				cur.fmin = min(cur.fmin, m.first)
-				cur.amax = max(cur.amax, m.announced)
-				b := m.maxBytes
-				if b <= 0 {
-					b = unknownEventBytes
-				}
-				cur.maxBytes = max(cur.maxBytes, b)
 			}
 			return nil
 		})
@@ -473,6 +473,17 @@ func (d *Dispatcher) prune(shard int, work []*streamWork) {
 	dirty := make(map[string]bool, len(work))
 	for _, w := range work {
 		dirty[w.pk] = true
+	}
+	marked := make(map[string]bool)
+	for _, w := range work {
+		for _, m := range w.markers {
+			marked[m.rowKey] = true
+		}
+	}
+	for rk, wi := range d.earlySeen {
+		if wi.shard == shard && !marked[rk] {
+			delete(d.earlySeen, rk)
+		}
 	}
 	for pk, wi := range d.waits {
 		if wi.shard == shard && !dirty[pk] {
@@ -645,19 +656,22 @@ func (d *Dispatcher) plan(ctx context.Context, w *streamWork, stats *DispatchSta
 			w.resolve = append(w.resolve, m)
 		}
 	}
-	if w.headVer >= w.amax {
+	if w.headVer >= w.amax && !w.agedEarly {
 		delete(d.waits, w.pk)
 		return nil
 	}
-	// An announced append has not landed (yet). Wait, then fence the head.
-	now := d.o.Clock.Now()
-	wi, ok := d.waits[w.pk]
-	if !ok || wi.announced != w.amax {
-		d.waits[w.pk] = waitInfo{shard: w.shard, announced: w.amax, since: now}
-		return nil
-	}
-	if now.Sub(wi.since) < d.o.FenceAfter {
-		return nil
+	// An announced append has not landed (yet). Wait, then fence the head. An early marker seen
+	// for FenceAfter without its commit row has been waited for already.
+	if !w.agedEarly {
+		now := d.o.Clock.Now()
+		wi, ok := d.waits[w.pk]
+		if !ok || wi.announced != w.amax {
+			d.waits[w.pk] = waitInfo{shard: w.shard, announced: w.amax, since: now}
+			return nil
+		}
+		if now.Sub(wi.since) < d.o.FenceAfter {
+			return nil
+		}
 	}
 	fenced, err := d.fence(ctx, w)
 	if err != nil {
@@ -666,7 +680,14 @@ func (d *Dispatcher) plan(ctx context.Context, w *streamWork, stats *DispatchSta
 	if fenced {
 		stats.Fenced++
 		delete(d.waits, w.pk)
-		w.resolve = w.markers
+		// Every marker may go now — except an early one seen for less than FenceAfter without
+		// its commit row: an append relying on it may yet read the fenced head (early.go).
+		w.resolve = w.resolve[:0]
+		for _, m := range w.markers {
+			if !m.early() || m.landed || m.aged {
+				w.resolve = append(w.resolve, m)
+			}
+		}
 	}
 	return nil
 }

@@ -145,6 +145,11 @@ type AppendOptions struct {
 	// combined batch (see Store.Append) with later appends to the stream — the append still
 	// succeeds, without it: AppendResult.SnapshotSaved says which.
 	Snapshot *Snapshot
+	// Announcement, when set, is the append's early announcement (Store.Announce): the append
+	// relies on its dirty marker instead of writing one, when it is sent within the store's
+	// AnnounceWindow. It must be for the same stream, and for CommitID (an empty CommitID takes
+	// the announcement's); otherwise the append is an *InvalidInputError.
+	Announcement *Announcement
 }
 
 // AppendResult describes a committed append.

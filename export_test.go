@@ -1,5 +1,7 @@
 package estuite
 
+import "context"
+
 // SetFeedPageSize makes feed pages hold n positions until the returned function restores the
 // default: simulations and tests use small pages so that every schedule crosses pages. Only a
 // store created under one page size can be read under it.
@@ -14,4 +16,28 @@ func (s *Store) ForgetHeads() {
 	s.heads.mu.Lock()
 	clear(s.heads.heads)
 	s.heads.mu.Unlock()
+}
+
+// WaitStored waits until the announcement's marker write has ended, and returns its error.
+func (an *Announcement) WaitStored() error {
+	<-an.stored
+	return an.err
+}
+
+// AnnounceAndWait is Announce with the marker written on the caller's goroutine (with ctx)
+// before it returns: the simulation's actors make their storage calls one at a time.
+func (s *Store) AnnounceAndWait(ctx context.Context, stream, commitID string) (*Announcement, error) {
+	an, err := s.newAnnouncement(stream, commitID)
+	if err != nil {
+		return nil, err
+	}
+	an.write(ctx)
+	return an, nil
+}
+
+// WithdrawAndWait is Withdraw with the marker's delete made on the caller's goroutine, with ctx.
+func (an *Announcement) WithdrawAndWait(ctx context.Context) {
+	if an.withdraw() {
+		an.delete(ctx)
+	}
 }

@@ -193,15 +193,30 @@ type dirtyMarker struct {
 	first     int64  // first version the append writes
 	announced int64  // the stream version once the append lands
 	maxBytes  int64  // the size of the append's largest event row (0: not recorded)
+	// commitID is set on an early marker (early.go): written before the append was prepared, it
+	// names the commit ID the append will use, and its versions are those of that commit row.
+	commitID string
+
+	// What a dispatcher learned of an early marker in this step (lookUpEarly): landed when its
+	// commit row was found (first and announced are then the commit's), and otherwise whether it
+	// has been seen for FenceAfter (aged: a fence may take it).
+	landed, aged bool
 }
 
+// early reports whether m is an early marker.
+func (m dirtyMarker) early() bool { return m.commitID != "" }
+
 func (m dirtyMarker) entity() table.Entity {
-	return table.Entity{PartitionKey: dirtyPartition(m.shard), RowKey: m.rowKey, Properties: map[string]any{
+	e := table.Entity{PartitionKey: dirtyPartition(m.shard), RowKey: m.rowKey, Properties: map[string]any{
 		propStream:    m.stream,
 		propFirst:     m.first,
 		propAnnounced: m.announced,
 		propMaxBytes:  m.maxBytes,
 	}}
+	if m.commitID != "" {
+		e.Properties[propCommitID] = m.commitID
+	}
+	return e
 }
 
 func decodeDirtyMarker(shard int, row table.Entity) (dirtyMarker, error) {
@@ -213,6 +228,7 @@ func decodeDirtyMarker(shard int, row table.Entity) (dirtyMarker, error) {
 	if b, ok := row.Properties[propMaxBytes].(int64); ok && b > 0 {
 		m.maxBytes = min(b, table.MaxEntityBytes)
 	}
+	m.commitID, _ = row.Properties[propCommitID].(string)
 	if m.stream == "" || !ok1 || !ok2 || m.first < 1 || m.announced < m.first {
 		return m, corrupt(row.PartitionKey, row.RowKey, "malformed dirty marker")
 	}

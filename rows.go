@@ -145,6 +145,9 @@ type commitRecord struct {
 	first, last int64
 	hash        string
 	attempt     string
+	// maxBytes is the size of the commit's largest event row (0: not recorded, rows of earlier
+	// releases): a dispatcher that resolves an early marker by this row budgets its read by it.
+	maxBytes int64
 }
 
 func (c commitRecord) entity(pk string, recorded time.Time) table.Entity {
@@ -155,6 +158,7 @@ func (c commitRecord) entity(pk string, recorded time.Time) table.Entity {
 		propHash:     c.hash,
 		propAttempt:  c.attempt,
 		propRecorded: recorded,
+		propMaxBytes: c.maxBytes,
 	}}
 }
 
@@ -166,6 +170,9 @@ func decodeCommit(row table.Entity) (commitRecord, error) {
 	c.last, ok2 = row.Properties[propLast].(int64)
 	c.hash, ok3 = row.Properties[propHash].(string)
 	c.attempt, _ = row.Properties[propAttempt].(string)
+	if b, ok := row.Properties[propMaxBytes].(int64); ok && b > 0 {
+		c.maxBytes = min(b, table.MaxEntityBytes)
+	}
 	if !ok1 || !ok2 || !ok3 || c.first < 1 || c.last < c.first {
 		return c, corrupt(row.PartitionKey, row.RowKey, "malformed commit row")
 	}

@@ -59,6 +59,8 @@ type simWriter struct {
 	think                time.Duration // the longest pause between two appends
 	startAfter           time.Duration // when the writer begins (on its clock)
 	trueVersion          float64       // how often an append expects the stream's true version
+	announce             float64       // how often a command announces its append early
+	announceWindow       time.Duration // the store's AnnounceWindow
 	known                map[string]int64
 	mine                 []*simCommit
 	inflight             *simCommit
@@ -67,7 +69,21 @@ type simWriter struct {
 	done                 chan struct{} // closed when the latest generation's goroutine has returned
 }
 
-func (wr *simWriter) run(ctx context.Context, s *estuite.Store, clock *simsched.Clock, resume bool) {
+// simAnnounceReq asks a writer's companion actor to announce an append early.
+type simAnnounceReq struct {
+	stream, commitID string
+	reply            chan simAnnounced // buffered
+}
+
+type simAnnounced struct {
+	an  *estuite.Announcement
+	err error
+}
+
+// run carries on with the writer's plan in one process generation. announcer reaches the
+// generation's companion actor, which writes early markers while the writer reads the stream (an
+// actor makes one storage call at a time); nil when the writer never announces.
+func (wr *simWriter) run(ctx context.Context, s *estuite.Store, clock *simsched.Clock, resume bool, announcer chan<- simAnnounceReq) {
 	w, r := wr.world, wr.r
 	if len(wr.mine) == 0 && wr.startAfter > 0 {
 		if _, err := clock.Wait(ctx, wr.startAfter, nil); err != nil {
@@ -133,9 +149,52 @@ func (wr *simWriter) run(ctx context.Context, s *estuite.Store, clock *simsched.
 			wr.mine = append(wr.mine, c)
 		}
 		resume = false
+		// A command announced early: the marker is written while the writer reads the stream and
+		// thinks (sometimes past the announcement's window), and sometimes it decides to append
+		// nothing and withdraws.
+		var an *estuite.Announcement
+		if announcer != nil && r.Float64() < wr.announce {
+			reply := make(chan simAnnounced, 1)
+			select {
+			case announcer <- simAnnounceReq{stream: c.stream, commitID: c.id, reply: reply}:
+			case <-ctx.Done():
+				return
+			}
+			if rd, err := s.Read(ctx, c.stream, &estuite.ReadOptions{Limit: 20, WithSnapshot: true}); err == nil {
+				for _, err := range rd.Events {
+					if err != nil {
+						break
+					}
+				}
+			}
+			var got simAnnounced
+			select {
+			case got = <-reply:
+			case <-ctx.Done():
+				return
+			}
+			if got.err != nil && ctx.Err() == nil {
+				w.problem("%s: Announce(%s, %s): %v", wr.name, c.stream, c.id, got.err)
+				return
+			}
+			an = got.an // its marker may have failed to be written: the append then writes its own
+			if _, err := clock.Wait(ctx, time.Duration(r.Int64N(int64(wr.announceWindow)*3/2+1)), nil); err != nil {
+				return // crashed while thinking: the announcement stays for the dispatcher to fence
+			}
+			if r.Float64() < 0.15 {
+				an.WithdrawAndWait(ctx)
+				w.noteWithdrawn()
+				continue
+			}
+		}
 		wr.inflight, wr.exp = c, exp
 		from := w.sched.Steps()
-		res, err := s.Append(ctx, c.stream, c.events, &estuite.AppendOptions{CommitID: c.id, Expected: exp, Snapshot: c.snapshot})
+		res, err := s.Append(ctx, c.stream, c.events, &estuite.AppendOptions{CommitID: c.id, Expected: exp, Snapshot: c.snapshot, Announcement: an})
+		if an != nil && ctx.Err() == nil && r.Float64() < 0.7 {
+			// As aggregate.Update does after every attempt: a no-op once the append landed or
+			// may have, a delete after a refused one.
+			an.WithdrawAndWait(ctx)
+		}
 		crashed := ctx.Err() != nil
 		w.record(c, exp, res, err, crashed)
 		var wev *estuite.WrongExpectedVersionError
@@ -186,6 +245,10 @@ func (sim *simRun) spawnProcess(m *simMachine, delay time.Duration, resume bool)
 		wr.done = done // the next generation waits for this one's
 		part++
 		part := part
+		var announcer chan simAnnounceReq
+		if wr.announce > 0 {
+			announcer = make(chan simAnnounceReq)
+		}
 		// In quiet seeds writers pause too (a slow client, a garbage collection): an append whose
 		// marker is stored waits at its batch, and dispatchers wait for it, then fence it.
 		a := sim.sched.Spawn(simsched.ActorOptions{Name: p.name + "/" + wr.name, Kind: "writer", Pausable: sim.p.quiet}, func(ctx context.Context) {
@@ -200,10 +263,15 @@ func (sim *simRun) spawnProcess(m *simMachine, delay time.Duration, resume bool)
 			if !up(ctx, part) {
 				return
 			}
-			wr.run(ctx, p.store, m.clock, resume)
+			wr.run(ctx, p.store, m.clock, resume, announcer)
 		})
 		p.actors = append(p.actors, a)
 		sim.procOf[a] = p
+		if announcer != nil {
+			a := sim.spawnAnnouncer(p, wr, announcer, done)
+			p.actors = append(p.actors, a)
+			sim.procOf[a] = p
+		}
 	}
 	o := sim.p
 	// In quiet seeds the first machine only dispatches, and does not crash: it loses the lease when
@@ -246,6 +314,24 @@ func (sim *simRun) spawnProcess(m *simMachine, delay time.Duration, resume bool)
 		p.actors = append(p.actors, a)
 		sim.procOf[a] = p
 	}
+}
+
+// spawnAnnouncer starts a writer's companion actor for this generation: it writes early markers
+// on the writer's behalf, while the writer reads, until the writer's goroutine returns.
+func (sim *simRun) spawnAnnouncer(p *simProc, wr *simWriter, req <-chan simAnnounceReq, writerDone <-chan struct{}) *simsched.Actor {
+	return sim.sched.Spawn(simsched.ActorOptions{Name: p.name + "/" + wr.name + "/a", Kind: "announcer", Pausable: sim.p.quiet}, func(ctx context.Context) {
+		for {
+			select {
+			case q := <-req:
+				an, err := p.store.AnnounceAndWait(ctx, q.stream, q.commitID)
+				q.reply <- simAnnounced{an: an, err: err}
+			case <-writerDone:
+				return
+			case <-ctx.Done():
+				return
+			}
+		}
+	})
 }
 
 // crashed handles an actor's crash: the rest of its process dies with it, and the machine may

@@ -3,6 +3,8 @@ package estuite_test
 import (
 	"cmp"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"slices"
@@ -73,7 +75,14 @@ type simWorld struct {
 	subs     map[string][]*simInstance
 	done     map[string]*simHandled
 	problems []string
-	stats    struct{ ok, dup, wev, unavailable, crashed, redelivered, snapSaved, snapshots int }
+	stats    struct{ ok, dup, wev, unavailable, crashed, redelivered, snapSaved, snapshots, withdrawn int }
+}
+
+// noteWithdrawn counts a command that announced its append and then withdrew it.
+func (w *simWorld) noteWithdrawn() {
+	w.mu.Lock()
+	w.stats.withdrawn++
+	w.mu.Unlock()
 }
 
 func (w *simWorld) problem(format string, args ...any) {
@@ -279,6 +288,7 @@ type simHeadAt struct {
 type simMarker struct {
 	stream           string
 	first, announced int64
+	commitID         string // an early marker's (Store.Announce)
 }
 
 func newSimMonitor(w *simWorld, backend table.Backend, streams []string, shardOf func(string) int) (*simMonitor, error) {
@@ -433,8 +443,23 @@ func (m *simMonitor) uncovered(stream string, held, head int64) int64 {
 	}
 	var iv [][2]int64
 	for _, mk := range m.markers[m.shardOf[stream]] {
-		if mk.stream == stream && mk.announced > held {
-			iv = append(iv, [2]int64{mk.first, mk.announced})
+		if mk.stream != stream {
+			continue
+		}
+		first, last := mk.first, mk.announced
+		if mk.commitID != "" {
+			// An early marker covers the versions of its commit row, once that exists; before,
+			// it covers nothing stored.
+			sum := sha256.Sum256([]byte(mk.commitID))
+			row, err := m.streamsT.Get(context.Background(), stream, "C"+hex.EncodeToString(sum[:]))
+			if err != nil {
+				continue
+			}
+			first, _ = row.Properties["First"].(int64)
+			last, _ = row.Properties["Last"].(int64)
+		}
+		if last > held {
+			iv = append(iv, [2]int64{first, last})
 		}
 	}
 	slices.SortFunc(iv, func(a, b [2]int64) int { return cmp.Compare(a[0], b[0]) })
@@ -464,7 +489,8 @@ func (m *simMonitor) readMarkers(ctx context.Context, pk string) []simMarker {
 			s, _ := row.Properties["Stream"].(string)
 			f, _ := row.Properties["First"].(int64)
 			a, _ := row.Properties["Announced"].(int64)
-			out = append(out, simMarker{stream: s, first: f, announced: a})
+			c, _ := row.Properties["CommitId"].(string)
+			out = append(out, simMarker{stream: s, first: f, announced: a, commitID: c})
 		}
 		if p.Continuation == "" {
 			return out

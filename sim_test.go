@@ -125,6 +125,10 @@ type simParams struct {
 	spread               bool
 	quiet, calm          bool
 	trueVersion          float64 // how often a writer expects the stream's true version
+	// announce is how often a writer announces its append early (Store.Announce) and reads the
+	// stream before it appends; announceWindow is the stores' AnnounceWindow.
+	announce       float64
+	announceWindow time.Duration
 
 	lease, fenceAfter, poll, maxPoll time.Duration
 	dispatcherWeight                 int
@@ -267,6 +271,13 @@ func simParamsFor(seed uint64, big bool) simParams {
 	}
 	base, _, disruption := simLiveness(p)
 	p.drain = base + disruption
+	// Early announcements (drawn last, so that the draws above stay as they were): none in some
+	// seeds, otherwise for a fifth to two thirds of the appends. The window is as long as the
+	// stores may have against these dispatchers' FenceAfter with 2 % drift.
+	if r.Float64() >= 0.25 {
+		p.announce = 0.2 + 0.45*r.Float64()
+	}
+	p.announceWindow = p.fenceAfter * 45 / 100
 	return p
 }
 
@@ -343,7 +354,7 @@ func (sim *simRun) open(clock *simsched.Clock) *estuite.Store {
 	// Retries without backoff: a random backoff would make virtual time depend on math/rand's
 	// global source; the scheduler decides what happens between the tries anyway.
 	retry := estuite.RetryPolicy{MaxAttempts: 3}
-	s, err := estuite.Open(context.Background(), sim.gated, &estuite.Options{Retry: retry, Now: clock.Now})
+	s, err := estuite.Open(context.Background(), sim.gated, &estuite.Options{Retry: retry, Now: clock.Now, AnnounceWindow: sim.p.announceWindow})
 	if err != nil {
 		panic(err) // opening makes no scheduled calls
 	}
@@ -430,7 +441,7 @@ func runSimulationInBubble(p simParams, dir string) (res simResult) {
 		sim.machines[mi].writers = append(sim.machines[mi].writers, &simWriter{name: name, world: world,
 			r: rand.New(rand.NewPCG(p.cfg.Seed, uint64(i+1))), streams: mine, appends: p.appends[i],
 			minEvents: p.minEvents, maxEvents: p.maxEvents, think: p.think[i], trueVersion: p.trueVersion, startAfter: p.startAfter[i],
-			known: make(map[string]int64)})
+			announce: p.announce, announceWindow: p.announceWindow, known: make(map[string]int64)})
 	}
 	for i, m := range sim.machines {
 		sim.spawnProcess(m, p.upAfter[i], false)
@@ -484,9 +495,9 @@ func runSimulationInBubble(p simParams, dir string) (res simResult) {
 	} else if p.pageSize > 0 || p.emptyPages {
 		store = fmt.Sprintf("mem(pages of %d, empty pages %v)", p.pageSize, p.emptyPages)
 	}
-	res.summary = fmt.Sprintf("%s on %s, feed pages of %d; %d machines (clocks %v), %d writers, %d crashes, %d restarts; %d steps in %v virtual; appends: %d ok, %d duplicate, %d wrong version, %d unavailable, %d crashed, %d with their snapshot saved (%d streams end with one); subscriptions handled %d positions (%d redelivered); feed %d events (%d by the final dispatcher); longest wait for the feed %v (calm %v, base allowance %v); backlog up to %d events (%v each)",
+	res.summary = fmt.Sprintf("%s on %s, feed pages of %d; %d machines (clocks %v), %d writers, %d crashes, %d restarts; %d steps in %v virtual; appends: %d ok, %d duplicate, %d wrong version, %d unavailable, %d crashed, %d with their snapshot saved (%d streams end with one), %d commands withdrawn (of those announced early, %.0f%% of all); subscriptions handled %d positions (%d redelivered); feed %d events (%d by the final dispatcher); longest wait for the feed %v (calm %v, base allowance %v); backlog up to %d events (%v each)",
 		kind, store, p.feedPageSize, p.machines, p.offsets, len(p.writersOn), sim.crashes, sim.restarts, res.steps, virtual.Round(time.Millisecond),
-		s.ok, s.dup, s.wev, s.unavailable, s.crashed, s.snapSaved, s.snapshots, world.handledTotal(), s.redelivered, feedLen, finalEvents, mon.maxWait.Round(time.Millisecond), mon.maxCalm.Round(time.Millisecond), mon.base.Round(time.Millisecond), mon.maxPeak, mon.perEvent)
+		s.ok, s.dup, s.wev, s.unavailable, s.crashed, s.snapSaved, s.snapshots, s.withdrawn, 100*p.announce, world.handledTotal(), s.redelivered, feedLen, finalEvents, mon.maxWait.Round(time.Millisecond), mon.maxCalm.Round(time.Millisecond), mon.base.Round(time.Millisecond), mon.maxPeak, mon.perEvent)
 	return res
 }
 

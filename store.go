@@ -28,8 +28,15 @@ type Options struct {
 	HeadCacheSize int
 	// Retry bounds the retries of transient storage failures. Zero means DefaultRetryPolicy.
 	Retry RetryPolicy
-	// Now returns the time recorded on events. Default time.Now.
+	// Now returns the time recorded on events. Default time.Now. Announcement windows are
+	// measured on it too.
 	Now func() time.Time
+	// AnnounceWindow is how long after Store.Announce an append may rely on the early marker
+	// (later, it writes an ordinary one). It must stay below half the FenceAfter of every
+	// dispatcher of the store, in every process: a dispatcher removes an early marker of an append
+	// that has not landed after FenceAfter. Default DefaultAnnounceWindow (DefaultFenceAfter/2);
+	// negative turns early announcements off (Announce writes nothing).
+	AnnounceWindow time.Duration
 }
 
 // Store is an event store: streams of events in a stream table, one partition per stream. It is
@@ -52,6 +59,8 @@ type Store struct {
 	dispatchWatch dispatchWatch
 	// announcer writes appends' dirty markers, coalescing concurrent ones.
 	announcer announcer
+	// announceWindow is Options.AnnounceWindow (0: early announcements off).
+	announceWindow time.Duration
 }
 
 // Open opens the event store kept in backend, creating its tables when missing. The store owns
@@ -75,6 +84,9 @@ func Open(ctx context.Context, backend table.Backend, opts *Options) (*Store, er
 	}
 	if o.Now == nil {
 		o.Now = time.Now
+	}
+	if o.AnnounceWindow == 0 {
+		o.AnnounceWindow = DefaultAnnounceWindow
 	}
 	counts := &counter{}
 	openTable := func(suffix string) (storage, error) {
@@ -103,6 +115,8 @@ func Open(ctx context.Context, backend table.Backend, opts *Options) (*Store, er
 		counts:  counts,
 		now:     o.Now,
 		heads:   newHeadCache(o.HeadCacheSize),
+
+		announceWindow: max(o.AnnounceWindow, 0),
 	}
 	s.dirty.init()
 	s.feedHead.init()

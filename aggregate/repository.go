@@ -165,6 +165,11 @@ type SaveOptions struct {
 // false), and so does Save when the encoded state is over estuite.MaxSnapshotBytes; the save
 // succeeds all the same, and a later save takes the snapshot.
 func (r *Repository[A]) Save(ctx context.Context, a A, opts *SaveOptions) (estuite.AppendResult, error) {
+	return r.save(ctx, a, opts, nil)
+}
+
+// save is Save with the append announced early by an (nil: not announced).
+func (r *Repository[A]) save(ctx context.Context, a A, opts *SaveOptions, an *estuite.Announcement) (estuite.AppendResult, error) {
 	var o SaveOptions
 	if opts != nil {
 		o = *opts
@@ -187,7 +192,7 @@ func (r *Repository[A]) Save(ctx context.Context, a A, opts *SaveOptions) (estui
 	if b.version == 0 {
 		expected = estuite.NoStream
 	}
-	ao := &estuite.AppendOptions{Expected: expected, CommitID: o.CommitID}
+	ao := &estuite.AppendOptions{Expected: expected, CommitID: o.CommitID, Announcement: an}
 	if p := r.opts.Snapshots; p != nil && p.due(b.version+int64(len(events)), b.snapshotVersion, b.bytesSince+size) {
 		sn, err := r.encodeSnapshot(a)
 		if err != nil {

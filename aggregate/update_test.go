@@ -3,12 +3,16 @@ package aggregate_test
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/estuite/estuite"
 	"github.com/estuite/estuite/aggregate"
+	"github.com/estuite/estuite/table"
+	"github.com/estuite/estuite/table/mem"
 )
 
 var fastRetry = aggregate.RetryPolicy{MaxAttempts: 5, Backoff: time.Microsecond, MaxBackoff: time.Millisecond}
@@ -125,9 +129,10 @@ func TestUpdateCommandErrorAbortsWithoutWriting(t *testing.T) {
 	if !errors.Is(err, errInsufficientFunds) {
 		t.Fatalf("Update with a failing command: %v, want the command's error", err)
 	}
-	if spent := s.RequestCounts().Sub(before); spent.Batches+spent.Writes+spent.Deletes != 0 {
-		t.Fatalf("a failed command wrote: %+v", spent)
+	if spent := s.RequestCounts().Sub(before); spent.Batches != 0 {
+		t.Fatalf("a failed command sent an append batch: %+v", spent)
 	}
+	announcementWithdrawn(t, s)
 	if got, _ := repo.Load(ctx, "1"); got.Version() != 1 {
 		t.Fatalf("version %d after a failed command, want 1", got.Version())
 	}
@@ -144,9 +149,10 @@ func TestUpdateWithoutEventsWritesNothing(t *testing.T) {
 	if err != nil || a.Version() != 1 {
 		t.Fatalf("Update without events: version %d, %v", a.Version(), err)
 	}
-	if spent := s.RequestCounts().Sub(before); spent.Batches+spent.Writes+spent.Deletes != 0 {
-		t.Fatalf("an Update without events wrote: %+v", spent)
+	if spent := s.RequestCounts().Sub(before); spent.Batches != 0 {
+		t.Fatalf("an Update without events sent an append batch: %+v", spent)
 	}
+	announcementWithdrawn(t, s)
 	// Not even a command on a missing aggregate creates its stream.
 	if _, err := repo.Update(ctx, "2", func(a *account) error { return nil }, nil); err != nil {
 		t.Fatal(err)
@@ -235,4 +241,92 @@ func TestConcurrentUpdatesAllLand(t *testing.T) {
 			t.Fatalf("after %d concurrent deposits: version %d, balance %d", writers, got.Version(), got.State.Balance)
 		}
 	})
+}
+
+// announcementWithdrawn checks that an Update that saved nothing took back the dirty marker it
+// announced while it loaded: soon no marker is left, and the dispatcher fenced no head for it.
+func announcementWithdrawn(t *testing.T, s *estuite.Store) {
+	t.Helper()
+	d := estuite.NewDispatcher(s, nil)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		st, err := d.Step(context.Background())
+		if err != nil || st.Fenced != 0 {
+			t.Fatalf("dispatcher step = %+v, %v; want no fence", st, err)
+		}
+		if st.Streams == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the announcement's marker was still there after 10 s")
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+// Update announces its append while it loads: the marker's write and the stream's read are in
+// flight together (here the marker's write cannot start before the read has), and the save then
+// sends its batch without a marker of its own.
+func TestUpdateAnnouncesWhileItLoads(t *testing.T) {
+	ctx := context.Background()
+	var armed atomic.Bool
+	var markers, ordinary atomic.Int64
+	readStarted := make(chan struct{})
+	var once sync.Once
+	b := mem.New(&mem.Options{Faults: func(c mem.Call) mem.Fault {
+		if !armed.Load() {
+			return mem.NoFault
+		}
+		switch {
+		case c.Method == mem.MethodQuery && c.Table == "estuitestreams":
+			once.Do(func() { close(readStarted) })
+		case c.Method == mem.MethodSubmit && c.Table == "estuiteevents" && strings.HasPrefix(c.PartitionKey, "dirty"):
+			for _, op := range c.Ops {
+				if op.Kind == table.Upsert {
+					markers.Add(1)
+					if _, early := op.Entity.Properties["CommitId"]; !early {
+						ordinary.Add(1)
+					}
+				}
+			}
+			select {
+			case <-readStarted:
+			case <-time.After(10 * time.Second):
+				t.Error("the marker's write waited 10 s for the load: they do not run side by side")
+			}
+		}
+		return mem.NoFault
+	}})
+	s, err := estuite.Open(ctx, b, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	repo := newRepo(s, accountRegistry(), nil)
+	openAccount(t, repo, "1")
+	armed.Store(true)
+	a, err := repo.Update(ctx, "1", func(a *account) error { return a.Deposit(5) }, nil)
+	armed.Store(false)
+	if err != nil || a.Version() != 2 {
+		t.Fatalf("Update: version %d, %v", a.Version(), err)
+	}
+	if markers.Load() != 1 || ordinary.Load() != 0 {
+		t.Fatalf("the update wrote %d markers, %d of them ordinary; want its early one only", markers.Load(), ordinary.Load())
+	}
+	d := estuite.NewDispatcher(s, nil)
+	for i := 0; ; i++ {
+		st, err := d.Step(ctx)
+		if err != nil || st.Fenced != 0 {
+			t.Fatalf("step = %+v, %v; want no fence", st, err)
+		}
+		if st.Streams == 0 {
+			break
+		}
+		if i == 10 {
+			t.Fatal("the dispatcher did not become idle")
+		}
+	}
+	if feed, err := s.ReadFeed(ctx, nil); err != nil || len(feed.Events) != 2 {
+		t.Fatalf("feed: %d events, %v; want the opening and the deposit", len(feed.Events), err)
+	}
 }
