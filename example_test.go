@@ -103,3 +103,48 @@ func ExampleStore_Read_backward() {
 	// 5 5
 	// 4 4
 }
+
+// A command announced early: the append's dirty marker is written while the command reads the
+// stream, so that read and append are two round trips on Azure. A command that decides to append
+// nothing withdraws its announcement.
+func ExampleStore_Announce() {
+	ctx := context.Background()
+	store, err := estuite.Open(ctx, mem.New(nil), nil)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer store.Close()
+	if _, err := store.Append(ctx, "account-7", []estuite.EventData{{Type: "Opened", Data: []byte(`{}`)}}, nil); err != nil {
+		log.Fatal(err)
+	}
+
+	deposit := func(commitID string, amount int) error {
+		an, err := store.Announce(ctx, "account-7", commitID)
+		if err != nil {
+			return err
+		}
+		defer an.Withdraw() // a no-op once the append landed
+		read, err := store.Read(ctx, "account-7", nil)
+		if err != nil {
+			return err
+		}
+		if amount <= 0 {
+			return nil // nothing to append: the deferred Withdraw takes the marker back
+		}
+		res, err := store.Append(ctx, "account-7", []estuite.EventData{{Type: "Deposited", Data: fmt.Appendf(nil, `{"amount":%d}`, amount)}},
+			&estuite.AppendOptions{Expected: estuite.Exactly(read.Version), Announcement: an})
+		if err != nil {
+			return err
+		}
+		fmt.Println("deposited at version", res.LastVersion, "with commit", res.CommitID)
+		return nil
+	}
+	if err := deposit("deposit-1", 30); err != nil {
+		log.Fatal(err)
+	}
+	if err := deposit("deposit-2", 0); err != nil {
+		log.Fatal(err)
+	}
+	// Output:
+	// deposited at version 2 with commit deposit-1
+}
