@@ -3,6 +3,8 @@ package estuite
 import (
 	"context"
 	"errors"
+	"slices"
+	"strings"
 	"sync"
 
 	"github.com/estuite/estuite/table"
@@ -28,6 +30,11 @@ func (d *Dispatcher) lookUpEarly(ctx context.Context, work []*streamWork) ([]*st
 		}
 	}
 	if len(lookups) > 0 {
+		// In commit-ID order: the row keys end in random attempt IDs, and a replayed schedule
+		// must make the same calls in the same order.
+		slices.SortStableFunc(lookups, func(a, b lookup) int {
+			return strings.Compare(a.w.markers[a.i].commitID, b.w.markers[b.i].commitID)
+		})
 		errs := make([]error, len(lookups))
 		sem := make(chan struct{}, d.o.Workers)
 		var wg sync.WaitGroup

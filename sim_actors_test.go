@@ -154,6 +154,9 @@ func (wr *simWriter) run(ctx context.Context, s *estuite.Store, clock *simsched.
 		// nothing and withdraws.
 		var an *estuite.Announcement
 		if announcer != nil && r.Float64() < wr.announce {
+			if ctx.Err() != nil {
+				return
+			}
 			reply := make(chan simAnnounced, 1)
 			select {
 			case announcer <- simAnnounceReq{stream: c.stream, commitID: c.id, reply: reply}:
@@ -171,9 +174,11 @@ func (wr *simWriter) run(ctx context.Context, s *estuite.Store, clock *simsched.
 			select {
 			case got = <-reply:
 			case <-ctx.Done():
-				return
 			}
-			if got.err != nil && ctx.Err() == nil {
+			if ctx.Err() != nil {
+				return // crashed: no more draws from the writer's random source in this generation
+			}
+			if got.err != nil {
 				w.problem("%s: Announce(%s, %s): %v", wr.name, c.stream, c.id, got.err)
 				return
 			}
@@ -183,6 +188,9 @@ func (wr *simWriter) run(ctx context.Context, s *estuite.Store, clock *simsched.
 			}
 			if r.Float64() < 0.15 {
 				an.WithdrawAndWait(ctx)
+				if ctx.Err() != nil {
+					return // crashed: this generation must not touch the plan any more
+				}
 				w.noteWithdrawn()
 				continue
 			}
@@ -190,11 +198,6 @@ func (wr *simWriter) run(ctx context.Context, s *estuite.Store, clock *simsched.
 		wr.inflight, wr.exp = c, exp
 		from := w.sched.Steps()
 		res, err := s.Append(ctx, c.stream, c.events, &estuite.AppendOptions{CommitID: c.id, Expected: exp, Snapshot: c.snapshot, Announcement: an})
-		if an != nil && ctx.Err() == nil && r.Float64() < 0.7 {
-			// As aggregate.Update does after every attempt: a no-op once the append landed or
-			// may have, a delete after a refused one.
-			an.WithdrawAndWait(ctx)
-		}
 		crashed := ctx.Err() != nil
 		w.record(c, exp, res, err, crashed)
 		var wev *estuite.WrongExpectedVersionError
@@ -203,6 +206,13 @@ func (wr *simWriter) run(ctx context.Context, s *estuite.Store, clock *simsched.
 		}
 		if crashed {
 			return // the process is gone; the append stays in flight for a restarted process
+		}
+		if an != nil && r.Float64() < 0.7 {
+			// As aggregate.Update does after every attempt: a no-op once the append landed or
+			// may have, a delete after a refused one.
+			if an.WithdrawAndWait(ctx); ctx.Err() != nil {
+				return
+			}
 		}
 		wr.inflight, wr.failed = nil, err != nil
 		switch {
@@ -320,7 +330,7 @@ func (sim *simRun) spawnProcess(m *simMachine, delay time.Duration, resume bool)
 // on the writer's behalf, while the writer reads, until the writer's goroutine returns.
 func (sim *simRun) spawnAnnouncer(p *simProc, wr *simWriter, req <-chan simAnnounceReq, writerDone <-chan struct{}) *simsched.Actor {
 	return sim.sched.Spawn(simsched.ActorOptions{Name: p.name + "/" + wr.name + "/a", Kind: "announcer", Pausable: sim.p.quiet}, func(ctx context.Context) {
-		for {
+		for ctx.Err() == nil {
 			select {
 			case q := <-req:
 				an, err := p.store.AnnounceAndWait(ctx, q.stream, q.commitID)
