@@ -237,7 +237,11 @@ func TestAppendOfTooManyEventsIsRefusedCheaply(t *testing.T) {
 		if r.status != c.status {
 			t.Errorf("%s: status %d, want %d: %.300s", c.name, r.status, c.status, r.body)
 		}
-		if limit := uint64(5 * len(body)); n > limit {
+		factor := 5
+		if raceEnabled {
+			factor = 8 // measured 4.1–5.1× under the race detector, 2.0–2.1× without
+		}
+		if limit := uint64(factor * len(body)); n > limit {
 			t.Errorf("%s: the request allocated %d bytes, more than %d", c.name, n, limit)
 		}
 		if r := h.do("GET", "/streams/t", nil); r.status != http.StatusNotFound {
