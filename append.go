@@ -169,7 +169,7 @@ func (s *Store) prepareAppend(stream string, events []EventData, o AppendOptions
 	// Check sizes on the batch as it will be sent, with the largest version numbers possible (and
 	// the largest event size the commit row can record).
 	a.maxEventBytes = table.MaxEntityBytes
-	ops := a.ops(head{version: 1<<62 - 1, etag: "x"})
+	ops := a.ops(head{version: 1<<62 - 1, etag: "x", meta: largestMeta})
 	a.maxEventBytes = 0
 	for i, op := range ops[firstOp : firstOp+len(a.events)] {
 		// The event's feed row carries a few more properties than its stream row: it must fit too.
@@ -256,9 +256,9 @@ func (a *appendPlan) commitOp(first int64) table.Op {
 // without a head row, otherwise a replace under h's ETag.
 func headWrite(pk string, h head, version int64) table.Op {
 	if h.etag == "" {
-		return table.Op{Kind: table.Insert, Entity: headEntity(pk, version)}
+		return table.Op{Kind: table.Insert, Entity: headEntity(pk, version, h.meta)}
 	}
-	return table.Op{Kind: table.Replace, Entity: headEntity(pk, version), IfMatch: h.etag}
+	return table.Op{Kind: table.Replace, Entity: headEntity(pk, version, h.meta), IfMatch: h.etag}
 }
 
 // appendRowOps appends to ops the inserts of the append's event rows, from version first on,

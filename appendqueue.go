@@ -221,6 +221,17 @@ func (s *Store) round(self *appendReq, group []*appendReq) []*appendReq {
 		}
 		validated = true
 	}
+	if h.meta.tombstone {
+		// Deleted for good. An append that had landed before is answered as it was.
+		for _, r := range live {
+			if res, found, err := s.findCommit(ctx, r.a); found || err != nil {
+				r.settle(res, err)
+			} else {
+				r.settle(AppendResult{}, &StreamDeletedError{Stream: r.a.stream})
+			}
+		}
+		return nil
+	}
 	var batch, refused []*appendReq
 	var running int64
 	for {
@@ -266,7 +277,7 @@ func plan(live []*appendReq, h head) (batch, refused []*appendReq, running int64
 	running = h.version
 	keys := make(map[string]bool)
 	for _, r := range live {
-		if !r.a.expected.admits(running) {
+		if !r.a.expected.admitsAt(running, h.meta.softDeleted(running)) {
 			r.actual = running
 			refused = append(refused, r)
 			continue
@@ -335,7 +346,7 @@ func (s *Store) send(ctx context.Context, live, batch, refused []*appendReq, h h
 	etags, err := s.submitAppend(ctx, pk, stream, ops, h.version+1, last, maxEventBytes, early)
 	if err == nil {
 		s.dirty.mark(dirtyShard(pk, dirtyShards))
-		s.heads.put(pk, head{version: last, etag: etags[len(batch)]})
+		s.heads.put(pk, head{version: last, etag: etags[len(batch)], meta: h.meta})
 		for i, r := range batch {
 			r.settle(AppendResult{Stream: stream, FirstVersion: r.first, LastVersion: r.first + int64(len(r.a.events)) - 1, CommitID: r.a.commitID,
 				SnapshotSaved: withSnapshot && i == len(batch)-1}, nil)

@@ -707,7 +707,7 @@ func (d *Dispatcher) rereadFrom(ctx context.Context, w *streamWork, next int64, 
 // fence changes the head's ETag (or creates a version-0 head) so that no append prepared on the
 // head as read can land any more. It reports false when the head had already moved.
 func (d *Dispatcher) fence(ctx context.Context, w *streamWork) (bool, error) {
-	op := table.Op{Kind: table.Insert, Entity: headEntity(w.pk, 0)}
+	op := table.Op{Kind: table.Insert, Entity: headEntity(w.pk, 0, headMeta{})}
 	if w.hasHead {
 		op = table.Op{Kind: table.Replace, Entity: table.Entity{PartitionKey: w.pk, RowKey: headRowKey, Properties: w.head.Properties}, IfMatch: w.head.ETag}
 	}

@@ -307,3 +307,47 @@ func TestAnnouncementMustMatchItsAppend(t *testing.T) {
 		t.Fatalf("Announce without a commit ID = %v; want ErrInvalidInput", err)
 	}
 }
+
+// On every backend an append that relies on its announcement is one request — its batch — once
+// the stream has been read: the marker was written beside the read (on the embedded store it goes
+// in the batch's own transaction, and announcing writes nothing).
+func TestAnnouncedAppendIsOneRequestOnEveryBackend(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, s *estuite.Store) {
+		ctx := context.Background()
+		appendN(t, s, "cmd", 4)
+		before := s.RequestCounts()
+		an, err := s.Announce(ctx, "cmd", "command-5")
+		if err != nil {
+			t.Fatal(err)
+		}
+		read, err := s.Read(ctx, "cmd", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, err := range read.Events {
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := an.WaitStored(); err != nil {
+			t.Fatal(err)
+		}
+		atAppend := s.RequestCounts()
+		res := mustAppend(t, s, "cmd", []estuite.EventData{jsonEvent("Done", "{}")}, &estuite.AppendOptions{Expected: estuite.Exactly(read.Version), Announcement: an})
+		an.Withdraw()
+		if res.LastVersion != 5 {
+			t.Fatalf("append = %+v", res)
+		}
+		if spent := s.RequestCounts().Sub(atAppend); spent.Total() != 1 || spent.Batches != 1 {
+			t.Fatalf("the announced append made %+v; want its batch alone", spent)
+		}
+		// The whole command: the read's one query (of several pages on mem-paged), the batch, and
+		// apart from the embedded store the early marker.
+		spent := s.RequestCounts().Sub(before)
+		if spent.Queries != 1 || spent.PointReads != 0 || spent.Batches != 1 || spent.Writes > 1 || spent.Deletes != 0 {
+			t.Fatalf("the command made %+v; want the query, the marker and the batch", spent)
+		}
+		stepUntilIdle(t, estuite.NewDispatcher(s, nil))
+		checkFeedMatchesStreams(t, s, []string{"cmd"})
+	})
+}

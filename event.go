@@ -128,6 +128,24 @@ func (e ExpectedVersion) admits(current int64) bool {
 	return true
 }
 
+// admitsAt reports whether a stream at version current, soft-deleted or not, satisfies e. A
+// soft-deleted stream is at its last version (versions never change) and has no events: it also
+// satisfies NoStream, and not StreamExists.
+func (e ExpectedVersion) admitsAt(current int64, softDeleted bool) bool {
+	if !softDeleted {
+		return e.admits(current)
+	}
+	switch e.kind {
+	case expectNoStream:
+		return true
+	case expectExists:
+		return false
+	case expectExact:
+		return e.version == current || e.version == 0
+	}
+	return true
+}
+
 // AppendOptions are the per-call knobs of Store.Append. nil means defaults.
 type AppendOptions struct {
 	// Expected is the concurrency condition; the zero value is Any.

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"sync/atomic"
+	"time"
 
 	"github.com/estuite/estuite/table"
 )
@@ -84,11 +85,12 @@ func (s *Store) Read(ctx context.Context, stream string, opts *ReadOptions) (*St
 		if err != nil {
 			return nil, err
 		}
-		if h.etag == "" || h.version == 0 {
-			return nil, ErrStreamNotFound
+		if err := checkReadable(stream, h); err != nil {
+			return nil, err
 		}
-		first, last := versionRange(h.version, o)
-		return &StreamRead{Stream: stream, Version: h.version, Events: s.streamEvents(ctx, stream, pk, first, last, o.Direction, o.PageBytes)}, nil
+		visible, notBefore := s.visibility(h)
+		first, last := versionRange(h.version, visible, o)
+		return &StreamRead{Stream: stream, Version: h.version, Events: notOlder(s.streamEvents(ctx, stream, pk, first, last, o.Direction, o.PageBytes), notBefore)}, nil
 	}
 	sz := newPageSizer(s.streams)
 	op, err := s.openRead(ctx, pk, o, sz)
@@ -96,16 +98,19 @@ func (s *Store) Read(ctx context.Context, stream string, opts *ReadOptions) (*St
 		return nil, err
 	}
 	h := op.head
-	if h.etag == "" || h.version == 0 {
-		return nil, ErrStreamNotFound // no head, or a head a dispatcher placed before the first append
+	// No head, or a head a dispatcher (or metadata set early) placed before the first append, or a
+	// deleted stream.
+	if err := checkReadable(stream, h); err != nil {
+		return nil, err
 	}
+	visible, notBefore := s.visibility(h)
 	if op.snapshot != nil {
 		if op.snapshot.Version > h.version {
 			return nil, corrupt(pk, snapshotRowKey, "snapshot at version %d, beyond the head version %d", op.snapshot.Version, h.version)
 		}
 		o.From = max(o.From, op.snapshot.Version+1)
 	}
-	first, last := versionRange(h.version, o)
+	first, last := versionRange(h.version, visible, o)
 	read := &StreamRead{Stream: stream, Version: h.version, Snapshot: op.snapshot}
 	// The first pass yields what the first query read; every pass reads the rest from storage.
 	var kept atomic.Pointer[[]table.Entity]
@@ -158,7 +163,26 @@ func (s *Store) Read(ctx context.Context, stream string, opts *ReadOptions) (*St
 			}
 		}
 	}
+	read.Events = notOlder(read.Events, notBefore)
 	return read, nil
+}
+
+// notOlder passes on the events of seq recorded at or after notBefore (all of them when it is
+// zero): a stream's maxAge.
+func notOlder(seq iter.Seq2[RecordedEvent, error], notBefore time.Time) iter.Seq2[RecordedEvent, error] {
+	if notBefore.IsZero() {
+		return seq
+	}
+	return func(yield func(RecordedEvent, error) bool) {
+		for e, err := range seq {
+			if err == nil && e.RecordedAt.Before(notBefore) {
+				continue
+			}
+			if !yield(e, err) {
+				return
+			}
+		}
+	}
 }
 
 // yieldKept yields, in order, the events of versions first, first+1, … up to last that rows
@@ -335,20 +359,20 @@ func (s *Store) openRead(ctx context.Context, pk string, o ReadOptions, sz *page
 }
 
 // versionRange is the range of versions [first, last] a read covers; empty when first > last.
-func versionRange(version int64, o ReadOptions) (first, last int64) {
+func versionRange(version, visible int64, o ReadOptions) (first, last int64) {
 	limit := int64(o.Limit)
 	if o.Direction == Backward {
 		last = version
 		if o.From > 0 && o.From < version {
 			last = o.From
 		}
-		first = 1
+		first = max(visible, 1)
 		if limit > 0 && last-limit+1 > first {
 			first = last - limit + 1
 		}
 		return first, last
 	}
-	first = max(o.From, 1)
+	first = max(o.From, visible, 1)
 	last = version
 	if limit > 0 && first+limit-1 < last {
 		last = first + limit - 1
@@ -455,8 +479,8 @@ func (s *Store) Version(ctx context.Context, stream string) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
-	if h.etag == "" || h.version == 0 {
-		return 0, ErrStreamNotFound
+	if err := checkReadable(stream, h); err != nil {
+		return 0, err
 	}
 	return h.version, nil
 }

@@ -122,6 +122,47 @@ func decodeEvent(stream string, row table.Entity) (RecordedEvent, error) {
 type head struct {
 	version int64
 	etag    string // "" when the stream has no head row yet
+	meta    headMeta
+}
+
+// headMeta is the stream's lifecycle state kept on its head row (lifecycle.go): retention, and
+// whether it was deleted. On the head so that every read, which reads the head anyway, enforces
+// it at no cost, and so that a delete or a change of retention moves the head's ETag, which
+// fences every append prepared before it.
+//
+// The zero value is a stream whose metadata was never set and that was never deleted.
+type headMeta struct {
+	metaVersion            int64 // MetadataVersion: how often the metadata was set (0: never)
+	maxAge                 int64 // seconds, when hasMaxAge
+	maxCount               int64 // when hasMaxCount
+	hasMaxAge, hasMaxCount bool
+	truncateBefore         int64 // 0: none
+	deletedBefore          int64 // soft delete: versions below it are deleted (0: never deleted)
+	tombstone              bool  // hard delete: never written again
+}
+
+// Head row properties of the lifecycle state, written only when set.
+const (
+	propMetaVersion    = "MetadataVersion"
+	propMaxAge         = "MaxAge"
+	propMaxCount       = "MaxCount"
+	propTruncateBefore = "TruncateBefore"
+	propDeletedBefore  = "DeletedBefore"
+	propTombstone      = "Tombstone"
+)
+
+// softDeleted reports whether the stream, at version, is soft-deleted: deleted, and not written
+// since.
+func (m headMeta) softDeleted(version int64) bool { return m.deletedBefore > version }
+
+// visibleFrom is the first version a read of a stream at version may return, by its deletion,
+// truncation and maxCount (maxAge is judged per event).
+func (m headMeta) visibleFrom(version int64) int64 {
+	from := max(int64(1), m.deletedBefore, m.truncateBefore)
+	if m.hasMaxCount {
+		from = max(from, version-m.maxCount+1)
+	}
+	return from
 }
 
 func decodeHead(row table.Entity) (head, error) {
@@ -129,14 +170,55 @@ func decodeHead(row table.Entity) (head, error) {
 	if !ok || v < 0 {
 		return head{}, corrupt(row.PartitionKey, row.RowKey, "head row without a valid version")
 	}
-	return head{version: v, etag: row.ETag}, nil
+	h := head{version: v, etag: row.ETag}
+	bad := false
+	num := func(name string) (n int64, present bool) {
+		x, present := row.Properties[name]
+		if !present {
+			return 0, false
+		}
+		n, ok := x.(int64)
+		bad = bad || !ok || n < 0 || n > MaxPosition
+		return n, true
+	}
+	h.meta.metaVersion, _ = num(propMetaVersion)
+	h.meta.maxAge, h.meta.hasMaxAge = num(propMaxAge)
+	h.meta.maxCount, h.meta.hasMaxCount = num(propMaxCount)
+	h.meta.truncateBefore, _ = num(propTruncateBefore)
+	h.meta.deletedBefore, _ = num(propDeletedBefore)
+	tomb, present := row.Properties[propTombstone]
+	h.meta.tombstone, ok = tomb.(bool)
+	if bad || (present && !ok) {
+		return head{}, corrupt(row.PartitionKey, row.RowKey, "head row with malformed lifecycle properties")
+	}
+	return h, nil
 }
 
-func headEntity(pk string, version int64) table.Entity {
-	return table.Entity{PartitionKey: pk, RowKey: headRowKey, Properties: map[string]any{
+// headEntity is the head row of partition pk at version, carrying the lifecycle state meta.
+func headEntity(pk string, version int64, meta headMeta) table.Entity {
+	props := map[string]any{
 		propVersion: version,
 		propFormat:  int64(FormatVersion),
-	}}
+	}
+	if meta.metaVersion > 0 {
+		props[propMetaVersion] = meta.metaVersion
+	}
+	if meta.hasMaxAge {
+		props[propMaxAge] = meta.maxAge
+	}
+	if meta.hasMaxCount {
+		props[propMaxCount] = meta.maxCount
+	}
+	if meta.truncateBefore > 0 {
+		props[propTruncateBefore] = meta.truncateBefore
+	}
+	if meta.deletedBefore > 0 {
+		props[propDeletedBefore] = meta.deletedBefore
+	}
+	if meta.tombstone {
+		props[propTombstone] = true
+	}
+	return table.Entity{PartitionKey: pk, RowKey: headRowKey, Properties: props}
 }
 
 // commitRecord is the content of a commit row.
@@ -204,3 +286,8 @@ func commitHash(events []EventData) string {
 	}
 	return hex.EncodeToString(h.Sum(nil))
 }
+
+// largestMeta is the lifecycle state whose head row is the largest: append batches are measured
+// with it, so that an append's limits do not depend on its stream's metadata.
+var largestMeta = headMeta{metaVersion: MaxPosition, maxAge: MaxPosition, maxCount: MaxPosition, hasMaxAge: true, hasMaxCount: true,
+	truncateBefore: MaxPosition, deletedBefore: MaxPosition, tombstone: true}

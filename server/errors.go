@@ -19,6 +19,7 @@ const (
 	codeNotFound             = "not_found"
 	codeMethodNotAllowed     = "method_not_allowed"
 	codeStreamNotFound       = "stream_not_found"
+	codeStreamDeleted        = "stream_deleted"
 	codeWrongExpectedVersion = "wrong_expected_version"
 	codeCommitConflict       = "commit_conflict"
 	codeDuplicateEvent       = "duplicate_event"
@@ -110,8 +111,10 @@ func toAPIError(err error) *apiError {
 	case errors.Is(err, estuite.ErrContention):
 		// Storage answered every request; other writers kept moving the stream. Nothing was written.
 		return &apiError{Status: http.StatusConflict, Code: codeStreamContended, Message: msg, Err: err}
+	case errors.Is(err, estuite.ErrStreamDeleted):
+		return &apiError{Status: http.StatusGone, Code: codeStreamDeleted, Message: "the stream was deleted for good", Err: err}
 	case errors.Is(err, estuite.ErrStreamNotFound):
-		return &apiError{Status: http.StatusNotFound, Code: codeStreamNotFound, Message: "the stream has never been written", Err: err}
+		return &apiError{Status: http.StatusNotFound, Code: codeStreamNotFound, Message: "the stream has never been written, or was deleted", Err: err}
 	case errors.Is(err, estuite.ErrInvalidInput):
 		return &apiError{Status: http.StatusBadRequest, Code: codeInvalidRequest, Message: msg, Err: err}
 	case errors.Is(err, estuite.ErrTooLarge):

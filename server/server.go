@@ -277,6 +277,9 @@ const (
 	routeAppend    = "POST /streams/{stream}"
 	routeStream    = "GET /streams/{stream}"
 	routeEvents    = "GET /streams/{stream}/events"
+	routeDelete    = "DELETE /streams/{stream}"
+	routeGetMeta   = "GET /streams/{stream}/metadata"
+	routePutMeta   = "PUT /streams/{stream}/metadata"
 	routeFeed      = "GET /feed"
 	routeLive      = "GET /feed/live"
 	routeHealth    = "GET /healthz"
@@ -296,7 +299,7 @@ func (s *Server) routes(metricsHandler http.Handler) http.Handler {
 				return
 			}
 			switch route {
-			case routeAppend:
+			case routeAppend, routePutMeta:
 				if !s.jsonBody(w, r) {
 					return
 				}
@@ -309,6 +312,9 @@ func (s *Server) routes(metricsHandler http.Handler) http.Handler {
 	handle(routeAppend, false, s.handleAppend)
 	handle(routeStream, false, s.handleStream)
 	handle(routeEvents, false, s.handleEvents)
+	handle(routeDelete, false, s.handleDelete)
+	handle(routeGetMeta, false, s.handleGetMetadata)
+	handle(routePutMeta, false, s.handlePutMetadata)
 	handle(routeFeed, false, s.handleFeed)
 	handle(routeLive, false, s.handleLive)
 	handle(routeHealth, true, s.handleHealth)
@@ -316,12 +322,13 @@ func (s *Server) routes(metricsHandler http.Handler) http.Handler {
 	// The same paths without a method answer 405; any other path 404. Both after authentication,
 	// so that a client without the token learns nothing about the routes.
 	allowed := map[string]string{
-		"/streams/{stream}":        "GET, HEAD, POST",
-		"/streams/{stream}/events": "GET, HEAD",
-		"/feed":                    "GET, HEAD",
-		"/feed/live":               "GET, HEAD",
-		"/healthz":                 "GET, HEAD",
-		"/metrics":                 "GET, HEAD",
+		"/streams/{stream}":          "GET, HEAD, POST, DELETE",
+		"/streams/{stream}/events":   "GET, HEAD",
+		"/streams/{stream}/metadata": "GET, HEAD, PUT",
+		"/feed":                      "GET, HEAD",
+		"/feed/live":                 "GET, HEAD",
+		"/healthz":                   "GET, HEAD",
+		"/metrics":                   "GET, HEAD",
 	}
 	for p, methods := range allowed {
 		mux.HandleFunc(p, func(w http.ResponseWriter, r *http.Request) {

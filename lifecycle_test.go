@@ -1,0 +1,248 @@
+package estuite_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/estuite/estuite"
+	"github.com/estuite/estuite/table/mem"
+)
+
+func sameVersions(got []estuite.RecordedEvent, want ...int64) bool {
+	v := versions(got)
+	if len(v) != len(want) {
+		return false
+	}
+	for i := range v {
+		if v[i] != want[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func ptr[T any](v T) *T { return &v }
+
+// A soft-deleted stream reads as not found; an append expecting no stream (or any) recreates it,
+// its versions going on after the last one, and only the new events are visible.
+func TestSoftDeleteThenRecreate(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, s *estuite.Store) {
+		ctx := context.Background()
+		appendN(t, s, "cart", 3)
+		res, err := s.Delete(ctx, "cart", &estuite.DeleteOptions{Expected: estuite.Exactly(3)})
+		if err != nil || res.Version != 3 {
+			t.Fatalf("Delete = %+v, %v", res, err)
+		}
+		if _, err := s.Read(ctx, "cart", nil); !errors.Is(err, estuite.ErrStreamNotFound) {
+			t.Fatalf("Read after a soft delete = %v; want ErrStreamNotFound", err)
+		}
+		if _, err := s.Version(ctx, "cart"); !errors.Is(err, estuite.ErrStreamNotFound) {
+			t.Fatalf("Version after a soft delete = %v; want ErrStreamNotFound", err)
+		}
+		// A second soft delete changes nothing; StreamExists is refused; NoStream recreates.
+		if _, err := s.Delete(ctx, "cart", nil); err != nil {
+			t.Fatalf("second soft delete: %v", err)
+		}
+		if _, err := s.Append(ctx, "cart", []estuite.EventData{jsonEvent("X", "{}")}, &estuite.AppendOptions{Expected: estuite.StreamExists}); !errors.Is(err, estuite.ErrWrongExpectedVersion) {
+			t.Fatalf("append expecting an existing stream = %v; want ErrWrongExpectedVersion", err)
+		}
+		got := mustAppend(t, s, "cart", []estuite.EventData{jsonEvent("Recreated", "{}")}, &estuite.AppendOptions{Expected: estuite.NoStream})
+		if got.FirstVersion != 4 {
+			t.Fatalf("recreating append = %+v; want version 4", got)
+		}
+		version, events := readAll(t, s, "cart", nil)
+		if version != 4 || !sameVersions(events, 4) {
+			t.Fatalf("after recreating: version %d, events %v; want version 4 with event 4 alone", version, versions(events))
+		}
+		if _, events := readAll(t, s, "cart", &estuite.ReadOptions{Direction: estuite.Backward}); !sameVersions(events, 4) {
+			t.Fatalf("backward read after recreating: %v", versions(events))
+		}
+		// Deleted events were committed: the feed still has them (until a scavenger redacts them).
+		stepUntilIdle(t, estuite.NewDispatcher(s, nil))
+		if feed := readFeedAll(t, s); len(feed) != 4 {
+			t.Fatalf("the feed holds %d events, want 4", len(feed))
+		}
+	})
+}
+
+// A hard-deleted stream can never be read or written again, whatever a store had cached.
+func TestHardDeleteIsForGood(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, s *estuite.Store) {
+		ctx := context.Background()
+		appendN(t, s, "gone", 2)
+		mustAppend(t, s, "gone", []estuite.EventData{jsonEvent("Last", "{}")}, &estuite.AppendOptions{CommitID: "last"})
+		if _, err := s.Delete(ctx, "gone", &estuite.DeleteOptions{Hard: true, Expected: estuite.StreamExists}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.Read(ctx, "gone", nil); !errors.Is(err, estuite.ErrStreamDeleted) {
+			t.Fatalf("Read = %v; want ErrStreamDeleted", err)
+		}
+		for _, exp := range []estuite.ExpectedVersion{estuite.Any, estuite.NoStream, estuite.Exactly(3), estuite.StreamExists} {
+			_, err := s.Append(ctx, "gone", []estuite.EventData{jsonEvent("Late", "{}")}, &estuite.AppendOptions{Expected: exp})
+			var de *estuite.StreamDeletedError
+			if !errors.As(err, &de) || de.Stream != "gone" {
+				t.Fatalf("append expecting %v = %v; want a *StreamDeletedError", exp, err)
+			}
+		}
+		// A retried commit that had landed before the delete is answered as it was.
+		if res, err := s.Append(ctx, "gone", []estuite.EventData{jsonEvent("Last", "{}")}, &estuite.AppendOptions{CommitID: "last"}); err != nil || !res.Duplicate || res.LastVersion != 3 {
+			t.Fatalf("retried commit = %+v, %v; want the duplicate", res, err)
+		}
+		if _, err := s.Delete(ctx, "gone", &estuite.DeleteOptions{Hard: true}); err != nil {
+			t.Fatalf("second hard delete: %v", err)
+		}
+		if _, err := s.Delete(ctx, "gone", nil); !errors.Is(err, estuite.ErrStreamDeleted) {
+			t.Fatalf("soft delete of a hard-deleted stream = %v", err)
+		}
+		if _, err := s.Metadata(ctx, "gone"); !errors.Is(err, estuite.ErrStreamDeleted) {
+			t.Fatalf("Metadata = %v", err)
+		}
+		if _, err := s.SetMetadata(ctx, "gone", estuite.StreamMetadata{}, estuite.AnyMetadataVersion); !errors.Is(err, estuite.ErrStreamDeleted) {
+			t.Fatalf("SetMetadata = %v", err)
+		}
+	})
+}
+
+// A delete races appends of other stores (here one with the head cached from before): the head's
+// ETag orders them, and the append prepared before the delete is judged again after it.
+func TestDeleteFencesAppendsOfOtherStores(t *testing.T) {
+	ctx := context.Background()
+	b := mem.New(nil)
+	writer, deleter := openStore(t, b, nil), openStore(t, b, nil)
+	appendN(t, writer, "s", 2) // the writer has the head at version 2 cached
+	if _, err := deleter.Delete(ctx, "s", &estuite.DeleteOptions{Hard: true}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := writer.Append(ctx, "s", []estuite.EventData{jsonEvent("A", "{}")}, &estuite.AppendOptions{Expected: estuite.Exactly(2)}); !errors.Is(err, estuite.ErrStreamDeleted) {
+		t.Fatalf("append on a cached head after a hard delete = %v; want ErrStreamDeleted", err)
+	}
+	appendN(t, writer, "t", 2)
+	if _, err := deleter.Delete(ctx, "t", nil); err != nil {
+		t.Fatal(err)
+	}
+	// Expecting the version it had cached is right: a soft-deleted stream keeps its version.
+	res := mustAppend(t, writer, "t", []estuite.EventData{jsonEvent("A", "{}")}, &estuite.AppendOptions{Expected: estuite.Exactly(2)})
+	if res.FirstVersion != 3 {
+		t.Fatalf("append after a soft delete = %+v", res)
+	}
+	if _, events := readAll(t, deleter, "t", nil); !sameVersions(events, 3) {
+		t.Fatalf("events after the soft delete and the append: %v", versions(events))
+	}
+}
+
+// A delete takes an expected version like an append; a stream never written cannot be deleted.
+func TestDeleteChecksItsExpectedVersion(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, s *estuite.Store) {
+		ctx := context.Background()
+		if _, err := s.Delete(ctx, "never", nil); !errors.Is(err, estuite.ErrStreamNotFound) {
+			t.Fatalf("Delete of a stream never written = %v", err)
+		}
+		appendN(t, s, "kept", 2)
+		var wev *estuite.WrongExpectedVersionError
+		if _, err := s.Delete(ctx, "kept", &estuite.DeleteOptions{Expected: estuite.Exactly(1), Hard: true}); !errors.As(err, &wev) || wev.Actual != 2 {
+			t.Fatalf("Delete expecting 1 = %v; want a WrongExpectedVersionError at 2", err)
+		}
+		if version, events := readAll(t, s, "kept", nil); version != 2 || len(events) != 2 {
+			t.Fatalf("a refused delete changed the stream: version %d, %d events", version, len(events))
+		}
+		if _, err := s.Delete(ctx, "bad\x00name", nil); !errors.Is(err, estuite.ErrInvalidInput) {
+			t.Fatalf("Delete of a bad name = %v", err)
+		}
+	})
+}
+
+// Metadata: versions, retention enforced on reads at once, custom JSON, and appends that keep it.
+func TestStreamMetadataAndRetention(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, s *estuite.Store) {
+		ctx := context.Background()
+		md, err := s.Metadata(ctx, "orders")
+		if err != nil || md.MetadataVersion != 0 || md.MaxCount != nil || md.Custom != nil {
+			t.Fatalf("metadata of a new stream = %+v, %v", md, err)
+		}
+		// Set before the stream's first event.
+		md, err = s.SetMetadata(ctx, "orders", estuite.StreamMetadata{MaxCount: ptr(int64(3)), Custom: json.RawMessage(`{"owner":"team-a"}`)}, 0)
+		if err != nil || md.MetadataVersion != 1 {
+			t.Fatalf("SetMetadata = %+v, %v", md, err)
+		}
+		if _, err := s.Read(ctx, "orders", nil); !errors.Is(err, estuite.ErrStreamNotFound) {
+			t.Fatalf("a stream with metadata and no events reads %v; want not found", err)
+		}
+		mustAppend(t, s, "orders", []estuite.EventData{jsonEvent("A", "{}"), jsonEvent("B", "{}")}, &estuite.AppendOptions{Expected: estuite.NoStream})
+		appendN(t, s, "orders", 3)
+		if version, events := readAll(t, s, "orders", nil); version != 5 || !sameVersions(events, 3, 4, 5) {
+			t.Fatalf("maxCount 3: version %d, events %v", version, versions(events))
+		}
+		if _, events := readAll(t, s, "orders", &estuite.ReadOptions{Direction: estuite.Backward}); !sameVersions(events, 5, 4, 3) {
+			t.Fatalf("maxCount 3 backward: %v", versions(events))
+		}
+		if _, events := readAll(t, s, "orders", &estuite.ReadOptions{Direction: estuite.Backward, Limit: 10}); !sameVersions(events, 5, 4, 3) {
+			t.Fatalf("maxCount 3 backward with a limit: %v", versions(events))
+		}
+		// The appends kept the metadata on the head.
+		got, err := s.Metadata(ctx, "orders")
+		if err != nil || got.MetadataVersion != 1 || got.MaxCount == nil || *got.MaxCount != 3 || string(got.Custom) != `{"owner":"team-a"}` {
+			t.Fatalf("metadata after appends = %+v, %v", got, err)
+		}
+		// A wrong expected version is refused with the actual one; nothing changes.
+		var wev *estuite.WrongExpectedVersionError
+		if _, err := s.SetMetadata(ctx, "orders", estuite.StreamMetadata{}, 0); !errors.As(err, &wev) || wev.Actual != 1 {
+			t.Fatalf("SetMetadata expecting 0 = %v", err)
+		}
+		// Replace: truncateBefore 2 and no maxCount, no custom (cleared).
+		md, err = s.SetMetadata(ctx, "orders", estuite.StreamMetadata{TruncateBefore: ptr(int64(2))}, 1)
+		if err != nil || md.MetadataVersion != 2 || md.MaxCount != nil || md.Custom != nil || *md.TruncateBefore != 2 {
+			t.Fatalf("second SetMetadata = %+v, %v", md, err)
+		}
+		if got, _ := s.Metadata(ctx, "orders"); got.Custom != nil || got.MetadataVersion != 2 {
+			t.Fatalf("metadata read back = %+v", got)
+		}
+		if _, events := readAll(t, s, "orders", nil); !sameVersions(events, 2, 3, 4, 5) {
+			t.Fatalf("truncateBefore 2: %v", versions(events))
+		}
+		if _, events := readAll(t, s, "orders", &estuite.ReadOptions{From: 1, Limit: 2}); !sameVersions(events, 2, 3) {
+			t.Fatalf("truncateBefore 2, from 1, limit 2: %v", versions(events))
+		}
+		// Bad values are refused, and write nothing.
+		for name, bad := range map[string]estuite.StreamMetadata{
+			"negative maxCount":       {MaxCount: ptr(int64(-1))},
+			"negative truncateBefore": {TruncateBefore: ptr(int64(-5))},
+			"fractional maxAge":       {MaxAge: ptr(1500 * time.Millisecond)},
+			"negative maxAge":         {MaxAge: ptr(-time.Second)},
+			"custom array":            {Custom: json.RawMessage(`[1]`)},
+			"custom not JSON":         {Custom: json.RawMessage(`{`)},
+		} {
+			if _, err := s.SetMetadata(ctx, "orders", bad, estuite.AnyMetadataVersion); !errors.Is(err, estuite.ErrInvalidInput) {
+				t.Errorf("%s: SetMetadata = %v; want ErrInvalidInput", name, err)
+			}
+		}
+		if got, _ := s.Metadata(ctx, "orders"); got.MetadataVersion != 2 {
+			t.Fatalf("refused metadata wrote: %+v", got)
+		}
+	})
+}
+
+// maxAge hides events recorded longer ago than it, judged on the reader's clock.
+func TestMaxAgeHidesOldEvents(t *testing.T) {
+	ctx := context.Background()
+	clock := &fakeClock{now: time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)}
+	s := openStore(t, mem.New(nil), &estuite.Options{Now: clock.Now})
+	appendN(t, s, "audit", 2)
+	clock.Add(time.Hour)
+	appendN(t, s, "audit", 1)
+	if _, err := s.SetMetadata(ctx, "audit", estuite.StreamMetadata{MaxAge: ptr(30 * time.Minute)}, estuite.AnyMetadataVersion); err != nil {
+		t.Fatal(err)
+	}
+	if version, events := readAll(t, s, "audit", nil); version != 3 || !sameVersions(events, 3) {
+		t.Fatalf("maxAge 30 min: version %d, events %v; want event 3 alone", version, versions(events))
+	}
+	clock.Add(time.Hour)
+	if _, events := readAll(t, s, "audit", nil); len(events) != 0 {
+		t.Fatalf("maxAge 30 min, an hour later: %v; want none", versions(events))
+	}
+	if md, _ := s.Metadata(ctx, "audit"); md.MaxAge == nil || *md.MaxAge != 30*time.Minute {
+		t.Fatalf("metadata = %+v", md)
+	}
+}
