@@ -334,14 +334,12 @@ func (s *Store) send(ctx context.Context, live, batch, refused []*appendReq, h h
 	for _, r := range batch {
 		maxEventBytes = max(maxEventBytes, r.a.maxEventBytes)
 	}
-	// An append announced early whose marker is stored (and still in its window) spares the
-	// batch its own marker: the early one covers the whole batch, which lands with its commit row.
+	// An append announced early whose marker is stored (and still in its window) spares its
+	// batch a marker of its own — when it goes alone: the dispatcher learns the versions from
+	// its commit row, which says those of that append only.
 	var early *Announcement
-	for _, r := range batch {
-		if r.a.ann.rely(ctx) {
-			early = r.a.ann
-			break
-		}
+	if len(batch) == 1 && batch[0].a.ann.rely(ctx) {
+		early = batch[0].a.ann
 	}
 	etags, err := s.submitAppend(ctx, pk, stream, ops, h.version+1, last, maxEventBytes, early)
 	if err == nil {

@@ -16,11 +16,15 @@ import (
 
 // DispatchStats describe what one dispatch step did.
 type DispatchStats struct {
-	Streams    int   // streams with dirty markers looked at
-	Events     int   // events written into the feed
-	Batches    int   // feed batches written
-	Fenced     int   // stream heads fenced because an announced append did not land in time
-	Resolved   int   // dirty markers deleted
+	Streams  int // streams with dirty markers looked at
+	Events   int // events written into the feed
+	Batches  int // feed batches written
+	Fenced   int // stream heads fenced because an announced append did not land in time
+	Resolved int // dirty markers deleted
+	// Waiting counts the streams looked at whose every marker is an early announcement
+	// (Store.Announce) whose append has not landed yet and that may not be fenced yet: nothing
+	// to read for them, and their appends may land at any moment.
+	Waiting    int
 	FeedHead   int64 // the highest position in the feed after the step
 	Incomplete bool  // work was left for the next step (a stream had more than one page pending)
 	// Backlog is how many committed events of the streams looked at are still not in the feed
@@ -61,7 +65,8 @@ type DispatcherOptions struct {
 	LeaseDuration time.Duration
 	// FenceAfter is how long an announced append may stay unlanded before the dispatcher fences
 	// the stream's head so that it cannot land any more (its writer then retries). Default
-	// DefaultFenceAfter.
+	// DefaultFenceAfter. An early announcement (Store.Announce) waits at least twice its
+	// writer's Options.AnnounceWindow, which its marker records.
 	FenceAfter time.Duration
 	// PollInterval is how soon an idle dispatcher looks for other processes' work again; it
 	// doubles while idle up to MaxPollInterval. Appends in this process wake it at once.
@@ -247,7 +252,7 @@ func (d *Dispatcher) step(ctx context.Context, shards []int) (stats DispatchStat
 		return stats, err
 	}
 	stats.Streams = len(work)
-	if work, err = d.lookUpEarly(ctx, work); err != nil {
+	if work, err = d.lookUpEarly(ctx, work, &stats.Waiting); err != nil {
 		return stats, err
 	}
 	if len(work) == 0 {
@@ -538,11 +543,38 @@ func (d *Dispatcher) readStreams(ctx context.Context, work []*streamWork) error 
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
+			if from == 0 {
+				// Only early markers to be fenced away: read from what the feed holds of the
+				// stream, which its progress row says.
+				v, err := d.dispatchedOf(ctx, w.pk)
+				if err != nil {
+					errs[i] = err
+					return
+				}
+				from = v + 1
+			}
 			errs[i] = d.readStream(ctx, w, from)
 		}()
 	}
 	wg.Wait()
 	return errors.Join(errs...)
+}
+
+// dispatchedOf returns the last version of the stream in partition pk that its progress row says
+// the feed holds (0 without one).
+func (d *Dispatcher) dispatchedOf(ctx context.Context, pk string) (int64, error) {
+	row, err := d.s.streams.get(ctx, pk, progressRowKey)
+	if errors.Is(err, table.ErrNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	v, ok := row.Properties[propDispatched].(int64)
+	if !ok || v < 0 {
+		return 0, corrupt(pk, progressRowKey, "malformed dispatch progress row")
+	}
+	return v, nil
 }
 
 func (d *Dispatcher) readStream(ctx context.Context, w *streamWork, from int64) error {

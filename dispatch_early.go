@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/estuite/estuite/table"
 )
@@ -16,7 +17,7 @@ import (
 // missing covers nothing stored yet, and may go only once it has been seen for FenceAfter and
 // the head fenced. A stream whose only markers are such young early markers is not read this
 // step: there is nothing of theirs to dispatch, and nothing to fence yet.
-func (d *Dispatcher) lookUpEarly(ctx context.Context, work []*streamWork) ([]*streamWork, error) {
+func (d *Dispatcher) lookUpEarly(ctx context.Context, work []*streamWork, waiting *int) ([]*streamWork, error) {
 	type lookup struct {
 		w *streamWork
 		i int
@@ -63,13 +64,16 @@ func (d *Dispatcher) lookUpEarly(ctx context.Context, work []*streamWork) ([]*st
 				seen = waitInfo{shard: m.shard, since: now}
 				d.earlySeen[m.rowKey] = seen
 			}
-			m.aged = now.Sub(seen.since) >= d.o.FenceAfter
+			// FenceAfter, or twice the writer's window if that is longer (early.go).
+			m.aged = now.Sub(seen.since) >= max(d.o.FenceAfter, 2*time.Duration(m.windowMs)*time.Millisecond)
 		}
 	}
 	read := work[:0]
 	for _, w := range work {
 		if w.summarize() {
 			read = append(read, w)
+		} else {
+			*waiting++
 		}
 	}
 	return read, nil
@@ -97,7 +101,8 @@ func (d *Dispatcher) lookUpCommit(ctx context.Context, m *dirtyMarker) error {
 }
 
 // summarize works out what a stream's markers ask of this step: the first version to read
-// (fmin), the version the head must reach (amax), the largest event to budget for, and whether an
+// (fmin; 0 when only early markers to be fenced away ask for a read: from where the feed
+// stands), the version the head must reach (amax), the largest event to budget for, and whether an
 // early marker has waited long enough to be fenced away. It reports false when there is nothing
 // to read: every marker is an early one whose append has not landed and that is not old enough
 // to be fenced.
@@ -105,16 +110,15 @@ func (w *streamWork) summarize() bool {
 	w.fmin, w.amax, w.maxBytes, w.agedEarly = 0, 0, 0, false
 	read := false
 	for _, m := range w.markers {
-		if m.early() && !m.landed && !m.aged {
-			continue // it covers nothing stored, and cannot go yet
-		}
-		if w.fmin == 0 || m.first < w.fmin {
-			w.fmin = m.first
-		}
 		switch {
+		case m.early() && !m.landed && !m.aged:
+			continue // it covers nothing stored, and cannot go yet
 		case m.early() && !m.landed:
-			w.agedEarly = true
+			w.agedEarly = true // no version to read from: 0 leaves fmin to the feed's progress
 		default:
+			if w.fmin == 0 || m.first < w.fmin {
+				w.fmin = m.first
+			}
 			w.amax = max(w.amax, m.announced)
 		}
 		read = true

@@ -156,7 +156,12 @@ func (d *Dispatcher) loop(ctx context.Context) error {
 		// No progress. A step that was incomplete without making progress must not be repeated
 		// at once: that would spin. Wait like a step that found only announcements.
 		wait, waiting := poll, []int(nil)
-		if st.Streams > 0 {
+		switch {
+		case st.Streams > 0 && st.Streams == st.Waiting:
+			// Only early announcements whose appends have not landed: they usually land within a
+			// round trip or two, in this process or another, so look again at the poll interval.
+			wait, waiting = d.o.PollInterval, shards
+		case st.Streams > 0:
 			// Announcements that have not landed yet (or work that could not move): look again
 			// well before they may be fenced, without spinning.
 			wait, waiting = max(d.o.PollInterval, d.o.FenceAfter/4), shards

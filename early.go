@@ -19,10 +19,13 @@ import (
 // has landed. Two rules keep the write-ahead guarantee:
 //
 //   - A batch relies on an early marker only if it is sent within the store's AnnounceWindow of
-//     the moment Announce began (on this process's clock), and only once the marker is stored.
+//     the moment Announce began (on this process's monotonic clock), only once the marker is
+//     stored, and only if it carries that append alone (the commit row then says every version
+//     the batch writes).
 //   - A dispatcher removes an early marker whose commit row it cannot find only after it has seen
 //     the marker for FenceAfter on its own clock and then fenced the stream's head. FenceAfter is
-//     more than twice AnnounceWindow, so every head a relying batch was prepared on was read
+//     at least twice AnnounceWindow — the writer's window is on the marker, and a dispatcher waits
+//     twice it when that is longer —, so every head a relying batch was prepared on was read
 //     before the fence, and such a batch can no longer land once the fence is written.
 
 // DefaultAnnounceWindow is Options.AnnounceWindow when it is 0.
@@ -35,7 +38,7 @@ type Announcement struct {
 	s                *Store
 	stream, pk       string
 	commitID         string
-	started          time.Time // on the store's clock, before the marker was sent
+	started          time.Time // before the marker was sent, with the monotonic clock reading
 	marker           dirtyMarker
 	none             bool          // the backend writes markers in the append's own transaction
 	stored           chan struct{} // closed when the marker's write has ended
@@ -88,25 +91,23 @@ func (s *Store) newAnnouncement(stream, commitID string) (*Announcement, error) 
 		return nil, err
 	}
 	pk := streamKey(stream)
-	an := &Announcement{s: s, stream: stream, pk: pk, commitID: commitID, started: s.now(), stored: make(chan struct{})}
+	an := &Announcement{s: s, stream: stream, pk: pk, commitID: commitID, started: time.Now(), stored: make(chan struct{})}
 	if _, ok := s.backend.(table.MultiSubmitter); ok || s.announceWindow == 0 {
 		an.none = true
 		close(an.stored)
 		return an, nil
 	}
-	// The append writes its versions from the head on: from the cached head's next version, or
-	// from 1. A guess, for reading: the dispatcher goes by the commit row.
-	first := int64(1)
-	if h, ok := s.heads.get(pk); ok {
-		first = h.version + 1
-	}
+	// First 0: no version is announced (the dispatcher goes by the commit row), and a dispatcher
+	// of an earlier release refuses the row as malformed rather than take it for an ordinary
+	// marker, which it could delete while an append relies on it.
 	an.marker = dirtyMarker{
 		shard:     dirtyShard(pk, dirtyShards),
 		stream:    stream,
 		pk:        pk,
-		first:     first,
-		announced: MaxPosition, // what a dispatcher of an earlier release waits for, then fences
+		first:     0,
+		announced: MaxPosition,
 		commitID:  commitID,
+		windowMs:  int64((s.announceWindow + time.Millisecond - 1) / time.Millisecond), // rounded up
 	}
 	an.marker.rowKey = dirtyMarkerKey(pk, MaxPosition, strings.ReplaceAll(uuid.NewString(), "-", "")[:16])
 	return an, nil
@@ -153,10 +154,7 @@ func (an *Announcement) withdraw() bool {
 // delete removes the marker once its write has ended (a write still on its way would otherwise
 // store it after the delete).
 func (an *Announcement) delete(ctx context.Context) {
-	<-an.stored
-	if an.err != nil {
-		return
-	}
+	<-an.stored // even after an error: a write whose answer was lost may have stored the marker
 	m := an.marker
 	op := table.Op{Kind: table.Delete, Entity: table.Entity{PartitionKey: dirtyPartition(m.shard), RowKey: m.rowKey}, IfMatch: table.AnyETag}
 	_, _ = an.s.events.submitOnce(ctx, dirtyPartition(m.shard), []table.Op{op})
@@ -170,7 +168,7 @@ func (an *Announcement) rely(ctx context.Context) bool {
 		return false
 	}
 	window := an.s.announceWindow
-	left := window - an.s.now().Sub(an.started)
+	left := window - time.Since(an.started)
 	if left <= 0 {
 		return false
 	}
@@ -186,7 +184,7 @@ func (an *Announcement) rely(ctx context.Context) bool {
 	an.mu.Lock()
 	defer an.mu.Unlock()
 	// The window is judged again after the wait, just before the batch goes.
-	if an.err != nil || an.withdrawn || an.s.now().Sub(an.started) >= window {
+	if an.err != nil || an.withdrawn || time.Since(an.started) >= window {
 		return false
 	}
 	an.relying++

@@ -165,7 +165,8 @@ func TestWithdrawnAnnouncementLeavesNothing(t *testing.T) {
 }
 
 // An announcement that is neither used nor withdrawn (a process that died while it read) is
-// fenced away once the dispatcher has seen it for FenceAfter, and not before.
+// fenced away once the dispatcher has seen it for FenceAfter and twice its writer's window, and
+// not before.
 func TestAbandonedAnnouncementIsFencedAfterFenceAfter(t *testing.T) {
 	ctx := context.Background()
 	s := openStore(t, mem.New(nil), nil)
@@ -192,13 +193,15 @@ func TestAbandonedAnnouncementIsFencedAfterFenceAfter(t *testing.T) {
 	if spent := s.RequestCounts().Sub(atStep); spent.Queries != idle.Queries || spent.PointReads != idle.PointReads+1 || spent.Total() != idle.Total()+1 {
 		t.Fatalf("a step that finds only a young early marker made %+v; want the marker scan and the commit row's read only", spent)
 	}
-	clock.Add(999 * time.Millisecond)
-	if st, _ := d.Step(ctx); st.Fenced != 0 || st.Resolved != 0 {
-		t.Fatalf("step before FenceAfter = %+v; want no fence", st)
+	// FenceAfter is 1 s, but the writer's window (the default, 1 s, recorded on the marker) asks
+	// for twice that.
+	clock.Add(1500 * time.Millisecond)
+	if st, _ := d.Step(ctx); st.Fenced != 0 || st.Resolved != 0 || st.Waiting != 1 {
+		t.Fatalf("step after FenceAfter, before twice the writer's window = %+v; want no fence", st)
 	}
-	clock.Add(time.Millisecond)
+	clock.Add(500 * time.Millisecond)
 	if st, err := d.Step(ctx); err != nil || st.Fenced != 1 || st.Resolved != 1 {
-		t.Fatalf("step after FenceAfter = %+v, %v; want the head fenced and the marker gone", st, err)
+		t.Fatalf("step after twice the window = %+v, %v; want the head fenced and the marker gone", st, err)
 	}
 	if st, _ := d.Step(ctx); st.Streams != 0 {
 		t.Fatalf("a marker was left: %+v", st)
@@ -213,8 +216,9 @@ func TestAbandonedAnnouncementIsFencedAfterFenceAfter(t *testing.T) {
 func TestAppendAfterTheAnnounceWindowWritesItsOwnMarker(t *testing.T) {
 	ctx := context.Background()
 	log := &markerLog{}
-	now := &fakeClock{now: time.Unix(1e9, 0)}
-	s := openStore(t, mem.New(&mem.Options{Faults: log.fault("late")}), &estuite.Options{Now: now.Now, AnnounceWindow: 100 * time.Millisecond})
+	// The window is measured on the monotonic clock, whatever Options.Now says (here: frozen).
+	frozen := time.Unix(1e9, 0)
+	s := openStore(t, mem.New(&mem.Options{Faults: log.fault("late")}), &estuite.Options{Now: func() time.Time { return frozen }, AnnounceWindow: 20 * time.Millisecond})
 	an, err := s.Announce(ctx, "late", "slow-command")
 	if err != nil {
 		t.Fatal(err)
@@ -222,7 +226,7 @@ func TestAppendAfterTheAnnounceWindowWritesItsOwnMarker(t *testing.T) {
 	if err := an.WaitStored(); err != nil {
 		t.Fatal(err)
 	}
-	now.Add(100 * time.Millisecond)
+	time.Sleep(25 * time.Millisecond)
 	mustAppend(t, s, "late", []estuite.EventData{jsonEvent("A", "{}")}, &estuite.AppendOptions{Announcement: an})
 	if early, ordinary, _ := log.counts(); early != 1 || ordinary != 1 {
 		t.Fatalf("early markers %d, ordinary %d; want the late append to write its own", early, ordinary)
@@ -350,4 +354,88 @@ func TestAnnouncedAppendIsOneRequestOnEveryBackend(t *testing.T) {
 		stepUntilIdle(t, estuite.NewDispatcher(s, nil))
 		checkFeedMatchesStreams(t, s, []string{"cmd"})
 	})
+}
+
+// An early marker is written so that a dispatcher of an earlier release refuses it as malformed
+// (First 0) instead of taking it for an ordinary marker it could delete while an append relies
+// on it; it records its writer's window.
+func TestEarlyMarkerRowShape(t *testing.T) {
+	ctx := context.Background()
+	b := mem.New(nil)
+	s := openStore(t, b, &estuite.Options{AnnounceWindow: 700 * time.Millisecond})
+	an, err := s.Announce(ctx, "shape", "c-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := an.WaitStored(); err != nil {
+		t.Fatal(err)
+	}
+	ev, err := b.OpenTable(ctx, "estuiteevents")
+	if err != nil {
+		t.Fatal(err)
+	}
+	page, err := ev.Scan(ctx, table.ScanQuery{FromPartition: "dirty", ToPartition: "dirtz"})
+	if err != nil || len(page.Entities) != 1 {
+		t.Fatalf("markers: %d, %v; want one", len(page.Entities), err)
+	}
+	p := page.Entities[0].Properties
+	if p["First"] != int64(0) || p["CommitId"] != "c-1" || p["AnnounceWindowMs"] != int64(700) || p["Announced"] != int64(1<<62) {
+		t.Fatalf("early marker properties: %v", p)
+	}
+	an.Withdraw()
+}
+
+// waitLog is a fake clock that records how long the dispatcher's loop asks to wait.
+type waitLog struct {
+	fakeClock
+	mu    sync.Mutex
+	waits []time.Duration
+}
+
+func (c *waitLog) Wait(ctx context.Context, d time.Duration, wake <-chan struct{}) (bool, error) {
+	c.mu.Lock()
+	c.waits = append(c.waits, d)
+	c.mu.Unlock()
+	return c.fakeClock.Wait(ctx, d, wake)
+}
+
+// A step that finds only early announcements whose appends have not landed looks again at the
+// poll interval, not at a quarter of FenceAfter: those appends land within a round trip or two,
+// and one from another process wakes no one.
+func TestStartedDispatcherPollsSoonAfterUnlandedEarlyMarkers(t *testing.T) {
+	ctx := context.Background()
+	b := mem.New(nil)
+	s, writer := openStore(t, b, nil), openStore(t, b, nil)
+	an, err := writer.Announce(ctx, "soon", "c-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := an.WaitStored(); err != nil {
+		t.Fatal(err)
+	}
+	defer an.Withdraw()
+	clock := &waitLog{fakeClock: fakeClock{now: time.Unix(1e9, 0)}}
+	steps := make(chan estuite.DispatchStats, 100)
+	d := estuite.NewDispatcher(s, &estuite.DispatcherOptions{Clock: clock, PollInterval: 30 * time.Millisecond, FenceAfter: 4 * time.Second, LeaseDuration: time.Hour,
+		OnStep: func(st estuite.DispatchStats, err error) {
+			select {
+			case steps <- st:
+			default:
+			}
+		}})
+	if err := d.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer d.Stop()
+	for st := range steps {
+		if st.Streams == 1 && st.Waiting == 1 {
+			break
+		}
+	}
+	<-steps // the next step: the loop has waited once since
+	clock.mu.Lock()
+	defer clock.mu.Unlock()
+	if last := clock.waits[len(clock.waits)-1]; last != 30*time.Millisecond {
+		t.Fatalf("after a step with only an unlanded early marker the loop waited %v (all: %v); want the poll interval", last, clock.waits)
+	}
 }

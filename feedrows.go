@@ -139,6 +139,7 @@ const (
 	propDuration   = "DurationMs"
 	propMaxBytes   = "MaxEventBytes"
 	propUpdated    = "Updated"
+	propWindowMs   = "AnnounceWindowMs"
 )
 
 // FeedEvent is an event as the feed holds it: a recorded event with its global position.
@@ -196,6 +197,9 @@ type dirtyMarker struct {
 	// commitID is set on an early marker (early.go): written before the append was prepared, it
 	// names the commit ID the append will use, and its versions are those of that commit row.
 	commitID string
+	// windowMs is an early marker's AnnounceWindow, in milliseconds rounded up: a dispatcher
+	// waits at least twice it before it fences the marker away.
+	windowMs int64
 
 	// What a dispatcher learned of an early marker in this step (lookUpEarly): landed when its
 	// commit row was found (first and announced are then the commit's), and otherwise whether it
@@ -215,6 +219,7 @@ func (m dirtyMarker) entity() table.Entity {
 	}}
 	if m.commitID != "" {
 		e.Properties[propCommitID] = m.commitID
+		e.Properties[propWindowMs] = m.windowMs
 	}
 	return e
 }
@@ -229,7 +234,11 @@ func decodeDirtyMarker(shard int, row table.Entity) (dirtyMarker, error) {
 		m.maxBytes = min(b, table.MaxEntityBytes)
 	}
 	m.commitID, _ = row.Properties[propCommitID].(string)
-	if m.stream == "" || !ok1 || !ok2 || m.first < 1 || m.announced < m.first {
+	if w, ok := row.Properties[propWindowMs].(int64); ok && w > 0 {
+		m.windowMs = min(w, int64(time.Hour/time.Millisecond)) // an absurd window waits an hour at most
+	}
+	// An early marker announces no version (First 0); an ordinary one its first.
+	if m.stream == "" || !ok1 || !ok2 || m.first < 0 || (m.first == 0) != (m.commitID != "") || m.announced < m.first {
 		return m, corrupt(row.PartitionKey, row.RowKey, "malformed dirty marker")
 	}
 	m.pk = streamKey(m.stream)

@@ -76,9 +76,17 @@ import (
 //     without its commit row, as if the head had reached it (in summarize, mark an unlanded early
 //     marker landed with announced 0) — seeds 1, 2, 3…; (b) Withdraw deletes the marker although a
 //     batch relying on it landed (drop `!an.keep` in withdraw) — seeds 1, 2; (c) a fence takes
-//     early markers seen for less than FenceAfter (`m.aged = true` in lookUpEarly) — seeds 1, 2;
-//     (d) an append relies on an early marker past its window (drop the window checks in rely) —
-//     seeds 9, 190, 253. TestFenceLeavesYoungEarlyMarkers fails with (c) put back as well.
+//     early markers seen for less than FenceAfter (`m.aged = true` in lookUpEarly) — seeds 2, 4
+//     (after the review fixes below); (d) an append relies on an early marker past its window
+//     (drop the window checks in rely) — seeds 9, 69, 177. TestFenceLeavesYoungEarlyMarkers fails
+//     with (c) put back as well. An adversarial review then found what the simulation could not
+//     reach, each fixed with a test: a dispatcher of the earlier release deleting a young early
+//     marker (early markers now have First 0, which it refuses: TestEarlyMarkerRowShape); a
+//     FenceAfter below twice the writer's window (the window is on the marker:
+//     TestAbandonedAnnouncementIsFencedAfterFenceAfter); the window measured on Options.Now
+//     (now the monotonic clock: TestAppendAfterTheAnnounceWindowWritesItsOwnMarker); and a slow
+//     poll after steps that found only unlanded early markers
+//     (TestStartedDispatcherPollsSoonAfterUnlandedEarlyMarkers).
 //
 // The same check found a bug of group commit (appendqueue.go) when the two met: an append refused
 // part-way through a combined batch was answered with a version the head never had (the version
