@@ -19,6 +19,7 @@ const (
 	codeNotFound             = "not_found"
 	codeMethodNotAllowed     = "method_not_allowed"
 	codeStreamNotFound       = "stream_not_found"
+	codeSubjectForgotten     = "subject_forgotten"
 	codeWrongExpectedVersion = "wrong_expected_version"
 	codeCommitConflict       = "commit_conflict"
 	codeDuplicateEvent       = "duplicate_event"
@@ -110,6 +111,8 @@ func toAPIError(err error) *apiError {
 	case errors.Is(err, estuite.ErrContention):
 		// Storage answered every request; other writers kept moving the stream. Nothing was written.
 		return &apiError{Status: http.StatusConflict, Code: codeStreamContended, Message: msg, Err: err}
+	case errors.Is(err, estuite.ErrSubjectForgotten):
+		return &apiError{Status: http.StatusGone, Code: codeSubjectForgotten, Message: msg, Err: err}
 	case errors.Is(err, estuite.ErrStreamNotFound):
 		return &apiError{Status: http.StatusNotFound, Code: codeStreamNotFound, Message: "the stream has never been written", Err: err}
 	case errors.Is(err, estuite.ErrInvalidInput):

@@ -279,6 +279,8 @@ const (
 	routeEvents    = "GET /streams/{stream}/events"
 	routeFeed      = "GET /feed"
 	routeLive      = "GET /feed/live"
+	routeSubject   = "GET /subjects/{subject}"
+	routeForget    = "DELETE /subjects/{subject}"
 	routeHealth    = "GET /healthz"
 	routeMetrics   = "GET /metrics"
 	routeUnmatched = "unmatched"
@@ -311,6 +313,8 @@ func (s *Server) routes(metricsHandler http.Handler) http.Handler {
 	handle(routeEvents, false, s.handleEvents)
 	handle(routeFeed, false, s.handleFeed)
 	handle(routeLive, false, s.handleLive)
+	handle(routeSubject, false, s.handleSubject)
+	handle(routeForget, false, s.handleForget)
 	handle(routeHealth, true, s.handleHealth)
 	handle(routeMetrics, false, metricsHandler.ServeHTTP)
 	// The same paths without a method answer 405; any other path 404. Both after authentication,
@@ -320,6 +324,7 @@ func (s *Server) routes(metricsHandler http.Handler) http.Handler {
 		"/streams/{stream}/events": "GET, HEAD",
 		"/feed":                    "GET, HEAD",
 		"/feed/live":               "GET, HEAD",
+		"/subjects/{subject}":      "GET, HEAD, DELETE",
 		"/healthz":                 "GET, HEAD",
 		"/metrics":                 "GET, HEAD",
 	}
