@@ -572,3 +572,114 @@ func TestBadSubjectWritesNothing(t *testing.T) {
 		}
 	})
 }
+
+// The size limits count the ciphertext: the largest sealed event accepted on one backend is
+// accepted on every backend (Azurite included), and one byte more is refused everywhere.
+func TestSealedEventSizeLimitsAreExact(t *testing.T) {
+	ctx := context.Background()
+	probe := openStore(t, mem.New(nil), nil)
+	event := func(n int) []estuite.EventData {
+		return []estuite.EventData{{Type: "Scan", Subject: "big-subject", Format: estuite.Binary, Data: bytes.Repeat([]byte{7}, n)}}
+	}
+	lo, hi := 1, 2<<20 // accepted, refused
+	for hi-lo > 1 {
+		mid := (lo + hi) / 2
+		_, err := probe.Append(ctx, "big", event(mid), nil) // the same stream name: keys count in the size
+		switch {
+		case err == nil:
+			lo = mid
+		case errors.Is(err, estuite.ErrTooLarge):
+			hi = mid
+		default:
+			t.Fatal(err)
+		}
+	}
+	t.Logf("largest sealed binary event: %d bytes of data", lo)
+	forEachEraseBackend(t, func(t *testing.T, env *eraseEnv) {
+		s := env.open(t, &estuite.Options{MasterKey: masterKeyA})
+		if _, err := s.Append(ctx, "big", event(lo), nil); err != nil {
+			t.Fatalf("the largest sealed event: %v", err)
+		}
+		if _, err := s.Append(ctx, "big", event(lo+1), nil); !errors.Is(err, estuite.ErrTooLarge) {
+			t.Fatalf("one byte more: %v, want ErrTooLarge", err)
+		}
+		if ev := readEvents(t, s, "big", nil); len(ev) != 1 || len(ev[0].Data) != lo {
+			t.Fatalf("read back %d events", len(ev))
+		}
+		stepUntilIdle(t, estuite.NewDispatcher(s, nil))
+		if feed := readFeedAll(t, s); len(feed) != 1 || len(feed[0].Data) != lo {
+			t.Fatalf("the feed holds %d events", len(feed))
+		}
+	})
+}
+
+// A sealed event's ciphertext is bound to its stream, version, type and subject: ciphertext
+// moved to another row of the same subject does not open, and the read fails as corrupt rather
+// than return another event's data.
+func TestMovedCiphertextDoesNotOpen(t *testing.T) {
+	ctx := context.Background()
+	backend := mem.New(nil)
+	s := openStore(t, sharedBackend{backend}, nil)
+	evs := []estuite.EventData{{Type: "T", Subject: "gina", Data: []byte(`1`)}, {Type: "T", Subject: "gina", Data: []byte(`2`)}}
+	if _, err := s.Append(ctx, "g", evs, nil); err != nil {
+		t.Fatal(err)
+	}
+	tab, err := backend.OpenTable(ctx, "estuitestreams")
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, err := tab.Get(ctx, "g", "E0000000000000000001")
+	if err != nil {
+		t.Fatal(err)
+	}
+	second, err := tab.Get(ctx, "g", "E0000000000000000002")
+	if err != nil {
+		t.Fatal(err)
+	}
+	second.Properties["Data"] = first.Properties["Data"]
+	if _, err := tab.Submit(ctx, "g", []table.Op{{Kind: table.Replace, Entity: second, IfMatch: second.ETag}}); err != nil {
+		t.Fatal(err)
+	}
+	read, err := s.Read(ctx, "g", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	var readErr error
+	for ev, err := range read.Events {
+		if err != nil {
+			readErr = err
+			break
+		}
+		got = append(got, string(ev.Data))
+	}
+	if !errors.Is(readErr, estuite.ErrCorrupt) || len(got) != 1 || got[0] != "1" {
+		t.Fatalf("read %v, then %v; want event 1, then ErrCorrupt", got, readErr)
+	}
+}
+
+// A retried commit naming a subject is a duplicate, also from a Store that has not cached the
+// key; the same commit ID with other data of the subject is a commit conflict.
+func TestRetriedSealedCommitIsADuplicate(t *testing.T) {
+	forEachEraseBackend(t, func(t *testing.T, env *eraseEnv) {
+		ctx := context.Background()
+		evs := []estuite.EventData{{Type: "T", Subject: "hal", Data: []byte(`{"a":1}`), Metadata: []byte(`{"m":1}`)}}
+		opts := &estuite.AppendOptions{CommitID: "c-1"}
+		if _, err := env.open(t, &estuite.Options{MasterKey: masterKeyA}).Append(ctx, "h", evs, opts); err != nil {
+			t.Fatal(err)
+		}
+		other := env.open(t, &estuite.Options{MasterKey: masterKeyA})
+		res, err := other.Append(ctx, "h", evs, opts)
+		if err != nil || !res.Duplicate || res.FirstVersion != 1 {
+			t.Fatalf("retry: %+v, %v; want a duplicate of version 1", res, err)
+		}
+		changed := []estuite.EventData{{Type: "T", Subject: "hal", Data: []byte(`{"a":2}`), Metadata: []byte(`{"m":1}`)}}
+		if _, err := other.Append(ctx, "h", changed, opts); !errors.Is(err, estuite.ErrCommitConflict) {
+			t.Fatalf("the commit ID with other data: %v, want ErrCommitConflict", err)
+		}
+		unsealed := []estuite.EventData{{Type: "T", Data: []byte(`{"a":1}`), Metadata: []byte(`{"m":1}`)}}
+		if _, err := other.Append(ctx, "h", unsealed, opts); !errors.Is(err, estuite.ErrCommitConflict) {
+			t.Fatalf("the commit ID without the subject: %v, want ErrCommitConflict", err)
+		}
+	})
+}
