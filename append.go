@@ -64,7 +64,7 @@ func (s *Store) Append(ctx context.Context, stream string, events []EventData, o
 	}
 	if a.sealed != nil {
 		if err := s.sealAppend(ctx, a, events); err != nil {
-			return AppendResult{}, err
+			return s.refusedSealed(ctx, a, err)
 		}
 	}
 	return s.commit(ctx, a)
@@ -318,7 +318,9 @@ func (s *Store) findCommit(ctx context.Context, a *appendPlan) (res AppendResult
 	if err != nil {
 		return AppendResult{}, true, err
 	}
-	if c.commitID != a.commitID || c.hash != a.hash {
+	// a.hash is empty only for an append naming a forgotten subject (refusedSealed): its events
+	// can no longer be hashed to compare.
+	if c.commitID != a.commitID || a.hash != "" && c.hash != a.hash {
 		return AppendResult{}, true, &CommitConflictError{Stream: a.stream, CommitID: a.commitID}
 	}
 	return AppendResult{

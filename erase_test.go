@@ -681,5 +681,16 @@ func TestRetriedSealedCommitIsADuplicate(t *testing.T) {
 		if _, err := other.Append(ctx, "h", unsealed, opts); !errors.Is(err, estuite.ErrCommitConflict) {
 			t.Fatalf("the commit ID without the subject: %v, want ErrCommitConflict", err)
 		}
+		// Once the subject is forgotten, a retry is still the duplicate it is; a new commit is refused.
+		if err := other.Forget(ctx, "hal"); err != nil {
+			t.Fatal(err)
+		}
+		res, err = env.open(t, nil).Append(ctx, "h", evs, opts)
+		if err != nil || !res.Duplicate || res.FirstVersion != 1 {
+			t.Fatalf("retry after Forget: %+v, %v; want a duplicate of version 1", res, err)
+		}
+		if _, err := other.Append(ctx, "h", evs, &estuite.AppendOptions{CommitID: "c-2"}); !errors.Is(err, estuite.ErrSubjectForgotten) {
+			t.Fatalf("a new commit after Forget: %v, want ErrSubjectForgotten", err)
+		}
 	})
 }

@@ -349,6 +349,25 @@ func (s *Store) sealAppend(ctx context.Context, a *appendPlan, events []EventDat
 	return nil
 }
 
+// refusedSealed answers an append that sealAppend refused. A retry of a commit that landed
+// before its subject was forgotten is still answered as the duplicate it is (idempotency outlives
+// the key), judged by its commit ID alone: without the key, its events cannot be compared with
+// the commit's hash. Anything else is refused with err.
+func (s *Store) refusedSealed(ctx context.Context, a *appendPlan, err error) (AppendResult, error) {
+	if !errors.Is(err, ErrSubjectForgotten) {
+		return AppendResult{}, err
+	}
+	a.hash = ""
+	res, found, ferr := s.findCommit(ctx, a)
+	switch {
+	case ferr != nil:
+		return AppendResult{}, ferr
+	case found:
+		return res, nil
+	}
+	return AppendResult{}, err
+}
+
 // openEvent decrypts ev when it is sealed, or marks it erased when its subject's key is gone.
 func (s *Store) openEvent(ctx context.Context, ev *RecordedEvent) error {
 	if ev.sealed == nil {
