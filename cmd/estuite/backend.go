@@ -30,6 +30,7 @@ type backendFlags struct {
 
 	masterKeyFile string        // --master-key-file; else $ESTUITE_MASTER_KEY
 	keyCache      time.Duration // --key-cache: Options.KeyCacheLifetime
+	wrapped       bool          // open found a master key
 }
 
 func (b *backendFlags) register(fs *flag.FlagSet) {
@@ -106,6 +107,7 @@ func (b *backendFlags) open(ctx context.Context) (*estuite.Store, error) {
 	if err != nil {
 		return nil, err
 	}
+	b.wrapped = master != nil
 	var backend table.Backend
 	if b.embedded() {
 		if err := checkPrivate(b.dir(), "estuite.db", instanceFile); err != nil {
