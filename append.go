@@ -62,6 +62,11 @@ func (s *Store) Append(ctx context.Context, stream string, events []EventData, o
 	if err != nil {
 		return AppendResult{}, err
 	}
+	if a.sealed != nil {
+		if err := s.sealAppend(ctx, a, events); err != nil {
+			return s.refusedSealed(ctx, a, err)
+		}
+	}
 	return s.commit(ctx, a)
 }
 
@@ -73,8 +78,11 @@ type appendPlan struct {
 	hash       string
 	attempt    string // random ID of this Append call, stored on its commit row
 	recorded   time.Time
-	events     []table.Entity // event rows without row keys
+	events     []table.Entity // event rows without row keys (nor, when sealed, data)
 	eventIDs   []eventID      // caller-given IDs (each gets an ID row)
+	// sealed holds, per event, the plaintext of an event that names a subject (nil: none); the
+	// slice is nil when no event does. Its ciphertext is made with the row's version.
+	sealed []*sealedEvent
 	// maxEventBytes is the size of its largest event row (or of that row in the feed, if larger),
 	// recorded on the dirty marker so that the dispatcher can budget its reads.
 	maxEventBytes int64
@@ -139,7 +147,6 @@ func (s *Store) prepareAppend(stream string, events []EventData, o AppendOptions
 		pk:       streamKey(stream),
 		expected: o.Expected,
 		commitID: o.CommitID,
-		hash:     commitHash(events),
 		attempt:  uuid.NewString(),
 		recorded: s.now().UTC().Truncate(time.Microsecond),
 		ann:      o.Announcement,
@@ -161,13 +168,23 @@ func (s *Store) prepareAppend(stream string, events []EventData, o AppendOptions
 			a.eventIDs = append(a.eventIDs, eventID{id: id, index: i})
 		}
 		a.events = append(a.events, table.Entity{PartitionKey: a.pk, Properties: eventProperties(e, id, o.CommitID, a.recorded)})
+		if e.Subject != "" {
+			if a.sealed == nil {
+				a.sealed = make([]*sealedEvent, len(events))
+			}
+			a.sealed[i] = newSealedEvent(e)
+		}
+	}
+	if a.sealed == nil {
+		a.hash = commitHash(events, nil) // otherwise sealAppend computes it, with the subjects' keys
 	}
 	if rows := len(a.events) + len(a.eventIDs); rows > MaxAppendRows {
 		return nil, &TooLargeError{What: "append", Size: rows, Limit: MaxAppendRows,
 			Unit: "rows (one per event, one more per caller-given event ID)"}
 	}
-	// Check sizes on the batch as it will be sent, with the largest version numbers possible (and
-	// the largest event size the commit row can record).
+	// Check sizes on the batch as it will be sent, with the largest version numbers possible, the
+	// largest event size the commit row can record and the largest lifecycle state on the head (a
+	// sealed event's ciphertext has its exact size already: sealedEvent.seal).
 	a.maxEventBytes = table.MaxEntityBytes
 	ops := a.ops(head{version: 1<<62 - 1, etag: "x", meta: largestMeta})
 	a.maxEventBytes = 0
@@ -204,6 +221,11 @@ func validateEvent(i int, e *EventData) error {
 	field := func(name string) string { return fmt.Sprintf("events[%d].%s", i, name) }
 	if err := validateName(field("type"), e.Type, MaxEventTypeLength); err != nil {
 		return err
+	}
+	if e.Subject != "" {
+		if err := validateSubject(field("subject"), e.Subject); err != nil {
+			return err
+		}
 	}
 	switch e.Format {
 	case JSON:
@@ -266,6 +288,10 @@ func headWrite(pk string, h head, version int64) table.Op {
 func (a *appendPlan) appendRowOps(ops []table.Op, first int64) []table.Op {
 	for i, e := range a.events {
 		e.RowKey = eventKey(first + int64(i))
+		if a.sealed != nil && a.sealed[i] != nil {
+			// Sealed here, where the version is known: it is part of the additional data.
+			e.Properties = a.sealed[i].rowProperties(e.Properties, a.stream, first+int64(i))
+		}
 		e.Properties[propVersion] = first + int64(i)
 		ops = append(ops, table.Op{Kind: table.Insert, Entity: e})
 	}
@@ -311,7 +337,9 @@ func (s *Store) findCommit(ctx context.Context, a *appendPlan) (res AppendResult
 	if err != nil {
 		return AppendResult{}, true, err
 	}
-	if c.commitID != a.commitID || c.hash != a.hash {
+	// a.hash is empty only for an append naming a forgotten subject (refusedSealed): its events
+	// can no longer be hashed to compare.
+	if c.commitID != a.commitID || a.hash != "" && c.hash != a.hash {
 		return AppendResult{}, true, &CommitConflictError{Stream: a.stream, CommitID: a.commitID}
 	}
 	return AppendResult{

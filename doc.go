@@ -30,6 +30,9 @@
 //     after a lost response, or after the stream moved on — returns the original versions with
 //     Duplicate set and writes nothing. This is stored in the stream's partition, not cached.
 //   - Bad input is a typed error (ErrInvalidInput, ErrTooLarge) and writes nothing.
+//   - Erasure: the data and metadata of an event that names a subject (EventData.Subject) are
+//     stored encrypted with the subject's data key, in the stream table and the feed alike;
+//     Store.Forget deletes the key, and every event of the subject then reads as Erased.
 //   - Transient storage failures are retried with backoff and jitter within the context; an
 //     ambiguous failure is resolved by looking at the stored commit row.
 //

@@ -47,6 +47,14 @@ type EventData struct {
 	// Metadata is empty or a JSON object, e.g. correlation and causation IDs: valid UTF-8
 	// without escaped lone surrogates, as JSON data.
 	Metadata json.RawMessage
+	// Subject, when set, names the data subject (the person) the event's data is about:
+	// 1–MaxSubjectLength characters of valid UTF-8, no control characters. The event's Data and
+	// Metadata are then stored encrypted with the subject's data key (created on the subject's
+	// first use), in the stream table and the feed alike, and Store.Forget erases them. An
+	// append that names a forgotten subject is an ErrSubjectForgotten. The subject itself, the
+	// stream name and the event type are stored in clear: use a pseudonymous identifier (a user
+	// ID, not an e-mail address), and keep personal data out of stream names and types.
+	Subject string
 }
 
 // RecordedEvent is an event as stored in a stream.
@@ -60,6 +68,13 @@ type RecordedEvent struct {
 	Metadata   json.RawMessage // nil when the event had none
 	CommitID   string
 	RecordedAt time.Time // UTC, microsecond precision; the same for every event of one commit
+	// Subject is the data subject the event names ("" for none: see EventData.Subject).
+	Subject string
+	// Erased is true when the event's subject was forgotten (Store.Forget): Data and Metadata
+	// are then nil. Reading an erased event is not an error.
+	Erased bool
+
+	sealed []byte // the ciphertext of a sealed event, until it is opened (seal.go)
 }
 
 // ExpectedVersion is an append's optimistic-concurrency condition. The zero value is Any.

@@ -171,6 +171,11 @@ func (s *Store) ReadFeed(ctx context.Context, opts *FeedOptions) (FeedPage, erro
 	if n := len(res.Events); n > 0 {
 		s.feedHead.publish(res.Events[n-1].Position)
 	}
+	for i := range res.Events {
+		if err := s.openEvent(ctx, &res.Events[i].RecordedEvent); err != nil {
+			return FeedPage{Next: o.After}, err
+		}
+	}
 	return res, nil
 }
 

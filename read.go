@@ -90,7 +90,7 @@ func (s *Store) Read(ctx context.Context, stream string, opts *ReadOptions) (*St
 		}
 		visible, notBefore := s.visibility(h)
 		first, last := versionRange(h.version, visible, o)
-		return &StreamRead{Stream: stream, Version: h.version, Events: notOlder(s.streamEvents(ctx, stream, pk, first, last, o.Direction, o.PageBytes), notBefore)}, nil
+		return &StreamRead{Stream: stream, Version: h.version, Events: notOlder(s.opened(ctx, s.streamEvents(ctx, stream, pk, first, last, o.Direction, o.PageBytes)), notBefore)}, nil
 	}
 	sz := newPageSizer(s.streams)
 	op, err := s.openRead(ctx, pk, o, sz)
@@ -115,7 +115,7 @@ func (s *Store) Read(ctx context.Context, stream string, opts *ReadOptions) (*St
 	// The first pass yields what the first query read; every pass reads the rest from storage.
 	var kept atomic.Pointer[[]table.Entity]
 	kept.Store(&op.rows)
-	read.Events = func(yield func(RecordedEvent, error) bool) {
+	read.Events = s.opened(ctx, func(yield func(RecordedEvent, error) bool) {
 		rows := kept.Swap(nil)
 		if rows == nil || first > last {
 			s.streamEvents(ctx, stream, pk, first, last, o.Direction, o.PageBytes)(yield)
@@ -162,7 +162,7 @@ func (s *Store) Read(ctx context.Context, stream string, opts *ReadOptions) (*St
 				return
 			}
 		}
-	}
+	})
 	read.Events = notOlder(read.Events, notBefore)
 	return read, nil
 }
@@ -179,6 +179,23 @@ func notOlder(seq iter.Seq2[RecordedEvent, error], notBefore time.Time) iter.Seq
 				continue
 			}
 			if !yield(e, err) {
+				return
+			}
+		}
+	}
+}
+
+// opened yields the events of events with sealed ones opened (or erased): see Store.openEvent.
+// Keys come from the key cache, so a read costs at most one key read per subject.
+func (s *Store) opened(ctx context.Context, events iter.Seq2[RecordedEvent, error]) iter.Seq2[RecordedEvent, error] {
+	return func(yield func(RecordedEvent, error) bool) {
+		for e, err := range events {
+			if err == nil {
+				if err = s.openEvent(ctx, &e); err != nil {
+					e = RecordedEvent{}
+				}
+			}
+			if !yield(e, err) || err != nil {
 				return
 			}
 		}

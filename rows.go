@@ -53,14 +53,17 @@ func eventProperties(e *EventData, id uuid.UUID, commitID string, recorded time.
 		propRecorded: recorded,
 		propDataFmt:  e.Format.String(),
 	}
+	if e.Subject != "" {
+		// Sealed: the data and metadata go into the data chunks as ciphertext once the event's
+		// version is known (appendPlan.appendRowOps).
+		props[propSubject] = e.Subject
+		props[propDataFmt] = sealedFormat(e.Format)
+		return props
+	}
 	if len(e.Metadata) > 0 {
 		props[propMeta] = string(e.Metadata)
 	}
-	for i, off := 0, 0; off < len(e.Data); i++ {
-		end := min(off+table.MaxPropertyBytes, len(e.Data))
-		props[dataChunkName(i)] = e.Data[off:end]
-		off = end
-	}
+	putDataChunks(props, e.Data)
 	return props
 }
 
@@ -84,11 +87,20 @@ func decodeEvent(stream string, row table.Entity) (RecordedEvent, error) {
 	}
 	ev.CommitID, _ = row.Properties[propCommitID].(string)
 	ev.RecordedAt, _ = row.Properties[propRecorded].(time.Time)
+	sealed := false
 	switch f, _ := row.Properties[propDataFmt].(string); f {
 	case "json":
 		ev.Format = JSON
 	case "binary":
 		ev.Format = Binary
+	case sealedJSON, sealedBinary:
+		ev.Format, sealed = JSON, true
+		if f == sealedBinary {
+			ev.Format = Binary
+		}
+		if ev.Subject, _ = row.Properties[propSubject].(string); ev.Subject == "" {
+			return fail("sealed event without a subject")
+		}
 	default:
 		return fail("unknown data format %q", f)
 	}
@@ -113,6 +125,13 @@ func decodeEvent(stream string, row table.Entity) (RecordedEvent, error) {
 		ev.Data = make([]byte, 0, size)
 		for i := range n {
 			ev.Data = append(ev.Data, row.Properties[dataChunkName(i)].([]byte)...)
+		}
+	}
+	if sealed {
+		// The data chunks hold the ciphertext of data and metadata: Store.openEvent opens it.
+		ev.sealed, ev.Data, ev.Metadata = ev.Data, nil, nil
+		if ev.sealed == nil {
+			ev.sealed = []byte{}
 		}
 	}
 	return ev, nil
@@ -263,8 +282,10 @@ func decodeCommit(row table.Entity) (commitRecord, error) {
 
 // commitHash identifies the content of an append's events, so that a retried commit ID can be
 // told from the same ID reused for other events. Generated event IDs are not part of it: a retry
-// generates new ones.
-func commitHash(events []EventData) string {
+// generates new ones. A sealed event (sealed[i] set, with its key) counts by its subject and a
+// hash of its plaintext keyed by the subject's key, so that the commit row tells nothing of the
+// plaintext once the key is forgotten; commits without a subject hash as they always did.
+func commitHash(events []EventData, sealed []*sealedEvent) string {
 	h := sha256.New()
 	var n [8]byte
 	field := func(b []byte) {
@@ -280,6 +301,12 @@ func commitHash(events []EventData) string {
 		}
 		field([]byte(id))
 		field([]byte(e.Type))
+		if i < len(sealed) && sealed[i] != nil {
+			field([]byte{byte(e.Format) | 0x80}) // never a plain event's format byte
+			field([]byte(e.Subject))
+			field(sealed[i].commitMAC())
+			continue
+		}
 		field([]byte{byte(e.Format)})
 		field(e.Data)
 		field(e.Metadata)

@@ -143,6 +143,7 @@ func (wr *simWriter) run(ctx context.Context, s *estuite.Store, clock *simsched.
 				c.events = append(c.events, ev)
 			}
 			c.snapshot = simSnapshotOf(c.id)
+			w.erase.label(c)
 			w.mu.Lock()
 			w.commits[c.id] = c
 			w.mu.Unlock()

@@ -76,6 +76,7 @@ type simWorld struct {
 	done     map[string]*simHandled
 	problems []string
 	stats    struct{ ok, dup, wev, unavailable, crashed, redelivered, snapSaved, snapshots, withdrawn int }
+	erase    *simErasure // nil: the seed runs no erasure (sim_erase_test.go)
 }
 
 // noteWithdrawn counts a command that announced its append and then withdrew it.
@@ -218,6 +219,13 @@ func (w *simWorld) record(c *simCommit, exp estuite.ExpectedVersion, res estuite
 		} else {
 			c.attempts = append(c.attempts, fmt.Sprintf("wrong expected version (actual %d), earlier attempts in doubt", wev.Actual))
 		}
+	case errors.Is(err, estuite.ErrSubjectForgotten):
+		// Refused before anything was written, its commit row not found (a retry of a stored
+		// commit is answered as its duplicate): as for a wrong version, a ghost may still land.
+		if c.state == present {
+			bad("a retry of a committed append got %v instead of the original result", err)
+		}
+		c.attempts = append(c.attempts, "subject forgotten")
 	case errors.Is(err, estuite.ErrUnavailable) || (crashed && errors.Is(err, context.Canceled)):
 		if crashed {
 			w.stats.crashed++

@@ -354,7 +354,7 @@ func (sim *simRun) open(clock *simsched.Clock) *estuite.Store {
 	// Retries without backoff: a random backoff would make virtual time depend on math/rand's
 	// global source; the scheduler decides what happens between the tries anyway.
 	retry := estuite.RetryPolicy{MaxAttempts: 3}
-	s, err := estuite.Open(context.Background(), sim.gated, &estuite.Options{Retry: retry, Now: clock.Now, AnnounceWindow: sim.p.announceWindow})
+	s, err := estuite.Open(context.Background(), sim.gated, &estuite.Options{Retry: retry, Now: clock.Now, AnnounceWindow: sim.p.announceWindow, KeyCacheLifetime: simKeyCacheLifetime})
 	if err != nil {
 		panic(err) // opening makes no scheduled calls
 	}
@@ -404,6 +404,7 @@ func runSimulationInBubble(p simParams, dir string) (res simResult) {
 		crashRNG: rand.New(rand.NewPCG(p.cfg.Seed, 0xc4a54))}
 	world := &simWorld{sched: sched, commits: make(map[string]*simCommit), subs: make(map[string][]*simInstance), done: make(map[string]*simHandled)}
 	sim.world = world
+	world.erase = newSimErasure(p.cfg.Seed)
 	mon, err := newSimMonitor(world, backend, streams, simShardOf)
 	if err != nil {
 		return simResult{problems: []string{err.Error()}}
@@ -446,6 +447,7 @@ func runSimulationInBubble(p simParams, dir string) (res simResult) {
 	for i, m := range sim.machines {
 		sim.spawnProcess(m, p.upAfter[i], false)
 	}
+	sim.spawnForgetter()
 	runErr := sched.Run()
 	if runErr != nil {
 		res.problems = append(res.problems, "scheduler: "+runErr.Error())
@@ -484,6 +486,8 @@ func runSimulationInBubble(p simParams, dir string) (res simResult) {
 	world.mu.Unlock()
 	problems, feedLen := simCheck(final, backend, world, streams)
 	res.problems = append(res.problems, problems...)
+	problems, erasure := sim.checkErasure(final, streams)
+	res.problems = append(res.problems, problems...)
 	s := world.stats
 	kind := "small"
 	if p.big {
@@ -497,7 +501,7 @@ func runSimulationInBubble(p simParams, dir string) (res simResult) {
 	}
 	res.summary = fmt.Sprintf("%s on %s, feed pages of %d; %d machines (clocks %v), %d writers, %d crashes, %d restarts; %d steps in %v virtual; appends: %d ok, %d duplicate, %d wrong version, %d unavailable, %d crashed, %d with their snapshot saved (%d streams end with one), %d commands withdrawn (of those announced early, %.0f%% of all); subscriptions handled %d positions (%d redelivered); feed %d events (%d by the final dispatcher); longest wait for the feed %v (calm %v, base allowance %v); backlog up to %d events (%v each)",
 		kind, store, p.feedPageSize, p.machines, p.offsets, len(p.writersOn), sim.crashes, sim.restarts, res.steps, virtual.Round(time.Millisecond),
-		s.ok, s.dup, s.wev, s.unavailable, s.crashed, s.snapSaved, s.snapshots, s.withdrawn, 100*p.announce, world.handledTotal(), s.redelivered, feedLen, finalEvents, mon.maxWait.Round(time.Millisecond), mon.maxCalm.Round(time.Millisecond), mon.base.Round(time.Millisecond), mon.maxPeak, mon.perEvent)
+		s.ok, s.dup, s.wev, s.unavailable, s.crashed, s.snapSaved, s.snapshots, s.withdrawn, 100*p.announce, world.handledTotal(), s.redelivered, feedLen, finalEvents, mon.maxWait.Round(time.Millisecond), mon.maxCalm.Round(time.Millisecond), mon.base.Round(time.Millisecond), mon.maxPeak, mon.perEvent) + erasure
 	return res
 }
 

@@ -14,13 +14,14 @@ type TableSize struct {
 	Bytes int64
 }
 
-// StorageSize is how much the store's two tables hold.
+// StorageSize is how much the store's tables hold.
 type StorageSize struct {
 	Streams TableSize // the stream table
 	Events  TableSize // the event table: feed, markers, lease, checkpoints
+	Keys    TableSize // the key table: subjects' data keys and tombstones
 }
 
-// Size walks both tables and adds up their rows' sizes. It reads every row: on Azure that is a
+// Size walks the tables and adds up their rows' sizes. It reads every row: on Azure that is a
 // full scan of each table, billed like any query, so use it for reports, not on a hot path.
 func (s *Store) Size(ctx context.Context) (StorageSize, error) {
 	if err := s.checkOpen(); err != nil {
@@ -30,7 +31,7 @@ func (s *Store) Size(ctx context.Context) (StorageSize, error) {
 	for _, t := range []struct {
 		st   storage
 		size *TableSize
-	}{{s.streams, &out.Streams}, {s.events, &out.Events}} {
+	}{{s.streams, &out.Streams}, {s.events, &out.Events}, {s.keys, &out.Keys}} {
 		err := t.st.scanPages(ctx, table.ScanQuery{}, func(p table.Page) error {
 			for _, e := range p.Entities {
 				t.size.Rows++

@@ -19,7 +19,8 @@ const (
 // Options configure a Store. nil means defaults.
 type Options struct {
 	// TablePrefix starts the name of every table the store uses: the stream table is
-	// TablePrefix+"streams", the event table TablePrefix+"events". Letters and digits, starting
+	// TablePrefix+"streams", the event table TablePrefix+"events", the key table
+	// TablePrefix+"keys". Letters and digits, starting
 	// with a letter, at most 56 characters. Default "estuite".
 	TablePrefix string
 	// HeadCacheSize is how many stream heads (version and ETag) the store remembers, so that an
@@ -37,6 +38,23 @@ type Options struct {
 	// that has not landed after FenceAfter. Default DefaultAnnounceWindow (DefaultFenceAfter/2);
 	// negative turns early announcements off (Announce writes nothing).
 	AnnounceWindow time.Duration
+	// MasterKey, when set, is a 32-byte AES-256 key that wraps the subjects' data keys in the key
+	// table (TablePrefix+"keys"): whoever reads the tables (or a backup of them) without it
+	// cannot decrypt any subject's events. Without it, data keys are stored unwrapped beside the
+	// events: Forget still erases (the key is gone, so are the events' contents), but anyone who
+	// can read the key table can decrypt the subjects not yet forgotten. A store whose keys were
+	// wrapped by another master key fails with ErrMasterKey on the subjects' events. Keys written
+	// without a master key still work once one is set; new keys are then wrapped.
+	MasterKey []byte
+	// KeyCacheLifetime is how long the store uses a subject's data key after it read it from the
+	// key table, before it reads it again: the longest this store may go on decrypting (and
+	// sealing new events with) the key of a subject that another Store forgot. Default
+	// DefaultKeyCacheLifetime; negative reads the key row at every use (one read per event read
+	// or append naming a subject). A subject forgotten through this Store is never decrypted
+	// again by it.
+	KeyCacheLifetime time.Duration
+	// KeyCacheSize is how many subjects' keys the store caches. Default DefaultKeyCacheSize.
+	KeyCacheSize int
 }
 
 // Store is an event store: streams of events in a stream table, one partition per stream. It is
@@ -45,10 +63,14 @@ type Store struct {
 	backend table.Backend
 	streams storage // the stream table
 	events  storage // the event table: feed, dirty markers, lease, checkpoints
+	keys    storage // the key table: subjects' data keys and tombstones
 	counts  *counter
 	now     func() time.Time
 	heads   *headCache
-	closed  atomic.Bool
+	// master wraps data keys (nil: stored unwrapped); keyCache holds subjects' key states.
+	master   *masterKey
+	keyCache keyCache
+	closed   atomic.Bool
 
 	// dirty collects the dirty-marker shards this process's appends touched, and wakes an
 	// in-process dispatcher.
@@ -88,6 +110,19 @@ func Open(ctx context.Context, backend table.Backend, opts *Options) (*Store, er
 	if o.AnnounceWindow == 0 {
 		o.AnnounceWindow = DefaultAnnounceWindow
 	}
+	if o.KeyCacheLifetime == 0 {
+		o.KeyCacheLifetime = DefaultKeyCacheLifetime
+	}
+	if o.KeyCacheSize <= 0 {
+		o.KeyCacheSize = DefaultKeyCacheSize
+	}
+	var master *masterKey
+	if o.MasterKey != nil {
+		var err error
+		if master, err = newMasterKey(o.MasterKey); err != nil {
+			return nil, err
+		}
+	}
 	counts := &counter{}
 	openTable := func(suffix string) (storage, error) {
 		name := o.TablePrefix + suffix
@@ -108,13 +143,20 @@ func Open(ctx context.Context, backend table.Backend, opts *Options) (*Store, er
 	if err != nil {
 		return nil, err
 	}
+	keys, err := openTable("keys")
+	if err != nil {
+		return nil, err
+	}
 	s := &Store{
-		backend: backend,
-		streams: streams,
-		events:  events,
-		counts:  counts,
-		now:     o.Now,
-		heads:   newHeadCache(o.HeadCacheSize),
+		backend:  backend,
+		streams:  streams,
+		events:   events,
+		keys:     keys,
+		counts:   counts,
+		now:      o.Now,
+		heads:    newHeadCache(o.HeadCacheSize),
+		master:   master,
+		keyCache: keyCache{lifetime: o.KeyCacheLifetime, max: o.KeyCacheSize, m: make(map[string]*keyEntry)},
 
 		announceWindow: max(o.AnnounceWindow, 0),
 	}

@@ -280,6 +280,9 @@ func TestRoutes(t *testing.T) {
 		{"POST", "/streams/s/events", 405, "method_not_allowed", "GET, HEAD"},
 		{"POST", "/feed", 405, "method_not_allowed", "GET, HEAD"},
 		{"POST", "/healthz", 405, "method_not_allowed", "GET, HEAD"},
+		{"PUT", "/subjects/s", 405, "method_not_allowed", "GET, HEAD, DELETE"},
+		{"POST", "/subjects/s", 405, "method_not_allowed", "GET, HEAD, DELETE"},
+		{"GET", "/subjects/", 404, "not_found", ""},
 	}
 	for _, c := range cases {
 		r := h.do(c.method, c.path, nil)

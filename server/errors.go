@@ -20,6 +20,7 @@ const (
 	codeMethodNotAllowed     = "method_not_allowed"
 	codeStreamNotFound       = "stream_not_found"
 	codeStreamDeleted        = "stream_deleted"
+	codeSubjectForgotten     = "subject_forgotten"
 	codeWrongExpectedVersion = "wrong_expected_version"
 	codeCommitConflict       = "commit_conflict"
 	codeDuplicateEvent       = "duplicate_event"
@@ -113,6 +114,8 @@ func toAPIError(err error) *apiError {
 		return &apiError{Status: http.StatusConflict, Code: codeStreamContended, Message: msg, Err: err}
 	case errors.Is(err, estuite.ErrStreamDeleted):
 		return &apiError{Status: http.StatusGone, Code: codeStreamDeleted, Message: "the stream was deleted for good", Err: err}
+	case errors.Is(err, estuite.ErrSubjectForgotten):
+		return &apiError{Status: http.StatusGone, Code: codeSubjectForgotten, Message: msg, Err: err}
 	case errors.Is(err, estuite.ErrStreamNotFound):
 		return &apiError{Status: http.StatusNotFound, Code: codeStreamNotFound, Message: "the stream has never been written, or was deleted", Err: err}
 	case errors.Is(err, estuite.ErrInvalidInput):

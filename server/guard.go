@@ -22,7 +22,7 @@ const (
 
 // CORS answers: what a preflight allows.
 const (
-	corsAllowMethods  = "GET, HEAD, POST"
+	corsAllowMethods  = "GET, HEAD, POST, DELETE"
 	corsAllowHeaders  = "Authorization, Content-Type, Last-Event-ID"
 	corsExposeHeaders = "Retry-After, WWW-Authenticate"
 	corsMaxAge        = "600"

@@ -299,3 +299,34 @@ func limitParam(q url.Values) (int, error) {
 	v, err := intParam(q, "limit", 1, MaxLimit)
 	return int(v), err
 }
+
+// handleSubject serves GET /subjects/{subject}.
+func (s *Server) handleSubject(w http.ResponseWriter, r *http.Request) {
+	subject := r.PathValue("subject")
+	if _, err := parseQuery(r, nil, nil); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	forgotten, err := s.store.SubjectForgotten(r.Context(), subject)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, struct {
+		Subject   string `json:"subject"`
+		Forgotten bool   `json:"forgotten"`
+	}{subject, forgotten})
+}
+
+// handleForget serves DELETE /subjects/{subject}: it erases the subject (idempotent).
+func (s *Server) handleForget(w http.ResponseWriter, r *http.Request) {
+	if _, err := parseQuery(r, nil, nil); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if err := s.store.Forget(r.Context(), r.PathValue("subject")); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}

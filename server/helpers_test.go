@@ -264,6 +264,8 @@ type wireEvent struct {
 	CommitID     string          `json:"commitId"`
 	RecordedAt   string          `json:"recordedAt"`
 	DispatchedAt string          `json:"dispatchedAt"`
+	Subject      string          `json:"subject"`
+	Erased       bool            `json:"erased"`
 }
 
 type readResult struct {

@@ -60,6 +60,8 @@ type eventJSON struct {
 	CommitID     string          `json:"commitId"`
 	RecordedAt   string          `json:"recordedAt"`
 	DispatchedAt string          `json:"dispatchedAt,omitempty"` // feed events only
+	Subject      string          `json:"subject,omitempty"`      // events that name a subject
+	Erased       bool            `json:"erased,omitempty"`       // the subject was forgotten: no data, no metadata
 }
 
 // timeFormat is RFC 3339 in UTC with microseconds, the precision the store records.
@@ -74,11 +76,16 @@ func toEventJSON(ev estuite.RecordedEvent) eventJSON {
 		Metadata:   ev.Metadata,
 		CommitID:   ev.CommitID,
 		RecordedAt: formatTime(ev.RecordedAt),
+		Subject:    ev.Subject,
+		Erased:     ev.Erased,
 	}
-	if ev.Format == estuite.Binary {
+	switch {
+	case ev.Erased:
+		// Neither data nor dataBase64 nor metadata: there is nothing left to show.
+	case ev.Format == estuite.Binary:
 		b := base64.StdEncoding.EncodeToString(ev.Data)
 		e.DataBase64 = &b
-	} else if len(ev.Data) > 0 {
+	case len(ev.Data) > 0:
 		e.Data = ev.Data
 	}
 	return e
@@ -189,9 +196,9 @@ func decodeEvent(i int, raw []byte) (estuite.EventData, error) {
 	if jsonKind(raw) != '{' {
 		return ev, badRequest("%s must be a JSON object", what)
 	}
-	var id, typ, data, data64, meta []byte
-	fields := map[string]*[]byte{"id": &id, "type": &typ, "data": &data, "dataBase64": &data64, "metadata": &meta}
-	if err := decodeObject(raw, what, []string{"id", "type", "data", "dataBase64", "metadata"}, func(name string, v []byte) error {
+	var id, typ, data, data64, meta, subject []byte
+	fields := map[string]*[]byte{"id": &id, "type": &typ, "data": &data, "dataBase64": &data64, "metadata": &meta, "subject": &subject}
+	if err := decodeObject(raw, what, []string{"id", "type", "data", "dataBase64", "metadata", "subject"}, func(name string, v []byte) error {
 		*fields[name] = v
 		return nil
 	}); err != nil {
@@ -235,6 +242,14 @@ func decodeEvent(i int, raw []byte) (estuite.EventData, error) {
 			return ev, badRequest("%s is not standard base64 (RFC 4648, with padding): %v", field("dataBase64"), err)
 		}
 		ev.Data, ev.Format = b, estuite.Binary
+	}
+	if subject != nil {
+		if !decodeString(subject, &ev.Subject) {
+			return ev, badRequest("%s must be a string", field("subject"))
+		}
+		if ev.Subject == "" {
+			return ev, badRequest("%s must not be empty (leave it out for an event without a subject)", field("subject"))
+		}
 	}
 	if meta != nil && !bytes.Equal(meta, []byte("null")) {
 		if jsonKind(meta) != '{' {

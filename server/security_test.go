@@ -133,7 +133,7 @@ func TestCORSPreflight(t *testing.T) {
 	mustStatus(t, r, http.StatusNoContent)
 	for name, want := range map[string]string{
 		"Access-Control-Allow-Origin":  "https://app.example",
-		"Access-Control-Allow-Methods": "GET, HEAD, POST",
+		"Access-Control-Allow-Methods": "GET, HEAD, POST, DELETE",
 		"Access-Control-Allow-Headers": "Authorization, Content-Type, Last-Event-ID",
 		"Vary":                         "Origin",
 		"X-Content-Type-Options":       "nosniff",

@@ -282,6 +282,8 @@ const (
 	routePutMeta   = "PUT /streams/{stream}/metadata"
 	routeFeed      = "GET /feed"
 	routeLive      = "GET /feed/live"
+	routeSubject   = "GET /subjects/{subject}"
+	routeForget    = "DELETE /subjects/{subject}"
 	routeHealth    = "GET /healthz"
 	routeMetrics   = "GET /metrics"
 	routeUnmatched = "unmatched"
@@ -317,6 +319,8 @@ func (s *Server) routes(metricsHandler http.Handler) http.Handler {
 	handle(routePutMeta, false, s.handlePutMetadata)
 	handle(routeFeed, false, s.handleFeed)
 	handle(routeLive, false, s.handleLive)
+	handle(routeSubject, false, s.handleSubject)
+	handle(routeForget, false, s.handleForget)
 	handle(routeHealth, true, s.handleHealth)
 	handle(routeMetrics, false, metricsHandler.ServeHTTP)
 	// The same paths without a method answer 405; any other path 404. Both after authentication,
@@ -327,6 +331,7 @@ func (s *Server) routes(metricsHandler http.Handler) http.Handler {
 		"/streams/{stream}/metadata": "GET, HEAD, PUT",
 		"/feed":                      "GET, HEAD",
 		"/feed/live":                 "GET, HEAD",
+		"/subjects/{subject}":        "GET, HEAD, DELETE",
 		"/healthz":                   "GET, HEAD",
 		"/metrics":                   "GET, HEAD",
 	}

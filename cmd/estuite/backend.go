@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"flag"
 	"fmt"
@@ -9,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"time"
 
 	"github.com/estuite/estuite"
@@ -25,6 +27,10 @@ type backendFlags struct {
 	dataSet     bool
 	azureConn   string
 	tablePrefix string
+
+	masterKeyFile string        // --master-key-file; else $ESTUITE_MASTER_KEY
+	keyCache      time.Duration // --key-cache: Options.KeyCacheLifetime
+	wrapped       bool          // open found a master key
 }
 
 func (b *backendFlags) register(fs *flag.FlagSet) {
@@ -40,7 +46,39 @@ func (b *backendFlags) register(fs *flag.FlagSet) {
 		return nil
 	})
 	fs.StringVar(&b.tablePrefix, "table-prefix", estuite.DefaultTablePrefix, "prefix of the table names")
+	fs.StringVar(&b.masterKeyFile, "master-key-file", "", "read the master key that wraps subjects' data keys from this `file`: 32 bytes in standard\n"+
+		"base64, e.g. from openssl rand -base64 32 (default $ESTUITE_MASTER_KEY; none: data keys are stored unwrapped)")
+	fs.DurationVar(&b.keyCache, "key-cache", estuite.DefaultKeyCacheLifetime, "how long a subject's data key is used from memory before it is read again:\n"+
+		"the longest this process goes on decrypting a subject another process forgot")
 }
+
+// masterKey returns the master key from --master-key-file, else $ESTUITE_MASTER_KEY; nil for none.
+func (b *backendFlags) masterKey() ([]byte, error) {
+	text, from := os.Getenv(masterKeyEnv), "$"+masterKeyEnv
+	if b.masterKeyFile != "" {
+		data, err := os.ReadFile(b.masterKeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("reading the master key: %w", err)
+		}
+		text, from = string(data), "--master-key-file "+b.masterKeyFile
+	}
+	text = strings.TrimSpace(text)
+	if text == "" {
+		if b.masterKeyFile != "" {
+			return nil, usagef("%s: the file is empty", from)
+		}
+		return nil, nil
+	}
+	key, err := base64.StdEncoding.Strict().DecodeString(text)
+	if err != nil || len(key) != 32 {
+		// Never the key itself in the message.
+		return nil, usagef("%s: the master key must be 32 bytes in standard base64 (44 characters), e.g. from `openssl rand -base64 32`", from)
+	}
+	return key, nil
+}
+
+// masterKeyEnv is the environment variable that holds the master key when no file is given.
+const masterKeyEnv = "ESTUITE_MASTER_KEY"
 
 // embedded reports whether the flags select the embedded store.
 func (b *backendFlags) embedded() bool { return b.azureConn == "" }
@@ -50,7 +88,7 @@ func (b *backendFlags) describe() string {
 	if b.embedded() {
 		return "embedded store in " + b.dir()
 	}
-	return "Azure Table Storage (tables " + b.tablePrefix + "streams, " + b.tablePrefix + "events)"
+	return "Azure Table Storage (tables " + b.tablePrefix + "streams, " + b.tablePrefix + "events, " + b.tablePrefix + "keys)"
 }
 
 func (b *backendFlags) dir() string {
@@ -65,6 +103,11 @@ func (b *backendFlags) open(ctx context.Context) (*estuite.Store, error) {
 	if b.dataSet && b.azureConn != "" {
 		return nil, usagef("--data selects the embedded store and a connection string selects Azure: choose one")
 	}
+	master, err := b.masterKey()
+	if err != nil {
+		return nil, err
+	}
+	b.wrapped = master != nil
 	var backend table.Backend
 	if b.embedded() {
 		if err := checkPrivate(b.dir(), "estuite.db", instanceFile); err != nil {
@@ -86,7 +129,7 @@ func (b *backendFlags) open(ctx context.Context) (*estuite.Store, error) {
 		}
 		backend = ab
 	}
-	store, err := estuite.Open(ctx, backend, &estuite.Options{TablePrefix: b.tablePrefix})
+	store, err := estuite.Open(ctx, backend, &estuite.Options{TablePrefix: b.tablePrefix, MasterKey: master, KeyCacheLifetime: b.keyCache})
 	if err != nil {
 		backend.Close()
 		return nil, fmt.Errorf("opening the %s: %w", b.describe(), err)

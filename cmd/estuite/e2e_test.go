@@ -448,7 +448,7 @@ func TestOperatorCommandsOnTheEmbeddedStore(t *testing.T) {
 	if _, code := estuiteCLI(t, "append", "--data", data, "cart-1"); code != 2 {
 		t.Fatalf("append without a type: exit %d, want 2", code)
 	}
-	for _, c := range []string{"serve", "append", "read", "feed", "verify"} {
+	for _, c := range []string{"serve", "append", "read", "feed", "verify", "forget"} {
 		if _, code := estuiteCLI(t, c, "--help"); code != 0 {
 			t.Fatalf("%s --help: exit %d", c, code)
 		}

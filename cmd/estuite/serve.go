@@ -323,7 +323,8 @@ func serve(ctx context.Context, logger *slog.Logger, b *backendFlags, o serveOpt
 		}
 	}()
 	logger.Info("estuite serving", "addr", ln.Addr().String(), "tls", tlsConfig != nil, "backend", b.describe(), "auth", o.token != "",
-		"instance", instance, "lease_duration", o.leaseDuration, "max_connections", o.maxConnections)
+		"instance", instance, "lease_duration", o.leaseDuration, "max_connections", o.maxConnections,
+		"master_key", b.wrapped, "key_cache", b.keyCache)
 
 	select {
 	case err = <-served:

@@ -23,11 +23,12 @@ func init() {
 			commitID := fs.String("commit-id", "", "commit ID (default: generated); a retry with the same ID is answered as a duplicate")
 			metadata := fs.String("metadata", "", "metadata: a JSON object")
 			binary := fs.Bool("binary", false, "store the data as binary, not JSON")
+			subject := fs.String("subject", "", "the data subject the event is about: its data and metadata are stored encrypted\nwith the subject's key, and `estuite forget` erases them")
 			return func(ctx context.Context, e *env, args []string) error {
 				if len(args) < 2 || len(args) > 3 {
 					return usagef("want STREAM TYPE [JSON], got %d arguments", len(args))
 				}
-				ev := estuite.EventData{Type: args[1], Data: []byte("{}"), Metadata: json.RawMessage(*metadata)}
+				ev := estuite.EventData{Type: args[1], Data: []byte("{}"), Metadata: json.RawMessage(*metadata), Subject: *subject}
 				if len(args) == 3 {
 					ev.Data = []byte(args[2])
 				}
@@ -57,6 +58,31 @@ func init() {
 					"stream": res.Stream, "firstVersion": res.FirstVersion, "lastVersion": res.LastVersion,
 					"commitId": res.CommitID, "duplicate": res.Duplicate,
 				})
+			}
+		},
+	})
+	register(command{
+		name: "forget",
+		summary: "Erase a data subject: replace its data key with a tombstone, so that every event naming the\n" +
+			"subject reads as erased, and refuse new events naming it. Idempotent. Prints the subject's state as JSON.\n" +
+			"Other processes on the store stop decrypting the subject within their --key-cache lifetime.",
+		usage: "SUBJECT",
+		setup: func(fs *flag.FlagSet) func(context.Context, *env, []string) error {
+			var b backendFlags
+			b.register(fs)
+			return func(ctx context.Context, e *env, args []string) error {
+				if len(args) != 1 {
+					return usagef("want one SUBJECT, got %d arguments", len(args))
+				}
+				store, err := b.open(ctx)
+				if err != nil {
+					return err
+				}
+				defer store.Close()
+				if err := store.Forget(ctx, args[0]); err != nil {
+					return err
+				}
+				return json.NewEncoder(e.stdout).Encode(map[string]any{"subject": args[0], "forgotten": true})
 			}
 		},
 	})
