@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -244,5 +246,140 @@ func TestMaxAgeHidesOldEvents(t *testing.T) {
 	}
 	if md, _ := s.Metadata(ctx, "audit"); md.MaxAge == nil || *md.MaxAge != 30*time.Minute {
 		t.Fatalf("metadata = %+v", md)
+	}
+}
+
+// A soft delete races appends of another store while storage fails now and then, before and
+// after taking effect: the delete is answered with the version it deleted up to, every append
+// acknowledged at or below it is hidden, every one above it is visible at the versions it was
+// told, and the feed holds every stored event once, in order.
+func TestSoftDeleteRacesAppendsUnderFaults(t *testing.T) {
+	interleaved := 0 // runs with acknowledged appends both before and after the delete
+	defer func() {
+		if !t.Failed() && interleaved < 3 {
+			t.Errorf("only %d of 20 runs had appends on both sides of the delete: the race was not run", interleaved)
+		}
+	}()
+	for seed := int64(1); seed <= 20; seed++ {
+		ctx := context.Background()
+		var n atomic.Int64
+		b := mem.New(&mem.Options{Faults: func(c mem.Call) mem.Fault {
+			if c.Method != mem.MethodSubmit || c.Table != "estuitestreams" {
+				return mem.NoFault
+			}
+			switch x := n.Add(1) * (seed*7919 + 1) % 100; {
+			case x < 6:
+				return mem.FailBefore
+			case x < 12:
+				return mem.FailAfter
+			}
+			return mem.NoFault
+		}})
+		retry := estuite.RetryPolicy{MaxAttempts: 6, BaseDelay: time.Microsecond, MaxDelay: time.Microsecond}
+		writer := openStore(t, b, &estuite.Options{Retry: retry})
+		deleter := openStore(t, b, &estuite.Options{Retry: retry})
+		type acked struct{ first, last int64 }
+		var mu sync.Mutex
+		var acks []acked
+		var wg sync.WaitGroup
+		for w := 0; w < 3; w++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := 0; i < 15; i++ {
+					res, err := writer.Append(ctx, "race", []estuite.EventData{jsonEvent("E", "{}"), jsonEvent("F", "{}")}, nil)
+					if err == nil {
+						mu.Lock()
+						acks = append(acks, acked{res.FirstVersion, res.LastVersion})
+						mu.Unlock()
+					}
+				}
+			}()
+		}
+		var del estuite.DeleteResult
+		var derr error
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			time.Sleep(time.Duration(seed%5) * time.Millisecond)
+			for attempt := 0; attempt < 20; attempt++ {
+				if del, derr = deleter.Delete(ctx, "race", nil); derr == nil || errors.Is(derr, estuite.ErrStreamNotFound) {
+					return
+				}
+			}
+		}()
+		wg.Wait()
+		if errors.Is(derr, estuite.ErrStreamNotFound) {
+			continue // the delete came before the first append: nothing to delete
+		}
+		if derr != nil {
+			t.Fatalf("seed %d: Delete kept failing: %v", seed, derr)
+		}
+		r, err := deleter.Read(ctx, "race", nil)
+		visible := map[int64]bool{}
+		if err == nil {
+			for e, err := range r.Events {
+				if err != nil {
+					t.Fatalf("seed %d: %v", seed, err)
+				}
+				if e.Version <= del.Version {
+					t.Fatalf("seed %d: version %d is visible after a delete up to %d", seed, e.Version, del.Version)
+				}
+				visible[e.Version] = true
+			}
+		} else if !errors.Is(err, estuite.ErrStreamNotFound) {
+			t.Fatalf("seed %d: Read: %v", seed, err)
+		}
+		before, after := false, false
+		for _, a := range acks {
+			before, after = before || a.last <= del.Version, after || a.first > del.Version
+			for v := a.first; v <= a.last; v++ {
+				if v > del.Version && !visible[v] {
+					t.Fatalf("seed %d: acknowledged version %d (append %d-%d) is not visible after a delete up to %d", seed, v, a.first, a.last, del.Version)
+				}
+			}
+		}
+		if before && after {
+			interleaved++
+		}
+		b.SetFaults(nil)
+		stepUntilIdle(t, estuite.NewDispatcher(deleter, nil))
+		feed := readFeedAll(t, deleter)
+		version, _ := deleter.Version(ctx, "race")
+		if errors.Is(err, estuite.ErrStreamNotFound) {
+			version = del.Version
+		}
+		if int64(len(feed)) < version {
+			t.Fatalf("seed %d: the feed holds %d events, the stream is at version %d", seed, len(feed), version)
+		}
+		for i, e := range feed {
+			if e.Version != int64(i+1) || e.Position != int64(i+1) {
+				t.Fatalf("seed %d: feed position %d holds version %d", seed, e.Position, e.Version)
+			}
+		}
+	}
+}
+
+// A hard delete whose answer is lost is found done when it is retried, and an append that lost
+// the race to it is refused, not written.
+func TestHardDeleteWithALostAnswer(t *testing.T) {
+	ctx := context.Background()
+	var lose atomic.Bool
+	b := mem.New(&mem.Options{Faults: func(c mem.Call) mem.Fault {
+		if lose.Load() && c.Method == mem.MethodSubmit && c.Table == "estuitestreams" {
+			lose.Store(false)
+			return mem.FailAfter
+		}
+		return mem.NoFault
+	}})
+	s := openStore(t, b, nil)
+	appendN(t, s, "lost", 2)
+	lose.Store(true)
+	res, err := s.Delete(ctx, "lost", &estuite.DeleteOptions{Hard: true, Expected: estuite.Exactly(2)})
+	if err != nil || res.Version != 2 {
+		t.Fatalf("Delete with a lost answer = %+v, %v; want it found done", res, err)
+	}
+	if _, err := s.Append(ctx, "lost", []estuite.EventData{jsonEvent("Late", "{}")}, &estuite.AppendOptions{Expected: estuite.Exactly(2)}); !errors.Is(err, estuite.ErrStreamDeleted) {
+		t.Fatalf("append = %v; want ErrStreamDeleted", err)
 	}
 }
