@@ -47,6 +47,7 @@ const (
 	DefaultDispatchWorkers   = 16
 	DefaultMaxStreamsPerStep = 500
 	DefaultMaxStepBytes      = 64 << 20
+	DefaultScavengeInterval  = time.Minute
 )
 
 // unknownEventBytes is what a dispatcher assumes an event row may weigh when the dirty marker
@@ -86,6 +87,11 @@ type DispatcherOptions struct {
 	// (never against another process's time). Default SystemClock(). Correctness never depends
 	// on it: every write of the dispatcher is fenced by ETags.
 	Clock Clock
+	// ScavengeInterval is how often the lease holder runs a scavenge pass (Store.Scavenge).
+	// Default DefaultScavengeInterval; negative turns it off.
+	ScavengeInterval time.Duration
+	// OnScavenge, when set, is called after every scavenge pass that Start runs.
+	OnScavenge func(ScavengeStats, error)
 	// OnStep, when set, is called after every step that Start runs, with its stats and error:
 	// for metrics and logs. It must not block.
 	OnStep func(DispatchStats, error)
@@ -168,6 +174,9 @@ func NewDispatcher(s *Store, opts *DispatcherOptions) *Dispatcher {
 	}
 	if o.FenceAfter <= 0 {
 		o.FenceAfter = DefaultFenceAfter
+	}
+	if o.ScavengeInterval == 0 {
+		o.ScavengeInterval = DefaultScavengeInterval
 	}
 	if o.PollInterval <= 0 {
 		o.PollInterval = DefaultPollInterval
@@ -546,7 +555,7 @@ func (d *Dispatcher) readStreams(ctx context.Context, work []*streamWork) error 
 			if from == 0 {
 				// Only early markers to be fenced away: read from what the feed holds of the
 				// stream, which its progress row says.
-				v, err := d.dispatchedOf(ctx, w.pk)
+				v, err := d.s.progressOf(ctx, w.pk)
 				if err != nil {
 					errs[i] = err
 					return
@@ -558,23 +567,6 @@ func (d *Dispatcher) readStreams(ctx context.Context, work []*streamWork) error 
 	}
 	wg.Wait()
 	return errors.Join(errs...)
-}
-
-// dispatchedOf returns the last version of the stream in partition pk that its progress row says
-// the feed holds (0 without one).
-func (d *Dispatcher) dispatchedOf(ctx context.Context, pk string) (int64, error) {
-	row, err := d.s.streams.get(ctx, pk, progressRowKey)
-	if errors.Is(err, table.ErrNotFound) {
-		return 0, nil
-	}
-	if err != nil {
-		return 0, err
-	}
-	v, ok := row.Properties[propDispatched].(int64)
-	if !ok || v < 0 {
-		return 0, corrupt(pk, progressRowKey, "malformed dispatch progress row")
-	}
-	return v, nil
 }
 
 func (d *Dispatcher) readStream(ctx context.Context, w *streamWork, from int64) error {

@@ -84,6 +84,7 @@ func (d *Dispatcher) loop(ctx context.Context) error {
 	shards := allShards()
 	var lastFull time.Time // when a step last looked at every shard
 	fullDone := false
+	var lastScavenge time.Time // when this holder last ran a scavenge pass
 	for ctx.Err() == nil {
 		if now := clock.Now(); !lease.held || !now.Before(lease.renewAt) {
 			wasHeld := lease.held
@@ -109,6 +110,14 @@ func (d *Dispatcher) loop(ctx context.Context) error {
 			}
 		}
 		now := clock.Now()
+		if d.o.ScavengeInterval > 0 && (lastScavenge.IsZero() || now.Sub(lastScavenge) >= d.o.ScavengeInterval) {
+			// The lease holder scavenges too: one query of the work list, and what it removes.
+			lastScavenge = now
+			st, err := d.s.Scavenge(ctx)
+			if d.o.OnScavenge != nil {
+				d.o.OnScavenge(st, err)
+			}
+		}
 		if !fullDone || now.Sub(lastFull) >= poll {
 			// However busy this process is, every shard is looked at at least every poll interval:
 			// other processes' appends wake no one here.

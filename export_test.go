@@ -1,6 +1,10 @@
 package estuite
 
-import "context"
+import (
+	"context"
+
+	"github.com/estuite/estuite/table"
+)
 
 // SetFeedPageSize makes feed pages hold n positions until the returned function restores the
 // default: simulations and tests use small pages so that every schedule crosses pages. Only a
@@ -41,3 +45,9 @@ func (an *Announcement) WithdrawAndWait(ctx context.Context) {
 		an.delete(ctx)
 	}
 }
+
+// Backend returns the store's backend, for tests that look at the raw tables.
+func (s *Store) Backend() table.Backend { return s.backend }
+
+// StreamTable returns the store's stream table, for tests that look at raw rows.
+func (s *Store) StreamTable() table.Table { return s.streams.t }

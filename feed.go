@@ -47,6 +47,10 @@ type FeedOptions struct {
 	// MaxBytes each take a storage request each. 0 means no byte budget: pages of up to 1,000
 	// rows whatever their size.
 	MaxBytes int64
+	// IncludeRedacted returns the entries of events a scavenger removed (FeedEvent.Redacted: a
+	// position and nothing else), whatever the filters. Without it a read passes over them, and
+	// Next moves past them as past filtered-out events.
+	IncludeRedacted bool
 }
 
 // FeedPage is the result of a feed read.
@@ -59,6 +63,9 @@ type FeedPage struct {
 }
 
 func (o *FeedOptions) matches(ev *FeedEvent) bool {
+	if ev.Redacted {
+		return o.IncludeRedacted
+	}
 	if o.StreamPrefix != "" && !strings.HasPrefix(ev.Stream, o.StreamPrefix) {
 		return false
 	}
@@ -172,6 +179,10 @@ func (s *Store) ReadFeed(ctx context.Context, opts *FeedOptions) (FeedPage, erro
 		s.feedHead.publish(res.Events[n-1].Position)
 	}
 	for i := range res.Events {
+		if res.Events[i].Redacted {
+			res.Events[i] = FeedEvent{Position: res.Events[i].Position, Redacted: true} // nothing else is shown
+			continue
+		}
 		if err := s.openEvent(ctx, &res.Events[i].RecordedEvent); err != nil {
 			return FeedPage{Next: o.After}, err
 		}

@@ -150,6 +150,31 @@ type FeedEvent struct {
 	Position int64
 	// DispatchedAt is when the dispatcher wrote the event into the feed.
 	DispatchedAt time.Time
+	// Redacted is true for the entry of an event a scavenger removed (a deleted stream's, or one
+	// its retention hid): it has a Position and nothing else. Reads return such entries only
+	// when asked to (FeedOptions.IncludeRedacted, SubscriptionOptions.IncludeRedacted).
+	Redacted bool
+}
+
+// propRedacted marks a redacted feed row: Position, Stream, Version and Redacted, nothing else.
+// Stream and Version (keys, never personal data) stay so that Verify tells redaction from loss
+// and a scavenger that resumes finds what it redacted.
+const propRedacted = "Redacted"
+
+// redactedFeedEntity is the row that replaces the feed row of a removed event.
+func redactedFeedEntity(row table.Entity) table.Entity {
+	return table.Entity{PartitionKey: row.PartitionKey, RowKey: row.RowKey, Properties: map[string]any{
+		propPosition: row.Properties[propPosition],
+		propStream:   row.Properties[propStream],
+		propVersion:  row.Properties[propVersion],
+		propRedacted: true,
+	}}
+}
+
+// isRedacted reports whether a feed row is a redacted entry.
+func isRedacted(row table.Entity) bool {
+	r, _ := row.Properties[propRedacted].(bool)
+	return r
 }
 
 // feedEventEntity builds the feed row of a stream event read from the stream table.
@@ -174,6 +199,9 @@ func decodeFeedEvent(row table.Entity) (FeedEvent, error) {
 	version, _ := row.Properties[propVersion].(int64)
 	if stream == "" || version < 1 {
 		return FeedEvent{}, corrupt(row.PartitionKey, row.RowKey, "feed row without stream or version")
+	}
+	if isRedacted(row) {
+		return FeedEvent{RecordedEvent: RecordedEvent{Stream: stream, Version: version}, Position: pos, Redacted: true}, nil
 	}
 	// The event's own properties are those of its stream row: decode them the same way.
 	ev, err := decodeEvent(stream, table.Entity{PartitionKey: row.PartitionKey, RowKey: eventKey(version), Properties: row.Properties})

@@ -143,6 +143,10 @@ func (s *Store) Delete(ctx context.Context, stream string, opts *DeleteOptions) 
 		if deleted && !o.Hard {
 			return res, nil
 		}
+		// Write-ahead: the scavenger's work row before the head hides the events.
+		if err := s.scavengeWork(ctx, pk, stream); err != nil {
+			return DeleteResult{}, err
+		}
 		meta := h.meta
 		if o.Hard {
 			meta.tombstone = true
@@ -311,9 +315,15 @@ func (s *Store) SetMetadata(ctx context.Context, stream string, md StreamMetadat
 		if expected != AnyMetadataVersion && int64(expected) != h.meta.metaVersion {
 			return StreamMetadata{}, &WrongExpectedVersionError{Stream: stream, Expected: Exactly(int64(expected)), Actual: h.meta.metaVersion}
 		}
+		if want.hasMaxAge || want.hasMaxCount || want.truncateBefore > 0 {
+			// Write-ahead: the scavenger's work row before the head hides events.
+			if err := s.scavengeWork(ctx, pk, stream); err != nil {
+				return StreamMetadata{}, err
+			}
+		}
 		meta := want
 		meta.metaVersion = h.meta.metaVersion + 1
-		meta.deletedBefore, meta.tombstone = h.meta.deletedBefore, h.meta.tombstone
+		meta.deletedBefore, meta.tombstone, meta.removedBefore = h.meta.deletedBefore, h.meta.tombstone, h.meta.removedBefore
 		ops := []table.Op{headWrite(pk, h, h.version)}
 		ops[0].Entity = headEntity(pk, h.version, meta)
 		switch {

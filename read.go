@@ -104,6 +104,9 @@ func (s *Store) Read(ctx context.Context, stream string, opts *ReadOptions) (*St
 		return nil, err
 	}
 	visible, notBefore := s.visibility(h)
+	if op.snapshot != nil && op.snapshot.Version < h.meta.deletedBefore {
+		op.snapshot = nil // a snapshot of the events a delete removed, not of the recreated stream
+	}
 	if op.snapshot != nil {
 		if op.snapshot.Version > h.version {
 			return nil, corrupt(pk, snapshotRowKey, "snapshot at version %d, beyond the head version %d", op.snapshot.Version, h.version)

@@ -158,6 +158,9 @@ type headMeta struct {
 	truncateBefore         int64 // 0: none
 	deletedBefore          int64 // soft delete: versions below it are deleted (0: never deleted)
 	tombstone              bool  // hard delete: never written again
+	// removedBefore is the scavenger's floor (scavenge.go): versions below it were hidden when
+	// it looked and may be removed, so they stay hidden whatever the metadata says later.
+	removedBefore int64
 }
 
 // Head row properties of the lifecycle state, written only when set.
@@ -168,6 +171,7 @@ const (
 	propTruncateBefore = "TruncateBefore"
 	propDeletedBefore  = "DeletedBefore"
 	propTombstone      = "Tombstone"
+	propRemovedBefore  = "RemovedBefore"
 )
 
 // softDeleted reports whether the stream, at version, is soft-deleted: deleted, and not written
@@ -177,7 +181,7 @@ func (m headMeta) softDeleted(version int64) bool { return m.deletedBefore > ver
 // visibleFrom is the first version a read of a stream at version may return, by its deletion,
 // truncation and maxCount (maxAge is judged per event).
 func (m headMeta) visibleFrom(version int64) int64 {
-	from := max(int64(1), m.deletedBefore, m.truncateBefore)
+	from := max(int64(1), m.deletedBefore, m.truncateBefore, m.removedBefore)
 	if m.hasMaxCount {
 		from = max(from, version-m.maxCount+1)
 	}
@@ -205,6 +209,7 @@ func decodeHead(row table.Entity) (head, error) {
 	h.meta.maxCount, h.meta.hasMaxCount = num(propMaxCount)
 	h.meta.truncateBefore, _ = num(propTruncateBefore)
 	h.meta.deletedBefore, _ = num(propDeletedBefore)
+	h.meta.removedBefore, _ = num(propRemovedBefore)
 	tomb, present := row.Properties[propTombstone]
 	h.meta.tombstone, ok = tomb.(bool)
 	if bad || (present && !ok) {
@@ -236,6 +241,9 @@ func headEntity(pk string, version int64, meta headMeta) table.Entity {
 	}
 	if meta.tombstone {
 		props[propTombstone] = true
+	}
+	if meta.removedBefore > 0 {
+		props[propRemovedBefore] = meta.removedBefore
 	}
 	return table.Entity{PartitionKey: pk, RowKey: headRowKey, Properties: props}
 }
@@ -317,4 +325,4 @@ func commitHash(events []EventData, sealed []*sealedEvent) string {
 // largestMeta is the lifecycle state whose head row is the largest: append batches are measured
 // with it, so that an append's limits do not depend on its stream's metadata.
 var largestMeta = headMeta{metaVersion: MaxPosition, maxAge: MaxPosition, maxCount: MaxPosition, hasMaxAge: true, hasMaxCount: true,
-	truncateBefore: MaxPosition, deletedBefore: MaxPosition, tombstone: true}
+	truncateBefore: MaxPosition, deletedBefore: MaxPosition, tombstone: true, removedBefore: MaxPosition}

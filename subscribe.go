@@ -40,6 +40,10 @@ type SubscriptionOptions struct {
 	// checkpoint still moves past the events filtered out.
 	Types        []string
 	StreamPrefix string
+	// IncludeRedacted hands Handler the entries of events a scavenger removed too
+	// (FeedEvent.Redacted: a position, nothing else). Without it the subscription passes over
+	// them, its checkpoint moving on.
+	IncludeRedacted bool
 	// Handler handles one event. It is called for one event at a time, in feed order. An error
 	// is retried with backoff, up to MaxRetries times; then the subscription stops with that
 	// error, and its checkpoint stays before the event. Delivery is at least once: after a
@@ -205,7 +209,7 @@ func (sub *Subscription) follow(ctx context.Context) error {
 		_, changed := s.feedHead.current()
 		before := sub.Position()
 		page, err := s.ReadFeed(ctx, &FeedOptions{After: before, Limit: o.BatchSize, Types: o.Types, StreamPrefix: o.StreamPrefix,
-			MaxBytes: o.MaxBatchBytes})
+			MaxBytes: o.MaxBatchBytes, IncludeRedacted: o.IncludeRedacted})
 		if err != nil {
 			return err
 		}

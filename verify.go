@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"hash/maphash"
@@ -103,13 +104,19 @@ type VerifyReport struct {
 	// the stream: From is the progress row's version + 1, To the last version in a full page.
 	// Informational: a dispatcher leaving a full page brings them up to date, and Repair does.
 	ProgressBehind []StreamRange
+	// Redacted counts the feed entries a scavenger redacted (events removed by a delete or by
+	// retention): positions kept, contents gone, as intended.
+	Redacted int64
+	// WrongRedactions are redacted feed entries of versions a read of the stream may still
+	// return (at or above the head's removal floor): events lost, not removed.
+	WrongRedactions []StreamRange
 }
 
 // OK reports whether the feed and the stream table agree: nothing missing, duplicated, out of
 // order or undecodable, and no gaps. Pending events and progress rows behind are not faults.
 func (r *VerifyReport) OK() bool {
 	return len(r.Missing) == 0 && len(r.Duplicates) == 0 && len(r.Gaps) == 0 &&
-		len(r.OrderViolations) == 0 && len(r.Unparseable) == 0
+		len(r.OrderViolations) == 0 && len(r.Unparseable) == 0 && len(r.WrongRedactions) == 0
 }
 
 // RepairResult is what Store.Repair did.
@@ -140,6 +147,7 @@ type verifyStream struct {
 	marker     int64    // version of the stream's marker row in page markerPage
 	markerPage int64
 	hasMarker  bool
+	redacted   int64 // highest version whose feed entry is redacted (a scavenger redacts in order)
 
 	// From the stream table.
 	inStreams   bool
@@ -152,6 +160,8 @@ type verifyStream struct {
 	suspect     bool             // the feed's contents disagree with the stream's: look closer
 	dirty       bool             // the stream has a dirty marker
 	snapshot    int64            // the version of the stream's snapshot row (0: none)
+	floor       int64            // the head's removal floor: versions below it may be gone
+	rowGaps     []vrange         // event rows missing between the rows seen, judged at the head
 	eventPrints map[int64]uint64 // suspect streams only: fingerprint by version
 }
 
@@ -410,6 +420,11 @@ func (v *verifier) feedEvent(page int64, row table.Entity, main bool) {
 		v.rowFault(verifyEventTable, row, "%s", faultReason(err)) // its stream and version still count
 	}
 	st := v.stream(streamKey(stream), stream)
+	redacted := isRedacted(row)
+	if redacted && main {
+		v.r.Redacted++
+		st.redacted = max(st.redacted, version)
+	}
 	switch {
 	case version > st.feedMax:
 		if version > st.feedMax+1 {
@@ -424,7 +439,7 @@ func (v *verifier) feedEvent(page int64, row table.Entity, main bool) {
 			Reason: fmt.Sprintf("version %d is already at an earlier position", version)})
 		return
 	}
-	if main {
+	if main && !redacted {
 		st.feedSum += v.fingerprint(version, row.Properties)
 	}
 	if v.pageFull {
@@ -512,7 +527,7 @@ func (v *verifier) streamRow(row table.Entity) {
 			st.badHead = true
 			return
 		}
-		st.head, st.hasHead = h.version, true
+		st.head, st.hasHead, st.floor = h.version, true, h.meta.removedBefore
 	case rk == progressRowKey:
 		d, ok := row.Properties[propDispatched].(int64)
 		if !ok || d < 0 {
@@ -538,16 +553,21 @@ func (v *verifier) streamRow(row table.Entity) {
 			return
 		}
 		if version > st.nextEvent {
-			v.r.Unparseable = append(v.r.Unparseable, RowFault{Table: verifyStreamTable, PartitionKey: v.pk, RowKey: eventKey(st.nextEvent),
-				Reason: fmt.Sprintf("event rows %d to %d are missing", st.nextEvent, version-1)})
+			// Judged at the head, which sorts after the events: rows below its removal floor
+			// may have been scavenged.
+			st.rowGaps = append(st.rowGaps, vrange{st.nextEvent, version - 1})
 		}
 		st.nextEvent = version + 1
 		v.r.Events++
 		if _, err := decodeEvent(st.name, row); err != nil {
 			v.rowFault(verifyStreamTable, row, "%s", faultReason(err))
 		}
-		if st.inFeed(version) {
+		if st.inFeed(version) && version > st.redacted {
 			st.streamSum += v.fingerprint(version, row.Properties)
+		}
+	case rk == metadataRowKey:
+		if text, _ := row.Properties[propCustom].(string); text == "" || !json.Valid([]byte(text)) {
+			v.rowFault(verifyStreamTable, row, "custom metadata that is not JSON")
 		}
 	case strings.HasPrefix(rk, eventIDPrefix):
 		if version, ok := row.Properties[propVersion].(int64); !ok || version < 1 {
@@ -561,7 +581,20 @@ func (v *verifier) streamRow(row table.Entity) {
 // endStream checks a stream once its partition has been walked.
 func (v *verifier) endStream() {
 	st := v.cur
+	for _, g := range st.rowGaps {
+		if g.to >= st.floor {
+			from := max(g.from, st.floor)
+			v.r.Unparseable = append(v.r.Unparseable, RowFault{Table: verifyStreamTable, PartitionKey: v.pk, RowKey: eventKey(from),
+				Reason: fmt.Sprintf("event rows %d to %d are missing", from, g.to)})
+		}
+	}
 	last := st.nextEvent - 1
+	if st.hasHead && last < st.floor-1 {
+		last = min(st.floor-1, st.head) // every row below the floor may have been scavenged
+	}
+	if st.redacted >= st.floor && st.redacted > 0 {
+		v.r.WrongRedactions = append(v.r.WrongRedactions, StreamRange{Stream: st.name, From: max(st.floor, 1), To: st.redacted})
+	}
 	if !st.hasHead {
 		if last > 0 && !st.badHead {
 			v.r.Unparseable = append(v.r.Unparseable, RowFault{Table: verifyStreamTable, PartitionKey: v.pk, RowKey: headRowKey,
@@ -683,7 +716,7 @@ func (v *verifier) checkSuspects(ctx context.Context) error {
 			stream, _ := row.Properties[propStream].(string)
 			version, _ := row.Properties[propVersion].(int64)
 			st := v.streams[streamKey(stream)]
-			if stream == "" || version < 1 || st == nil || !st.suspect {
+			if stream == "" || version < 1 || st == nil || !st.suspect || isRedacted(row) {
 				return
 			}
 			fp, ok := st.eventPrints[version]

@@ -1,0 +1,260 @@
+package estuite_test
+
+import (
+	"context"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/estuite/estuite"
+	"github.com/estuite/estuite/table"
+	"github.com/estuite/estuite/table/mem"
+)
+
+// eventRowVersions lists the versions of a stream's event rows as stored.
+func eventRowVersions(t *testing.T, s *estuite.Store, b table.Backend, stream string) []int64 {
+	t.Helper()
+	tbl := s.StreamTable()
+	var out []int64
+	q := table.Query{PartitionKey: stream, From: "E", To: "F"}
+	for {
+		p, err := tbl.Query(context.Background(), q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, row := range p.Entities {
+			v, _ := row.Properties["Version"].(int64)
+			out = append(out, v)
+		}
+		if p.Continuation == "" {
+			return out
+		}
+		q.Continuation = p.Continuation
+	}
+}
+
+// forEachBackendWithTables is forEachBackend with the store's backend, to look at raw rows.
+func forEachBackendWithTables(t *testing.T, f func(t *testing.T, s *estuite.Store, b table.Backend)) {
+	forEachBackend(t, func(t *testing.T, s *estuite.Store) { f(t, s, s.Backend()) })
+}
+
+func mustScavenge(t *testing.T, s *estuite.Store) estuite.ScavengeStats {
+	t.Helper()
+	st, err := s.Scavenge(context.Background())
+	if err != nil {
+		t.Fatalf("Scavenge: %v", err)
+	}
+	return st
+}
+
+// The scavenger removes a soft-deleted stream's old events from both tables once the feed holds
+// them, leaving redacted entries at their positions: the feed stays gapless, reads pass over
+// them, and a second pass has nothing to do.
+func TestScavengeRemovesDeletedEventsAndRedactsTheFeed(t *testing.T) {
+	forEachBackendWithTables(t, func(t *testing.T, s *estuite.Store, b table.Backend) {
+		ctx := context.Background()
+		appendN(t, s, "cart", 3)
+		appendN(t, s, "other", 2)
+		if _, err := s.Delete(ctx, "cart", nil); err != nil {
+			t.Fatal(err)
+		}
+		// Not in the feed yet: nothing may be removed.
+		if st := mustScavenge(t, s); st.Removed != 0 || st.Waiting != 3 {
+			t.Fatalf("scavenge before dispatch = %+v; want 3 waiting, none removed", st)
+		}
+		mustAppend(t, s, "cart", []estuite.EventData{jsonEvent("Recreated", "{}")}, &estuite.AppendOptions{Expected: estuite.NoStream})
+		d := estuite.NewDispatcher(s, nil)
+		stepUntilIdle(t, d)
+		if st := mustScavenge(t, s); st.Removed != 3 || st.Redacted != 3 || st.Waiting != 0 {
+			t.Fatalf("scavenge = %+v; want 3 removed and redacted", st)
+		}
+		if got := eventRowVersions(t, s, b, "cart"); len(got) != 1 || got[0] != 4 {
+			t.Fatalf("cart's event rows after scavenging: %v; want version 4 alone", got)
+		}
+		if _, events := readAll(t, s, "cart", nil); !sameVersions(events, 4) {
+			t.Fatalf("read after scavenging: %v", versions(events))
+		}
+		page, err := s.ReadFeed(ctx, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(page.Events) != 3 || page.Next != 6 {
+			t.Fatalf("feed: %d events, next %d; want other's 2 and cart's version 4, next 6", len(page.Events), page.Next)
+		}
+		for _, e := range page.Events {
+			if e.Redacted || e.Stream == "cart" && e.Version != 4 {
+				t.Fatalf("feed read returned %+v", e)
+			}
+		}
+		with, err := s.ReadFeed(ctx, &estuite.FeedOptions{IncludeRedacted: true, Types: []string{"none"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(with.Events) != 3 {
+			t.Fatalf("feed with redacted entries: %d; want the 3 of cart", len(with.Events))
+		}
+		for _, e := range with.Events {
+			if !e.Redacted || e.Stream != "" || e.Type != "" || e.Data != nil || e.Version != 0 || e.Position < 1 {
+				t.Fatalf("a redacted entry carries more than its position: %+v", e)
+			}
+		}
+		if st := mustScavenge(t, s); st.Removed != 0 || st.Redacted != 0 || st.Streams != 0 {
+			t.Fatalf("second scavenge = %+v; want nothing on the list", st)
+		}
+		if r, err := s.Verify(ctx, nil); err != nil || !r.OK() {
+			t.Fatalf("Verify after scavenging: %+v, %v", r, err)
+		}
+	})
+}
+
+// Retention by count keeps its work row: each pass removes what appends pushed out since. Once
+// removed, events stay hidden even when the retention is lifted.
+func TestScavengeFollowsMaxCount(t *testing.T) {
+	forEachBackendWithTables(t, func(t *testing.T, s *estuite.Store, b table.Backend) {
+		ctx := context.Background()
+		appendN(t, s, "log", 5)
+		if _, err := s.SetMetadata(ctx, "log", estuite.StreamMetadata{MaxCount: ptr(int64(2))}, estuite.AnyMetadataVersion); err != nil {
+			t.Fatal(err)
+		}
+		d := estuite.NewDispatcher(s, nil)
+		stepUntilIdle(t, d)
+		if st := mustScavenge(t, s); st.Removed != 3 {
+			t.Fatalf("scavenge = %+v; want 3 removed", st)
+		}
+		appendN(t, s, "log", 2)
+		stepUntilIdle(t, d)
+		if st := mustScavenge(t, s); st.Removed != 2 || st.Streams != 1 {
+			t.Fatalf("second scavenge = %+v; want the 2 pushed out", st)
+		}
+		if got := eventRowVersions(t, s, b, "log"); len(got) != 2 || got[0] != 6 {
+			t.Fatalf("event rows: %v; want 6 and 7", got)
+		}
+		// Lifting the retention shows what was hidden and not removed; removed events stay gone.
+		if _, err := s.SetMetadata(ctx, "log", estuite.StreamMetadata{}, estuite.AnyMetadataVersion); err != nil {
+			t.Fatal(err)
+		}
+		if _, events := readAll(t, s, "log", nil); !sameVersions(events, 6, 7) {
+			t.Fatalf("after lifting the retention: %v; want 6 and 7", versions(events))
+		}
+		if r, err := s.Verify(ctx, nil); err != nil || !r.OK() {
+			t.Fatalf("Verify: %+v, %v", r, err)
+		}
+	})
+}
+
+// A hard-deleted stream loses every event row and its snapshot; subscriptions pass over the
+// redacted entries, or receive them when they ask.
+func TestScavengeAfterAHardDelete(t *testing.T) {
+	forEachBackendWithTables(t, func(t *testing.T, s *estuite.Store, b table.Backend) {
+		ctx := context.Background()
+		appendN(t, s, "gone", 2)
+		mustAppend(t, s, "gone", []estuite.EventData{jsonEvent("E", "{}")}, &estuite.AppendOptions{Snapshot: &estuite.Snapshot{Schema: 1, Data: []byte(`{}`)}})
+		appendN(t, s, "kept", 1)
+		if _, err := s.Delete(ctx, "gone", &estuite.DeleteOptions{Hard: true}); err != nil {
+			t.Fatal(err)
+		}
+		stepUntilIdle(t, estuite.NewDispatcher(s, nil))
+		if st := mustScavenge(t, s); st.Removed != 3 {
+			t.Fatalf("scavenge = %+v", st)
+		}
+		if got := eventRowVersions(t, s, b, "gone"); len(got) != 0 {
+			t.Fatalf("event rows left: %v", got)
+		}
+		if _, err := s.StreamTable().Get(ctx, "gone", "D"); err == nil || !strings.Contains(err.Error(), "not found") {
+			t.Fatalf("the snapshot of a hard-deleted stream is still there: %v", err)
+		}
+		for _, include := range []bool{false, true} {
+			var got []estuite.FeedEvent
+			caught := make(chan int64, 10)
+			sub, err := s.Subscribe(ctx, estuite.SubscriptionOptions{IncludeRedacted: include, Handler: func(_ context.Context, ev estuite.FeedEvent) error {
+				got = append(got, ev)
+				return nil
+			}, CaughtUp: func(p int64) { caught <- p }})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for p := range caught {
+				if p >= 4 {
+					break
+				}
+			}
+			sub.Stop()
+			want := 1
+			if include {
+				want = 4
+			}
+			if len(got) != want {
+				t.Fatalf("subscription (redacted %v) handled %d entries; want %d", include, len(got), want)
+			}
+		}
+	})
+}
+
+// A pass that fails half-way — the feed redacted, the stream rows not yet deleted — is finished
+// by the next one, and Verify sees nothing wrong in between or after.
+func TestScavengeResumesAfterAFailure(t *testing.T) {
+	ctx := context.Background()
+	var failDeletes atomic.Bool
+	b := mem.New(&mem.Options{Faults: func(c mem.Call) mem.Fault {
+		if failDeletes.Load() && c.Method == mem.MethodSubmit && c.Table == "estuitestreams" && len(c.Ops) > 0 && c.Ops[0].Kind == table.Delete {
+			return mem.FailBefore
+		}
+		return mem.NoFault
+	}})
+	s := openStore(t, b, &estuite.Options{Retry: estuite.RetryPolicy{MaxAttempts: 1}})
+	appendN(t, s, "half", 4)
+	if _, err := s.Delete(ctx, "half", &estuite.DeleteOptions{Hard: true}); err != nil {
+		t.Fatal(err)
+	}
+	stepUntilIdle(t, estuite.NewDispatcher(s, nil))
+	failDeletes.Store(true)
+	if _, err := s.Scavenge(ctx); err == nil {
+		t.Fatal("a scavenge whose deletes failed reported success")
+	}
+	if r, err := s.Verify(ctx, nil); err != nil || !r.OK() || r.Redacted != 4 {
+		t.Fatalf("Verify half-way: %+v, %v; want OK with 4 redacted", r, err)
+	}
+	failDeletes.Store(false)
+	if st := mustScavenge(t, s); st.Removed != 4 || st.Redacted != 0 {
+		t.Fatalf("resumed scavenge = %+v; want the 4 rows deleted, nothing redacted again", st)
+	}
+	if got := eventRowVersions(t, s, b, "half"); len(got) != 0 {
+		t.Fatalf("rows left: %v", got)
+	}
+	if r, err := s.Verify(ctx, nil); err != nil || !r.OK() || r.Redacted != 4 {
+		t.Fatalf("Verify after: %+v, %v", r, err)
+	}
+}
+
+// Verify tells redaction from loss: a redacted entry of an event a read still returns is a
+// finding.
+func TestVerifyFindsAWrongRedaction(t *testing.T) {
+	ctx := context.Background()
+	b := mem.New(nil)
+	s := openStore(t, b, nil)
+	appendN(t, s, "kept", 2)
+	stepUntilIdle(t, estuite.NewDispatcher(s, nil))
+	feed, err := b.OpenTable(ctx, "estuiteevents")
+	if err != nil {
+		t.Fatal(err)
+	}
+	page, err := feed.Scan(ctx, table.ScanQuery{FromPartition: "feed", ToPartition: "feee"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var row table.Entity
+	for _, r := range page.Entities {
+		if r.Properties["Version"] == int64(1) {
+			row = r
+		}
+	}
+	redacted := table.Entity{PartitionKey: row.PartitionKey, RowKey: row.RowKey, Properties: map[string]any{
+		"Position": row.Properties["Position"], "Stream": "kept", "Version": int64(1), "Redacted": true}}
+	if _, err := feed.Submit(ctx, row.PartitionKey, []table.Op{{Kind: table.Replace, Entity: redacted, IfMatch: table.AnyETag}}); err != nil {
+		t.Fatal(err)
+	}
+	r, err := s.Verify(ctx, nil)
+	if err != nil || r.OK() || len(r.WrongRedactions) != 1 || r.WrongRedactions[0] != (estuite.StreamRange{Stream: "kept", From: 1, To: 1}) {
+		t.Fatalf("Verify = %+v, %v; want the wrong redaction of kept version 1", r, err)
+	}
+}
