@@ -264,6 +264,13 @@ func (sim *simRun) spawnProcess(m *simMachine, delay time.Duration, resume bool)
 		// marker is stored waits at its batch, and dispatchers wait for it, then fence it.
 		a := sim.sched.Spawn(simsched.ActorOptions{Name: p.name + "/" + wr.name, Kind: "writer", Pausable: sim.p.quiet}, func(ctx context.Context) {
 			defer close(done)
+			defer func() {
+				// The plan is done (not crashed: then the companion dies with the process, in
+				// the scheduler's order): let the companion go.
+				if announcer != nil && ctx.Err() == nil {
+					close(announcer)
+				}
+			}()
 			if prev != nil {
 				select {
 				case <-prev: // the crashed process has finished with the writer's memory
@@ -279,7 +286,7 @@ func (sim *simRun) spawnProcess(m *simMachine, delay time.Duration, resume bool)
 		p.actors = append(p.actors, a)
 		sim.procOf[a] = p
 		if announcer != nil {
-			a := sim.spawnAnnouncer(p, wr, announcer, done)
+			a := sim.spawnAnnouncer(p, wr, announcer)
 			p.actors = append(p.actors, a)
 			sim.procOf[a] = p
 		}
@@ -328,16 +335,18 @@ func (sim *simRun) spawnProcess(m *simMachine, delay time.Duration, resume bool)
 }
 
 // spawnAnnouncer starts a writer's companion actor for this generation: it writes early markers
-// on the writer's behalf, while the writer reads, until the writer's goroutine returns.
-func (sim *simRun) spawnAnnouncer(p *simProc, wr *simWriter, req <-chan simAnnounceReq, writerDone <-chan struct{}) *simsched.Actor {
+// on the writer's behalf, while the writer reads, until the writer closes req (its plan done) or
+// the process dies.
+func (sim *simRun) spawnAnnouncer(p *simProc, wr *simWriter, req <-chan simAnnounceReq) *simsched.Actor {
 	return sim.sched.Spawn(simsched.ActorOptions{Name: p.name + "/" + wr.name + "/a", Kind: "announcer", Pausable: sim.p.quiet}, func(ctx context.Context) {
 		for ctx.Err() == nil {
 			select {
-			case q := <-req:
+			case q, ok := <-req:
+				if !ok {
+					return
+				}
 				an, err := p.store.AnnounceAndWait(ctx, q.stream, q.commitID)
 				q.reply <- simAnnounced{an: an, err: err}
-			case <-writerDone:
-				return
 			case <-ctx.Done():
 				return
 			}

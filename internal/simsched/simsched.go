@@ -506,13 +506,19 @@ func (s *Scheduler) Run() error {
 		}
 		a.lastDone = now
 		s.record(fmt.Sprintf("%6d %-6s %-11s %s", s.steps, a.Name, f, c.desc))
-		if f == Crash {
+		if f != Crash {
+			c.reply <- f
+			s.mu.Unlock()
+		} else {
+			// The crashed actor's call is answered only after OnCrash has crashed the rest of
+			// its process: otherwise its goroutine would run on meanwhile (and, say, end and let
+			// another part of the process end too) in an order the Go scheduler picks.
 			s.kill(a)
-		}
-		c.reply <- f
-		s.mu.Unlock()
-		if f == Crash && s.OnCrash != nil {
-			s.OnCrash(a)
+			s.mu.Unlock()
+			if s.OnCrash != nil {
+				s.OnCrash(a)
+			}
+			c.reply <- f
 		}
 		time.Sleep(s.cfg.Tick) // the call's own time; timers due meanwhile fire
 	}
