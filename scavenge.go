@@ -131,7 +131,7 @@ func (s *Store) scavengeStream(ctx context.Context, stream string, work table.En
 			return err
 		}
 	}
-	if done && !h.meta.hasMaxAge && !h.meta.hasMaxCount {
+	if done && (h.meta.tombstone || !h.meta.hasMaxAge && !h.meta.hasMaxCount) {
 		// Nothing more to do until the next delete or metadata change, which writes the row
 		// again (and so changes the ETag this delete is conditional on).
 		op := table.Op{Kind: table.Delete, Entity: table.Entity{PartitionKey: scavengePartition, RowKey: work.RowKey}, IfMatch: work.ETag}

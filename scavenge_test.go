@@ -5,6 +5,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/estuite/estuite"
 	"github.com/estuite/estuite/table"
@@ -256,5 +257,71 @@ func TestVerifyFindsAWrongRedaction(t *testing.T) {
 	r, err := s.Verify(ctx, nil)
 	if err != nil || r.OK() || len(r.WrongRedactions) != 1 || r.WrongRedactions[0] != (estuite.StreamRange{Stream: "kept", From: 1, To: 1}) {
 		t.Fatalf("Verify = %+v, %v; want the wrong redaction of kept version 1", r, err)
+	}
+}
+
+// A pass costs in proportion to what it removes: a few requests per stream on the work list and
+// per chunk of 100 removed events, whatever else the store holds.
+func TestScavengeCostIsProportionalToWhatItRemoves(t *testing.T) {
+	ctx := context.Background()
+	cost := func(n int) int64 {
+		s := openStore(t, mem.New(nil), nil)
+		for i := 0; i < 30; i++ {
+			appendN(t, s, "bystander-"+string(rune('a'+i%26))+string(rune('a'+i/26)), 5)
+		}
+		for done := 0; done < n; done += 90 {
+			events := make([]estuite.EventData, min(90, n-done))
+			for i := range events {
+				events[i] = jsonEvent("E", "{}")
+			}
+			mustAppend(t, s, "big", events, nil)
+		}
+		if _, err := s.Delete(ctx, "big", &estuite.DeleteOptions{Hard: true}); err != nil {
+			t.Fatal(err)
+		}
+		stepUntilIdle(t, estuite.NewDispatcher(s, nil))
+		before := s.RequestCounts()
+		if st := mustScavenge(t, s); st.Removed != n {
+			t.Fatalf("scavenge removed %d; want %d", st.Removed, n)
+		}
+		return s.RequestCounts().Sub(before).Total()
+	}
+	one, three := cost(90), cost(270)
+	t.Logf("a pass removing 90 events: %d requests; 270 events: %d", one, three)
+	if one > 20 || three-one > 2*12 {
+		t.Fatalf("a pass removing 90 events made %d requests, 270 events %d; want at most 20, and at most 12 more per 100 events", one, three)
+	}
+}
+
+// The dispatcher's lease holder scavenges in the background.
+func TestLeaseHolderScavenges(t *testing.T) {
+	ctx := context.Background()
+	s := openStore(t, mem.New(nil), nil)
+	appendN(t, s, "bg", 3)
+	if _, err := s.Delete(ctx, "bg", nil); err != nil {
+		t.Fatal(err)
+	}
+	passes := make(chan estuite.ScavengeStats, 100)
+	d := estuite.NewDispatcher(s, &estuite.DispatcherOptions{PollInterval: 5 * time.Millisecond, ScavengeInterval: 10 * time.Millisecond,
+		OnScavenge: func(st estuite.ScavengeStats, err error) {
+			if err == nil {
+				select {
+				case passes <- st:
+				default:
+				}
+			}
+		}})
+	if err := d.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer d.Stop()
+	deadline := time.After(10 * time.Second)
+	for removed := 0; removed < 3; {
+		select {
+		case st := <-passes:
+			removed += st.Removed
+		case <-deadline:
+			t.Fatal("the lease holder did not scavenge the deleted events within 10 s")
+		}
 	}
 }

@@ -160,7 +160,7 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 
 // handleFeed serves GET /feed.
 func (s *Server) handleFeed(w http.ResponseWriter, r *http.Request) {
-	q, err := parseQuery(r, []string{"after", "limit", "prefix"}, []string{"type"})
+	q, err := parseQuery(r, []string{"after", "limit", "prefix", "redacted"}, []string{"type"})
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -168,6 +168,14 @@ func (s *Server) handleFeed(w http.ResponseWriter, r *http.Request) {
 	opts, err := feedFilter(q)
 	if err != nil {
 		s.fail(w, r, err)
+		return
+	}
+	switch v := q.Get("redacted"); {
+	case !q.Has("redacted"), v == "false":
+	case v == "true":
+		opts.IncludeRedacted = true
+	default:
+		s.fail(w, r, badRequest(`redacted must be "true" or "false", not %q`, v))
 		return
 	}
 	if q.Has("after") {
@@ -204,7 +212,11 @@ func (s *Server) handleFeed(w http.ResponseWriter, r *http.Request) {
 		if i > 0 {
 			j.raw(",")
 		}
-		if err := j.value(toFeedEventJSON(page.Events[i])); err != nil {
+		var v any = toFeedEventJSON(page.Events[i])
+		if page.Events[i].Redacted {
+			v = redactedJSON{Position: page.Events[i].Position, Redacted: true}
+		}
+		if err := j.value(v); err != nil {
 			s.failStream(j, r, err)
 			return
 		}

@@ -91,6 +91,12 @@ func toEventJSON(ev estuite.RecordedEvent) eventJSON {
 	return e
 }
 
+// redactedJSON is a redacted feed entry as the API shows it: a position, and nothing else.
+type redactedJSON struct {
+	Position int64 `json:"position"`
+	Redacted bool  `json:"redacted"`
+}
+
 func toFeedEventJSON(ev estuite.FeedEvent) eventJSON {
 	e := toEventJSON(ev.RecordedEvent)
 	e.Position = ev.Position

@@ -182,3 +182,22 @@ func expectedParam(text string) (estuite.ExpectedVersion, error) {
 	}
 	return parseExpected(raw)
 }
+
+// handleScavenge serves POST /admin/scavenge: one scavenge pass now, answered when it is done.
+func (s *Server) handleScavenge(w http.ResponseWriter, r *http.Request) {
+	if _, err := parseQuery(r, nil, nil); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	st, err := s.store.Scavenge(r.Context())
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, struct {
+		Streams  int `json:"streams"`
+		Removed  int `json:"removed"`
+		Redacted int `json:"redacted"`
+		Waiting  int `json:"waiting"`
+	}{st.Streams, st.Removed, st.Redacted, st.Waiting})
+}

@@ -5,6 +5,8 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+
+	"github.com/estuite/estuite"
 )
 
 type metadataDoc struct {
@@ -127,5 +129,40 @@ func TestDeleteContract(t *testing.T) {
 		if r := h.do("DELETE", bad, nil); r.status != http.StatusBadRequest {
 			t.Errorf("DELETE %s: %d %s; want 400", bad, r.status, string(r.body))
 		}
+	}
+}
+
+// POST /admin/scavenge removes a deleted stream's events; the feed then passes over their
+// positions, or shows them as {"position": p, "redacted": true} with redacted=true.
+func TestScavengeAndRedactedFeedContract(t *testing.T) {
+	h := newHarness(t, withDispatcher(estuite.DispatcherOptions{}))
+	mustStatus(t, h.do("POST", "/streams/a", `{"events":[{"type":"A","data":{"secret":1}},{"type":"A","data":{"secret":2}}]}`), http.StatusCreated)
+	mustStatus(t, h.do("POST", "/streams/b", `{"events":[{"type":"B","data":{}}]}`), http.StatusCreated)
+	mustStatus(t, h.do("DELETE", "/streams/a?hard=true", nil), http.StatusNoContent)
+	for i := 0; i < 10; i++ {
+		if st, err := h.dispatcher.Step(t.Context()); err != nil || st.Streams == 0 {
+			break
+		}
+	}
+	r := h.do("POST", "/admin/scavenge", nil)
+	mustStatus(t, r, http.StatusOK)
+	if got := strings.TrimSpace(string(r.body)); got != `{"streams":1,"removed":2,"redacted":2,"waiting":0}` {
+		t.Fatalf("scavenge: %s", got)
+	}
+	r = h.do("GET", "/feed", nil)
+	mustStatus(t, r, http.StatusOK)
+	if body := string(r.body); strings.Count(body, `"position"`) != 1 || !strings.Contains(body, `"stream":"b"`) || !strings.Contains(body, `"next":3`) || strings.Contains(body, "secret") {
+		t.Fatalf("feed after scavenging: %s", body)
+	}
+	r = h.do("GET", "/feed?redacted=true", nil)
+	mustStatus(t, r, http.StatusOK)
+	if body := string(r.body); !strings.Contains(body, `{"position":1,"redacted":true},{"position":2,"redacted":true},{"position":3,`) || strings.Contains(body, "secret") {
+		t.Fatalf("feed with redacted entries: %s", body)
+	}
+	if r := h.do("GET", "/feed?redacted=yes", nil); r.status != http.StatusBadRequest {
+		t.Fatalf("redacted=yes: %d", r.status)
+	}
+	if r := h.do("GET", "/admin/scavenge", nil); r.status != http.StatusMethodNotAllowed {
+		t.Fatalf("GET /admin/scavenge: %d", r.status)
 	}
 }

@@ -280,6 +280,7 @@ const (
 	routeDelete    = "DELETE /streams/{stream}"
 	routeGetMeta   = "GET /streams/{stream}/metadata"
 	routePutMeta   = "PUT /streams/{stream}/metadata"
+	routeScavenge  = "POST /admin/scavenge"
 	routeFeed      = "GET /feed"
 	routeLive      = "GET /feed/live"
 	routeSubject   = "GET /subjects/{subject}"
@@ -317,6 +318,7 @@ func (s *Server) routes(metricsHandler http.Handler) http.Handler {
 	handle(routeDelete, false, s.handleDelete)
 	handle(routeGetMeta, false, s.handleGetMetadata)
 	handle(routePutMeta, false, s.handlePutMetadata)
+	handle(routeScavenge, false, s.handleScavenge)
 	handle(routeFeed, false, s.handleFeed)
 	handle(routeLive, false, s.handleLive)
 	handle(routeSubject, false, s.handleSubject)
@@ -332,6 +334,7 @@ func (s *Server) routes(metricsHandler http.Handler) http.Handler {
 		"/feed":                      "GET, HEAD",
 		"/feed/live":                 "GET, HEAD",
 		"/subjects/{subject}":        "GET, HEAD, DELETE",
+		"/admin/scavenge":            "POST",
 		"/healthz":                   "GET, HEAD",
 		"/metrics":                   "GET, HEAD",
 	}

@@ -111,6 +111,35 @@ func init() {
 	})
 }
 
+func init() {
+	register(command{
+		name: "scavenge",
+		summary: "Run one scavenge pass now: remove from both tables what deletes and retention hid, leaving\n" +
+			"redacted entries at their feed positions. Prints what it did as JSON. (The server holding the\n" +
+			"dispatcher lease does this every --scavenge-interval.)",
+		usage: "",
+		setup: func(fs *flag.FlagSet) func(context.Context, *env, []string) error {
+			var b backendFlags
+			b.register(fs)
+			return func(ctx context.Context, e *env, args []string) error {
+				if len(args) != 0 {
+					return usagef("want no arguments, got %d", len(args))
+				}
+				store, err := b.open(ctx)
+				if err != nil {
+					return err
+				}
+				defer store.Close()
+				st, err := store.Scavenge(ctx)
+				if err != nil {
+					return err
+				}
+				return json.NewEncoder(e.stdout).Encode(map[string]int{"streams": st.Streams, "removed": st.Removed, "redacted": st.Redacted, "waiting": st.Waiting})
+			}
+		},
+	})
+}
+
 // metadataView is a stream's metadata as the HTTP API shows it (docs/http-api.md).
 func metadataView(stream string, md estuite.StreamMetadata) map[string]any {
 	out := map[string]any{"stream": stream, "metadataVersion": md.MetadataVersion, "maxAge": nil, "maxCount": nil, "truncateBefore": nil, "custom": nil}

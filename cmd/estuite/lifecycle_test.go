@@ -47,6 +47,16 @@ func TestMetadataAndDeleteCommands(t *testing.T) {
 	if _, code := estuiteCLI(t, "append", "--data", data, "cart", "Again"); code != 1 {
 		t.Fatalf("append after a hard delete: exit %d, want 1", code)
 	}
+	// estuite append dispatches what it appended: the feed holds the three events, which go.
+	if out, code := estuiteCLI(t, "scavenge", "--data", data); code != 0 || strings.TrimSpace(out) != `{"redacted":3,"removed":3,"streams":1,"waiting":0}` {
+		t.Fatalf("scavenge: exit %d\n%q", code, out)
+	}
+	if out, code := estuiteCLI(t, "scavenge", "--data", data); code != 0 || strings.TrimSpace(out) != `{"redacted":0,"removed":0,"streams":0,"waiting":0}` {
+		t.Fatalf("second scavenge: exit %d\n%q", code, out)
+	}
+	if out, code := estuiteCLI(t, "verify", "--data", data); code != 0 {
+		t.Fatalf("verify after scavenging: exit %d\n%s", code, out)
+	}
 	if _, code := estuiteCLI(t, "delete", "--data", data); code != 2 {
 		t.Fatalf("delete without a stream: exit %d, want 2", code)
 	}

@@ -75,6 +75,8 @@ func init() {
 				"Shorter: another server takes over sooner after this one dies, for more lease requests\n"+
 				"(each server reads the lease, and its holder rewrites it, every third of the duration);\n"+
 				"it must stay well above the storage latency, or leases flap between servers")
+			fs.DurationVar(&o.scavengeInterval, "scavenge-interval", estuite.DefaultScavengeInterval, "how often the server holding the dispatcher lease removes what deletes and retention hid\n"+
+				"(a scavenge pass; POST /admin/scavenge runs one at once); negative: never in the background")
 			fs.DurationVar(&o.linger, "dispatch-linger", estuite.DefaultLinger, "how long the dispatcher, woken by an append to this server, waits for more appends before it\n"+
 				"writes them into the feed: longer, fewer and fuller feed writes; shorter, less commit-to-feed lag")
 			return func(ctx context.Context, e *env, args []string) error {
@@ -150,6 +152,8 @@ type serveOptions struct {
 	instance        string // "" means the default: see defaultInstance
 	leaseDuration   time.Duration
 	linger          time.Duration
+	// scavengeInterval is DispatcherOptions.ScavengeInterval.
+	scavengeInterval time.Duration
 
 	allowedHosts, corsOrigins              []string
 	tlsCert, tlsKey                        string
@@ -286,9 +290,18 @@ func serve(ctx context.Context, logger *slog.Logger, b *backendFlags, o serveOpt
 	}
 	var srv *server.Server
 	dispatcher := estuite.NewDispatcher(store, &estuite.DispatcherOptions{
-		Owner:         instance,
-		LeaseDuration: o.leaseDuration,
-		Linger:        o.linger,
+		Owner:            instance,
+		LeaseDuration:    o.leaseDuration,
+		Linger:           o.linger,
+		ScavengeInterval: o.scavengeInterval,
+		OnScavenge: func(st estuite.ScavengeStats, err error) {
+			switch {
+			case err != nil && ctx.Err() == nil:
+				logger.Warn("scavenge pass failed", "error", err)
+			case st.Removed > 0 || st.Redacted > 0:
+				logger.Info("scavenged", "streams", st.Streams, "removed", st.Removed, "redacted", st.Redacted, "waiting", st.Waiting)
+			}
+		},
 		OnStep: func(st estuite.DispatchStats, err error) {
 			srv.ObserveDispatch(st, err)
 			if err != nil && ctx.Err() == nil {
