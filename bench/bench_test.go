@@ -223,6 +223,24 @@ func TestEveryWorkloadRunsAtTinyScale(t *testing.T) {
 			if res.EventsRead != want {
 				t.Errorf("%s: projection handled %d events, want %d", w.Name, res.EventsRead, want)
 			}
+		case Remove:
+			// Deleted streams lose every event, maxCount streams all but their last commit,
+			// forgotten subjects' events are erased in place.
+			per := w.Events() / int64(w.Streams)
+			var removed, erased int64
+			for i := 0; i < w.Streams; i++ {
+				switch i % 4 {
+				case 0, 2:
+					removed += per
+				case 1:
+					removed += max(0, per-int64(w.CommitSize))
+				case 3:
+					erased += per
+				}
+			}
+			if res.Removed != removed || res.EventsRead != removed+erased {
+				t.Errorf("%s: removed %d and %d in all, want %d removed and %d erased", w.Name, res.Removed, res.EventsRead, removed, erased)
+			}
 		}
 		if res.Size.Streams.Rows == 0 || res.Size.Events.Rows == 0 {
 			t.Errorf("%s: size %+v", w.Name, res.Size)

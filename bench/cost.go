@@ -127,6 +127,10 @@ func (r Result) Cost(p Prices) Cost {
 		floorRead = r.Rehydrations * int64(math.Ceil(float64(max(length, 1))/1000))
 	case Project, FollowLive:
 		floorRead = int64(math.Ceil(float64(r.FeedEventsScanned) / 1000))
+	case Remove:
+		// A batch of 100 row deletes in each table per 100 events removed, one write per subject
+		// forgotten: what removal costs at least on Table Storage.
+		floorRead = 2*int64(math.Ceil(float64(r.Removed)/100)) + int64(r.Workload.Streams/4)
 	}
 	c.Floor = FloorCost{WriteTransactions: r.Appends, ReadTransactions: floorRead}
 	c.Floor.WritePerMillion = perMillion(float64(c.Floor.WriteTransactions)*tx, r.EventsWritten)

@@ -67,10 +67,10 @@ func (r Report) WriteText(w io.Writer) error {
 			events int64
 		}{
 			{"write", res.Requests.Write, res.EventsWritten}, {"dispatch", res.Requests.Dispatch, res.EventsWritten},
-			{"read", res.Requests.Read, res.EventsRead},
+			{readRole(res.Workload), res.Requests.Read, res.EventsRead},
 		} {
 			c := role.c
-			if c.Total() == 0 && role.name == "read" {
+			if c.Total() == 0 && role.name != "write" && role.name != "dispatch" {
 				continue
 			}
 			p("%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%.3f\t\n", res.Workload.Name, role.name, role.events,
@@ -151,4 +151,13 @@ func dollars(v float64) string {
 	default:
 		return fmt.Sprintf("$%.5f", v)
 	}
+}
+
+// readRole names a workload's read phase in the reports: "remove" for a Remove workload (its
+// events are those removed or erased), "read" otherwise.
+func readRole(w Workload) string {
+	if w.Read == Remove {
+		return "remove"
+	}
+	return "read"
 }

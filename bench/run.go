@@ -77,6 +77,9 @@ type Result struct {
 	FeedEventsScanned int64 `json:"feedEventsScanned,omitempty"`
 	// Rehydrations is how many whole streams were read.
 	Rehydrations int64 `json:"rehydrations,omitempty"`
+	// Removed is how many event rows a Remove workload's scavenge pass deleted (the rest of
+	// EventsRead was erased by forgetting its subjects).
+	Removed int64 `json:"removed,omitempty"`
 
 	// Seconds is each phase's wall time. The dispatch phase of a live dispatcher runs from the
 	// first append until the feed holds every event.
@@ -335,6 +338,12 @@ func (r *runner) run() (res Result, err error) {
 			return res, err
 		}
 		res.Seconds.Read = time.Since(rstart).Seconds()
+	case Remove:
+		rstart := time.Now()
+		if err := r.remove(reader, &res); err != nil {
+			return res, err
+		}
+		res.Seconds.Read = time.Since(rstart).Seconds()
 	}
 
 	// Counts first: measuring the size makes requests of its own, on a store of its own.
@@ -377,6 +386,56 @@ func (r *runner) run() (res Result, err error) {
 // streamName is the name of the workload's stream number i.
 func (r *runner) streamName(i int) string { return fmt.Sprintf("%s-%06d", r.w.key(), i) }
 
+// subject is the data subject the events of stream i name, in a Remove workload.
+func (r *runner) subject(i int) string { return fmt.Sprintf("%s-person-%06d", r.w.key(), i) }
+
+// remove is a Remove workload's removal phase: deletes, retention and forgetting, then one
+// scavenge pass, on store s (its requests are the "read" role's).
+func (r *runner) remove(s *estuite.Store, res *Result) error {
+	w := r.w
+	perStream := w.Events() / int64(w.Streams)
+	var done atomic.Int64
+	end := r.phase("remove", int64(w.Streams), &done)
+	defer end()
+	var removed int64
+	for i := 0; i < w.Streams; i++ {
+		name := r.streamName(i)
+		t := time.Now()
+		switch i % 4 {
+		case 0, 2:
+			if _, err := s.Delete(r.ctx, name, nil); err != nil {
+				return fmt.Errorf("delete %s: %w", name, err)
+			}
+			r.record("delete", time.Since(t))
+		case 1:
+			keep := int64(w.CommitSize)
+			if _, err := s.SetMetadata(r.ctx, name, estuite.StreamMetadata{MaxCount: &keep}, estuite.AnyMetadataVersion); err != nil {
+				return fmt.Errorf("set metadata of %s: %w", name, err)
+			}
+			r.record("set-metadata", time.Since(t))
+		case 3:
+			if err := s.Forget(r.ctx, r.subject(i)); err != nil {
+				return fmt.Errorf("forget %s: %w", r.subject(i), err)
+			}
+			r.record("forget", time.Since(t))
+			removed += perStream // erased, not removed: the rows stay, their contents unreadable
+		}
+		done.Add(1)
+	}
+	t := time.Now()
+	st, err := s.Scavenge(r.ctx)
+	if err != nil {
+		return fmt.Errorf("scavenge: %w", err)
+	}
+	r.record("scavenge", time.Since(t))
+	if st.Waiting != 0 {
+		return fmt.Errorf("scavenge left %d events not in the feed, after the dispatch phase", st.Waiting)
+	}
+	res.EventsRead = removed + int64(st.Removed)
+	res.Removed = int64(st.Removed)
+	return nil
+}
+
 // write makes the workload's appends: writer k owns the streams i with i mod Writers = k and
 // appends to them with the exact expected version.
 func (r *runner) write(s *estuite.Store, starts *sync.Map) error {
@@ -401,6 +460,11 @@ func (r *runner) write(s *estuite.Store, starts *sync.Map) error {
 				name := r.streamName(stream)
 				v := versions[stream]
 				events := makeEvents(i, w.CommitSize)
+				if w.Read == Remove && stream%4 == 3 {
+					for j := range events {
+						events[j].Subject = r.subject(stream)
+					}
+				}
 				t := time.Now()
 				if starts != nil && w.Read == FollowLive {
 					for j := range events {

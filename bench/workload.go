@@ -20,6 +20,10 @@ const (
 	// FollowLive runs one durable subscription that follows the feed while the appends happen:
 	// every event's full path (append, dispatch, projection) is timed.
 	FollowLive
+	// Remove removes data once the feed holds it: half the streams are deleted, a quarter get a
+	// maxCount of one commit, and the last quarter's subjects are forgotten; then one scavenge
+	// pass removes what was hidden. EventsRead counts the events removed or erased.
+	Remove
 )
 
 func (k ReadKind) String() string {
@@ -32,6 +36,8 @@ func (k ReadKind) String() string {
 		return "project"
 	case FollowLive:
 		return "follow-live"
+	case Remove:
+		return "remove"
 	}
 	return fmt.Sprintf("ReadKind(%d)", int(k))
 }
@@ -41,7 +47,7 @@ func (k ReadKind) MarshalText() ([]byte, error) { return []byte(k.String()), nil
 
 // UnmarshalText reads a kind from its name.
 func (k *ReadKind) UnmarshalText(b []byte) error {
-	for c := NoRead; c <= FollowLive; c++ {
+	for c := NoRead; c <= Remove; c++ {
 		if c.String() == string(b) {
 			*k = c
 			return nil
@@ -186,6 +192,8 @@ func DefaultWorkloads() []Workload {
 			Streams: 100, Commits: 400, CommitSize: 50, Writers: 16, Read: Project},
 		{Name: "projection-filtered", Description: "the same, keeping one event type in ten",
 			Streams: 100, Commits: 400, CommitSize: 50, Writers: 16, Read: Project, Filtered: true},
+		{Name: "remove", Description: "delete, expire and forget: 10-event commits over 200 streams; then half the streams deleted, a quarter kept to their last commit (maxCount), a quarter's subjects forgotten, and one scavenge pass",
+			Streams: 200, Commits: 1000, CommitSize: 10, Writers: 16, Read: Remove},
 		{Name: "full-path", Description: "each event appended alone (4 writers, 200 streams), dispatched live and read once by a live projection in another store instance",
 			Streams: 200, Commits: 2000, CommitSize: 1, Writers: 4, LiveDispatch: true, Read: FollowLive},
 	}
