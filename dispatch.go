@@ -239,7 +239,12 @@ type streamWork struct {
 	hasHead   bool
 	truncated bool // more events pending than were read
 	reread    bool // read again from the feed's position once already
+	// removedBefore is the head's removal floor: event rows below it may have been scavenged,
+	// which happens only once the feed holds them.
+	removedBefore int64
+	readFrom      int64 // the version the stream's read began at
 
+	stale      bool  // the stream showed this dispatcher's view of the feed to be out of date
 	dispatched int64 // last version in the feed
 	pending    []table.Entity
 	resolve    []dirtyMarker // markers that may go once pending is written
@@ -275,11 +280,16 @@ func (d *Dispatcher) step(ctx context.Context, shards []int) (stats DispatchStat
 	if err := d.readStreams(ctx, work); err != nil {
 		return stats, err
 	}
+	stale := false
 	for _, w := range work {
 		if err := d.plan(ctx, w, &stats); err != nil {
 			return stats, err
 		}
 		stats.Incomplete = stats.Incomplete || w.truncated
+		stale = stale || w.stale
+	}
+	if stale {
+		defer func() { d.st = nil }() // read the feed's page again before the next step
 	}
 	// The streams take turns at being written first: a step whose feed writes fail part-way
 	// (a lost answer, another dispatcher's write) has written its first streams, and the next step
@@ -570,6 +580,7 @@ func (d *Dispatcher) readStreams(ctx context.Context, work []*streamWork) error 
 }
 
 func (d *Dispatcher) readStream(ctx context.Context, w *streamWork, from int64) error {
+	w.readFrom = from
 	st := d.s.streams
 	limit := w.limit
 	if limit <= 0 {
@@ -619,7 +630,7 @@ func (d *Dispatcher) readStream(ctx context.Context, w *streamWork, from int64) 
 		if err != nil {
 			return err
 		}
-		w.headVer = h.version
+		w.headVer, w.removedBefore = h.version, h.meta.removedBefore
 	}
 	if w.hasProg {
 		v, ok := w.progress.Properties[propDispatched].(int64)
@@ -639,6 +650,13 @@ func (d *Dispatcher) plan(ctx context.Context, w *streamWork, stats *DispatchSta
 	}
 	limit := w.headVer
 	next := w.dispatched + 1
+	if next < w.removedBefore && next <= limit && w.readFrom <= next && !startsAt(w.events, next) {
+		// Rows the scavenger removed, which it does only once the feed holds them: what this
+		// dispatcher knows of the feed is older than that. Leave the stream for a step that
+		// has read the feed's page again.
+		w.truncated, w.stale = true, true
+		return nil
+	}
 	for _, row := range w.events {
 		v, ok := parseEventKey(row.RowKey)
 		if !ok {
@@ -714,6 +732,16 @@ func (d *Dispatcher) plan(ctx context.Context, w *streamWork, stats *DispatchSta
 		}
 	}
 	return nil
+}
+
+// startsAt reports whether event rows (in version order) hold version v.
+func startsAt(rows []table.Entity, v int64) bool {
+	for _, row := range rows {
+		if x, ok := parseEventKey(row.RowKey); ok && x >= v {
+			return x == v
+		}
+	}
+	return false
 }
 
 // rereadFrom reads the stream again from version next and plans it anew (once per step).

@@ -325,3 +325,38 @@ func TestLeaseHolderScavenges(t *testing.T) {
 		}
 	}
 }
+
+// A dispatcher whose view of the feed is older than another's writes, meeting rows the scavenger
+// removed, reads the feed's page again instead of taking them for lost.
+func TestOutOfDateDispatcherMeetsScavengedRows(t *testing.T) {
+	ctx := context.Background()
+	s := openStore(t, mem.New(nil), nil)
+	appendN(t, s, "warm", 1)
+	stale := estuite.NewDispatcher(s, nil)
+	stepUntilIdle(t, stale) // it knows the feed's page as it is now
+	appendN(t, s, "x", 5)
+	stepUntilIdle(t, estuite.NewDispatcher(s, nil)) // another dispatcher writes them
+	if _, err := s.Delete(ctx, "x", nil); err != nil {
+		t.Fatal(err)
+	}
+	if st := mustScavenge(t, s); st.Removed != 5 {
+		t.Fatalf("scavenge = %+v", st)
+	}
+	mustAppend(t, s, "x", []estuite.EventData{jsonEvent("Again", "{}"), jsonEvent("Again", "{}")}, &estuite.AppendOptions{Expected: estuite.NoStream})
+	for i := 0; i < 5; i++ {
+		st, err := stale.Step(ctx)
+		if err != nil {
+			t.Fatalf("step %d of the out-of-date dispatcher: %v", i+1, err)
+		}
+		if st.Streams == 0 {
+			break
+		}
+	}
+	feed := readFeedAll(t, s)
+	if len(feed) != 3 || feed[1].Version != 6 || feed[2].Version != 7 {
+		t.Fatalf("feed (without the redacted entries): %d events; want warm 1, x 6 and 7", len(feed))
+	}
+	if r, err := s.Verify(ctx, nil); err != nil || !r.OK() {
+		t.Fatalf("Verify: %+v, %v", r, err)
+	}
+}
