@@ -360,3 +360,41 @@ func TestOutOfDateDispatcherMeetsScavengedRows(t *testing.T) {
 		t.Fatalf("Verify: %+v, %v", r, err)
 	}
 }
+
+// A read paging through a stream while a scavenger removes its first events passes over what was
+// removed instead of reporting the stream corrupt.
+func TestReadRacingTheScavenger(t *testing.T) {
+	ctx := context.Background()
+	s := openStore(t, mem.New(&mem.Options{PageSize: 3}), nil)
+	for i := 0; i < 4; i++ {
+		appendN(t, s, "long", 300) // longer than a first query's page, so the read pages on
+	}
+	stepUntilIdle(t, estuite.NewDispatcher(s, nil))
+	r, err := s.Read(ctx, "long", &estuite.ReadOptions{PageBytes: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []int64
+	for e, err := range r.Events {
+		if err != nil {
+			t.Fatalf("after versions %v…: %v", got[:min(len(got), 3)], err)
+		}
+		got = append(got, e.Version)
+		if len(got) == 2 {
+			if _, err := s.SetMetadata(ctx, "long", estuite.StreamMetadata{TruncateBefore: ptr(int64(1000))}, estuite.AnyMetadataVersion); err != nil {
+				t.Fatal(err)
+			}
+			if st := mustScavenge(t, s); st.Removed != 999 {
+				t.Fatalf("scavenge = %+v", st)
+			}
+		}
+	}
+	if len(got) < 3 || got[len(got)-1] != 1200 {
+		t.Fatalf("the read returned %d events, the last %d; want it to end at 1200", len(got), got[len(got)-1])
+	}
+	for i := 1; i < len(got); i++ {
+		if got[i] <= got[i-1] {
+			t.Fatalf("versions out of order: %d after %d", got[i], got[i-1])
+		}
+	}
+}
