@@ -85,6 +85,7 @@ func (d *Dispatcher) loop(ctx context.Context) error {
 	var lastFull time.Time // when a step last looked at every shard
 	fullDone := false
 	var lastScavenge time.Time // when this holder last ran a scavenge pass
+	scavengeMore := false      // the last pass stopped at its time bound
 	for ctx.Err() == nil {
 		if now := clock.Now(); !lease.held || !now.Before(lease.renewAt) {
 			wasHeld := lease.held
@@ -110,10 +111,14 @@ func (d *Dispatcher) loop(ctx context.Context) error {
 			}
 		}
 		now := clock.Now()
-		if d.o.ScavengeInterval > 0 && (lastScavenge.IsZero() || now.Sub(lastScavenge) >= d.o.ScavengeInterval) {
-			// The lease holder scavenges too: one query of the work list, and what it removes.
+		if d.o.ScavengeInterval > 0 && (lastScavenge.IsZero() || scavengeMore || now.Sub(lastScavenge) >= d.o.ScavengeInterval) {
+			// The lease holder scavenges too: one query of the work list, and what it removes —
+			// in slices of at most 250 ms (or a quarter of the lease), so that dispatch and the
+			// lease's renewal never wait longer; a slice cut short is followed by another at the
+			// loop's next round, after a dispatch step.
 			lastScavenge = now
-			st, err := d.s.Scavenge(ctx)
+			st, err := d.s.scavenge(ctx, time.Now().Add(min(250*time.Millisecond, d.o.LeaseDuration/4)))
+			scavengeMore = st.Incomplete && err == nil
 			if d.o.OnScavenge != nil {
 				d.o.OnScavenge(st, err)
 			}

@@ -112,6 +112,7 @@ func (s *Store) Delete(ctx context.Context, stream string, opts *DeleteOptions) 
 	}
 	pk := streamKey(stream)
 	h, cached := s.heads.get(pk)
+	sent := int64(-1) // the version a delete whose outcome is unknown was sent at
 	for attempt := 0; ; attempt++ {
 		if !cached {
 			var err error
@@ -120,6 +121,9 @@ func (s *Store) Delete(ctx context.Context, stream string, opts *DeleteOptions) 
 			}
 		}
 		res := DeleteResult{Stream: stream, Version: h.version}
+		if sent >= 0 && h.version == sent && h.meta.deletedBefore == sent+1 && (h.meta.tombstone || !o.Hard) {
+			return res, nil // the delete whose answer was lost had landed
+		}
 		switch {
 		case h.meta.tombstone && o.Hard:
 			return res, nil
@@ -141,6 +145,10 @@ func (s *Store) Delete(ctx context.Context, stream string, opts *DeleteOptions) 
 			return DeleteResult{}, &WrongExpectedVersionError{Stream: stream, Expected: o.Expected, Actual: h.version}
 		}
 		if deleted && !o.Hard {
+			if cached {
+				cached = false // a cache may make a delete cheaper, never succeed wrongly
+				continue
+			}
 			return res, nil
 		}
 		// Write-ahead: the scavenger's work row before the head hides the events.
@@ -168,7 +176,7 @@ func (s *Store) Delete(ctx context.Context, stream string, opts *DeleteOptions) 
 			// A transient failure may have taken effect: read the head again and see.
 			s.heads.forget(pk)
 			if errors.Is(err, table.ErrTransient) && attempt < s.streams.retry.MaxAttempts {
-				cached = false
+				cached, sent = false, h.version
 				if err := sleep(ctx, s.streams.retry.backoff(attempt+1, err)); err != nil {
 					return DeleteResult{}, err
 				}

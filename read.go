@@ -89,8 +89,9 @@ func (s *Store) Read(ctx context.Context, stream string, opts *ReadOptions) (*St
 			return nil, err
 		}
 		visible, notBefore := s.visibility(h)
-		first, last := versionRange(h.version, visible, o)
-		return &StreamRead{Stream: stream, Version: h.version, Events: notOlder(s.opened(ctx, s.streamEvents(ctx, stream, pk, first, last, o.Direction, o.PageBytes)), notBefore)}, nil
+		first, last := versionRange(h.version, visible, ageless(o, notBefore))
+		events := notOlder(s.opened(ctx, s.streamEvents(ctx, stream, pk, first, last, o.Direction, o.PageBytes)), notBefore)
+		return &StreamRead{Stream: stream, Version: h.version, Events: firstN(events, o.Limit, notBefore)}, nil
 	}
 	sz := newPageSizer(s.streams)
 	op, err := s.openRead(ctx, pk, o, sz)
@@ -104,8 +105,10 @@ func (s *Store) Read(ctx context.Context, stream string, opts *ReadOptions) (*St
 		return nil, err
 	}
 	visible, notBefore := s.visibility(h)
-	if op.snapshot != nil && op.snapshot.Version < h.meta.deletedBefore {
-		op.snapshot = nil // a snapshot of the events a delete removed, not of the recreated stream
+	if op.snapshot != nil && (op.snapshot.Version < h.meta.deletedBefore || op.snapshot.Version+1 < visible) {
+		// A snapshot of the events a delete removed, not of the recreated stream; or one from
+		// before events that retention hides: the state it gives would lack them silently.
+		op.snapshot = nil
 	}
 	if op.snapshot != nil {
 		if op.snapshot.Version > h.version {
@@ -113,7 +116,7 @@ func (s *Store) Read(ctx context.Context, stream string, opts *ReadOptions) (*St
 		}
 		o.From = max(o.From, op.snapshot.Version+1)
 	}
-	first, last := versionRange(h.version, visible, o)
+	first, last := versionRange(h.version, visible, ageless(o, notBefore))
 	read := &StreamRead{Stream: stream, Version: h.version, Snapshot: op.snapshot}
 	// The first pass yields what the first query read; every pass reads the rest from storage.
 	var kept atomic.Pointer[[]table.Entity]
@@ -166,8 +169,37 @@ func (s *Store) Read(ctx context.Context, stream string, opts *ReadOptions) (*St
 			}
 		}
 	})
-	read.Events = notOlder(read.Events, notBefore)
+	read.Events = firstN(notOlder(read.Events, notBefore), o.Limit, notBefore)
 	return read, nil
+}
+
+// ageless returns o without its Limit when a maxAge hides events (notBefore set): which versions
+// hold the first Limit visible events is known only once their recorded times are read, so the
+// range is read lazily and firstN applies the Limit after the age filter.
+func ageless(o ReadOptions, notBefore time.Time) ReadOptions {
+	if !notBefore.IsZero() {
+		o.Limit = 0
+	}
+	return o
+}
+
+// firstN passes on the first limit events of seq (all of them when limit is 0, or when no
+// maxAge hides events: the version range holds the limit then).
+func firstN(seq iter.Seq2[RecordedEvent, error], limit int, notBefore time.Time) iter.Seq2[RecordedEvent, error] {
+	if limit <= 0 || notBefore.IsZero() {
+		return seq
+	}
+	return func(yield func(RecordedEvent, error) bool) {
+		n := 0
+		for e, err := range seq {
+			if !yield(e, err) || err != nil {
+				return
+			}
+			if n++; n == limit {
+				return
+			}
+		}
+	}
 }
 
 // notOlder passes on the events of seq recorded at or after notBefore (all of them when it is

@@ -206,6 +206,7 @@ func decodeHead(row table.Entity) (head, error) {
 	}
 	h.meta.metaVersion, _ = num(propMetaVersion)
 	h.meta.maxAge, h.meta.hasMaxAge = num(propMaxAge)
+	bad = bad || h.meta.maxAge > int64(MaxAgeLimit/time.Second) // its arithmetic would overflow
 	h.meta.maxCount, h.meta.hasMaxCount = num(propMaxCount)
 	h.meta.truncateBefore, _ = num(propTruncateBefore)
 	h.meta.deletedBefore, _ = num(propDeletedBefore)

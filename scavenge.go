@@ -43,6 +43,9 @@ type ScavengeStats struct {
 	Removed  int // event rows deleted from the stream table
 	Redacted int // feed rows replaced by redacted entries
 	Waiting  int // hidden events not in the feed yet (left for a later pass)
+	// Incomplete is true when a background pass stopped at its time bound: the rest of its work
+	// list is for the next pass.
+	Incomplete bool
 }
 
 // scavengeWork marks stream (partition pk) as having something for the scavenger: an upsert of its
@@ -64,6 +67,14 @@ func (s *Store) scavengeWork(ctx context.Context, pk, stream string) error {
 // Several scavengers may run at once: every write is conditional. The dispatcher's lease holder
 // runs it in the background (DispatcherOptions.ScavengeInterval).
 func (s *Store) Scavenge(ctx context.Context) (ScavengeStats, error) {
+	return s.scavenge(ctx, time.Time{})
+}
+
+// scavenge is a pass that stops at the first chunk boundary after deadline (zero: none); the
+// streams it did not finish stay on the list for the next pass. A stream that meets an error is
+// left for the next pass too, and the others are scavenged; the first error is returned, unless
+// it was contention (the stream moved under every attempt: nothing is wrong).
+func (s *Store) scavenge(ctx context.Context, deadline time.Time) (ScavengeStats, error) {
 	var stats ScavengeStats
 	if err := s.checkOpen(); err != nil {
 		return stats, err
@@ -76,21 +87,42 @@ func (s *Store) Scavenge(ctx context.Context) (ScavengeStats, error) {
 	if err != nil {
 		return stats, err
 	}
+	var first error
 	for _, row := range work {
+		if !deadline.IsZero() && time.Now().After(deadline) {
+			stats.Incomplete = true
+			break
+		}
 		stream, _ := row.Properties[propStream].(string)
 		if stream == "" {
-			return stats, corrupt(row.PartitionKey, row.RowKey, "scavenge row without a stream")
+			first = cmpErr(first, corrupt(row.PartitionKey, row.RowKey, "scavenge row without a stream"))
+			continue
 		}
 		stats.Streams++
-		if err := s.scavengeStream(ctx, stream, row, &stats); err != nil {
-			return stats, fmt.Errorf("estuite: scavenging %q: %w", stream, err)
+		err := s.scavengeStream(ctx, stream, row, deadline, &stats)
+		var be *table.BatchError
+		switch {
+		case err == nil, errors.As(err, &be), errors.Is(err, ErrContention):
+			// Done, or another writer or scavenger moved a row under it: the next pass looks again.
+		case ctx.Err() != nil:
+			return stats, err
+		default:
+			first = cmpErr(first, fmt.Errorf("estuite: scavenging %q: %w", stream, err))
 		}
 	}
-	return stats, nil
+	return stats, first
+}
+
+// cmpErr keeps the first of two errors.
+func cmpErr(first, err error) error {
+	if first != nil {
+		return first
+	}
+	return err
 }
 
 // scavengeStream runs a pass over one stream of the work list.
-func (s *Store) scavengeStream(ctx context.Context, stream string, work table.Entity, stats *ScavengeStats) error {
+func (s *Store) scavengeStream(ctx context.Context, stream string, work table.Entity, deadline time.Time, stats *ScavengeStats) error {
 	pk := streamKey(stream)
 	h, err := s.raiseFloor(ctx, pk)
 	if err != nil {
@@ -104,6 +136,10 @@ func (s *Store) scavengeStream(ctx context.Context, stream string, work table.En
 	upTo := min(floor-1, dispatched) // what may be removed now
 	done := true
 	for {
+		if !deadline.IsZero() && time.Now().After(deadline) {
+			stats.Incomplete = true
+			return nil // the rest next pass: the work row stays
+		}
 		rows, err := s.eventRows(ctx, pk, upTo, scavengeChunk)
 		if err != nil {
 			return err
@@ -114,17 +150,21 @@ func (s *Store) scavengeStream(ctx context.Context, stream string, work table.En
 		if err := s.redact(ctx, pk, stream, rows, stats); err != nil {
 			return err
 		}
-		if err := s.deleteRows(ctx, pk, rows); err != nil {
+		n, err := s.deleteRows(ctx, pk, rows)
+		stats.Removed += n
+		if err != nil {
 			return err
 		}
-		stats.Removed += len(rows)
 		if len(rows) < scavengeChunk {
 			break
 		}
 	}
-	if floor-1 > dispatched {
-		stats.Waiting += int(floor - 1 - dispatched)
+	if hidden := min(floor-1, h.version); hidden > dispatched {
+		stats.Waiting += int(hidden - dispatched)
 		done = false // hidden events the dispatcher has still to copy: a later pass removes them
+	}
+	if h.meta.truncateBefore > h.version+1 {
+		done = false // appends below it are hidden as they land: they have to go too
 	}
 	if h.meta.tombstone || h.meta.deletedBefore > 0 {
 		if err := s.dropOldSnapshot(ctx, pk, h); err != nil {
@@ -132,11 +172,22 @@ func (s *Store) scavengeStream(ctx context.Context, stream string, work table.En
 		}
 	}
 	if done && (h.meta.tombstone || !h.meta.hasMaxAge && !h.meta.hasMaxCount) {
-		// Nothing more to do until the next delete or metadata change, which writes the row
-		// again (and so changes the ETag this delete is conditional on).
-		op := table.Op{Kind: table.Delete, Entity: table.Entity{PartitionKey: scavengePartition, RowKey: work.RowKey}, IfMatch: work.ETag}
-		_, err := s.events.submitOnce(ctx, scavengePartition, []table.Op{op})
+		// Nothing more to do until the next delete or metadata change. One may have upserted the
+		// work row before this pass listed it and not written the head yet: write the head as it
+		// is, under the ETag this pass judged it by, so that such a change fails on it, reads
+		// the head again and upserts the row again (after this delete of it).
+		touch := table.Op{Kind: table.Replace, Entity: headEntity(pk, h.version, h.meta), IfMatch: h.etag}
+		_, err := s.streams.submitOnce(ctx, pk, []table.Op{touch})
+		s.heads.forget(pk)
 		var be *table.BatchError
+		if errors.As(err, &be) {
+			return nil // the head moved: the row stays, and the next pass looks again
+		}
+		if err != nil {
+			return err
+		}
+		op := table.Op{Kind: table.Delete, Entity: table.Entity{PartitionKey: scavengePartition, RowKey: work.RowKey}, IfMatch: work.ETag}
+		_, err = s.events.submitOnce(ctx, scavengePartition, []table.Op{op})
 		if err != nil && !errors.As(err, &be) {
 			return err
 		}
@@ -157,6 +208,9 @@ func (s *Store) raiseFloor(ctx context.Context, pk string) (head, error) {
 		if h.meta.tombstone {
 			floor = h.version + 1
 		}
+		// Never over versions not written yet: an append made once the metadata no longer hides
+		// it must stay visible.
+		floor = min(floor, h.version+1)
 		if h.meta.hasMaxAge {
 			if floor, err = s.ageFloor(ctx, pk, h, floor); err != nil {
 				return head{}, err
@@ -183,19 +237,22 @@ func (s *Store) raiseFloor(ctx context.Context, pk string) (head, error) {
 	}
 }
 
+// maxAgeScavengeMargin is how much older than maxAge an event must be, on the scavenger's clock,
+// before the scavenger removes it: reads judge maxAge on the reader's clock, and a reader whose
+// clock is behind the scavenger's by less than this still finds hidden whatever is removed.
+const maxAgeScavengeMargin = time.Hour
+
 // ageFloor returns the first version at or after floor whose event is not older than the
-// stream's maxAge (on this store's clock), reading the events after floor a page at a time: the
-// old events a read hides are the stream's first ones, up to the first recent one.
+// stream's maxAge plus maxAgeScavengeMargin (on this store's clock), reading the events after
+// floor a page at a time: the old events a read hides are the stream's first ones, up to the
+// first recent one.
 func (s *Store) ageFloor(ctx context.Context, pk string, h head, floor int64) (int64, error) {
-	notBefore := s.now().Add(-time.Duration(h.meta.maxAge) * time.Second)
-	for floor <= h.version {
-		q := table.Query{PartitionKey: pk, From: eventKey(floor), To: eventKey(h.version + 1), Limit: scavengeChunk}
+	notBefore := s.now().Add(-time.Duration(h.meta.maxAge)*time.Second - maxAgeScavengeMargin)
+	q := table.Query{PartitionKey: pk, From: eventKey(floor), To: eventKey(h.version + 1), Limit: scavengeChunk}
+	for {
 		p, err := s.streams.query(ctx, q)
 		if err != nil {
 			return 0, err
-		}
-		if len(p.Entities) == 0 && p.Continuation == "" {
-			return h.version + 1, nil
 		}
 		for _, row := range p.Entities {
 			v, ok := parseEventKey(row.RowKey)
@@ -208,8 +265,11 @@ func (s *Store) ageFloor(ctx context.Context, pk string, h head, floor int64) (i
 			}
 			floor = v + 1
 		}
+		if p.Continuation == "" {
+			return floor, nil
+		}
+		q.Continuation = p.Continuation // also past an empty page
 	}
-	return floor, nil
 }
 
 // progressOf is the last version of the stream in partition pk that its progress row says the
@@ -302,6 +362,9 @@ func (s *Store) redact(ctx context.Context, pk, stream string, rows []table.Enti
 					return errStopPages
 				}
 				if !isFeedRowOf(row, stream, next) {
+					if next > v {
+						return errStopPages // the end of the run: the next one is looked up
+					}
 					continue
 				}
 				next++
@@ -330,8 +393,8 @@ func (s *Store) redact(ctx context.Context, pk, stream string, rows []table.Enti
 }
 
 // deleteRows deletes the event rows rows of partition pk, in one batch (one by one when some went
-// meanwhile: another scavenger's).
-func (s *Store) deleteRows(ctx context.Context, pk string, rows []table.Entity) error {
+// meanwhile: another scavenger's), and returns how many it deleted.
+func (s *Store) deleteRows(ctx context.Context, pk string, rows []table.Entity) (int, error) {
 	ops := make([]table.Op, len(rows))
 	for i, r := range rows {
 		ops[i] = table.Op{Kind: table.Delete, Entity: table.Entity{PartitionKey: pk, RowKey: r.RowKey}, IfMatch: table.AnyETag}
@@ -339,15 +402,22 @@ func (s *Store) deleteRows(ctx context.Context, pk string, rows []table.Entity) 
 	_, err := s.streams.submitOnce(ctx, pk, ops)
 	var be *table.BatchError
 	if !errors.As(err, &be) {
-		return err
+		if err != nil {
+			return 0, err
+		}
+		return len(rows), nil
 	}
+	n := 0
 	for _, op := range ops {
 		_, err := s.streams.submitOnce(ctx, pk, []table.Op{op})
-		if err != nil && !errors.Is(err, table.ErrNotFound) {
-			return err
+		switch {
+		case err == nil:
+			n++
+		case !errors.Is(err, table.ErrNotFound):
+			return n, err
 		}
 	}
-	return nil
+	return n, nil
 }
 
 // dropOldSnapshot deletes the stream's snapshot when it is of deleted events.
