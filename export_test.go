@@ -1,6 +1,10 @@
 package estuite
 
-import "context"
+import (
+	"context"
+
+	"github.com/estuite/estuite/table"
+)
 
 // SetFeedPageSize makes feed pages hold n positions until the returned function restores the
 // default: simulations and tests use small pages so that every schedule crosses pages. Only a
@@ -40,4 +44,39 @@ func (an *Announcement) WithdrawAndWait(ctx context.Context) {
 	if an.withdraw() {
 		an.delete(ctx)
 	}
+}
+
+// StoredHead is a stream's head row as stored, for the simulation's checks.
+type StoredHead struct {
+	Exists                 bool // the head row exists
+	Version, DeletedBefore int64
+	Tombstone              bool
+}
+
+// ReadStored reads a stream's head and every event stored in it, versions 1 to the head's,
+// whatever its deletion or retention hides (sealed events opened, as a read opens them), and
+// counts the event rows stored past the head's version (none, unless the head went back). The
+// simulation checks what is stored with it, and what a read shows against it.
+func (s *Store) ReadStored(ctx context.Context, stream string) (sh StoredHead, events []RecordedEvent, beyond int, err error) {
+	pk := streamKey(stream)
+	h, err := s.readHead(ctx, pk)
+	if err != nil {
+		return StoredHead{}, nil, 0, err
+	}
+	sh = StoredHead{Exists: h.etag != "", Version: h.version, DeletedBefore: h.meta.deletedBefore, Tombstone: h.meta.tombstone}
+	for e, err := range s.opened(ctx, s.streamEvents(ctx, stream, pk, 1, h.version, Forward, 0)) {
+		if err != nil {
+			return sh, events, 0, err
+		}
+		events = append(events, e)
+	}
+	err = s.streams.queryPages(ctx, table.Query{PartitionKey: pk, From: eventKey(h.version + 1), To: eventIDPrefix}, func(p table.Page) error {
+		for _, row := range p.Entities {
+			if _, ok := parseEventKey(row.RowKey); ok {
+				beyond++
+			}
+		}
+		return nil
+	})
+	return sh, events, beyond, err
 }

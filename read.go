@@ -20,8 +20,8 @@ type StreamRead struct {
 	// appended later are not part of this read.
 	Version int64
 	// Snapshot is the stream's snapshot of ReadOptions.SnapshotSchema, when the read asked for
-	// one (WithSnapshot) and the stream has one; nil otherwise. Events then starts after its
-	// Version.
+	// one (WithSnapshot) and the stream has one; nil otherwise (also for a snapshot written before
+	// the stream was deleted). Events then starts after its Version.
 	Snapshot *Snapshot
 	// Events yields the events read, in the read's direction. It stops at the first error,
 	// yielding it with a zero event. It may be iterated more than once; each pass after the
@@ -104,6 +104,11 @@ func (s *Store) Read(ctx context.Context, stream string, opts *ReadOptions) (*St
 		return nil, err
 	}
 	visible, notBefore := s.visibility(h)
+	if op.snapshot != nil && op.snapshot.Version < h.meta.deletedBefore {
+		// Written before the stream's delete: the state of deleted events. The stream's events
+		// since (all of them visible, from DeletedBefore on) are read instead.
+		op.snapshot = nil
+	}
 	if op.snapshot != nil {
 		if op.snapshot.Version > h.version {
 			return nil, corrupt(pk, snapshotRowKey, "snapshot at version %d, beyond the head version %d", op.snapshot.Version, h.version)

@@ -128,6 +128,16 @@ var simRegressionSeeds = []struct {
 	// allowance now grows with the largest backlog since the waiting event landed (simPerEvent).
 	// Starvation (defect 1) is still caught on seeds 198 and 470, whose backlogs stay under 50.
 	{seed: 11100, big: true, covers: "liveness allowance of an overloaded big schedule (backlog of 7,516 events)"},
+	// Found by the deletion seeds (sim_delete_test.go) when stream deletes entered the simulation;
+	// each fixed, with a test in lifecycle_test.go.
+	{seed: 6, covers: "a delete answered ok from a cached soft-deleted head, the stream recreated since by another store (TestDeleteOfStreamRecreatedByAnotherStore)"},
+	{seed: 475, covers: "an append on a stale cached head re-read the head and landed on its tombstone, judged by the soft-deleted rules (TestAppendOnStaleHeadAfterHardDelete; also seeds 83, 461)"},
+	{seed: 48, covers: "a read with a snapshot returned one written before the stream's soft delete (TestReadIgnoresSnapshotFromBeforeDelete; also seeds 258, 496)"},
+	{seed: 251, covers: "a soft delete whose answer was lost, judged again on its own effect: StreamExists refused (TestDeleteWhoseAnswerWasLost)"},
+	// Not a store bug: the liveness allowance did not count crashes of the would-be successor while
+	// the lease holder was dead (its process crashed four times in 2.3 s, each restart watching the
+	// orphaned lease anew). Such a crash now allows takeover + restartDelay, as a pause does.
+	{seed: 356, covers: "liveness allowance for crashes while the lease is orphaned"},
 }
 
 // TestSimulationRegressions replays the seeds that once failed.

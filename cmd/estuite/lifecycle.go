@@ -128,4 +128,3 @@ func metadataView(stream string, md estuite.StreamMetadata) map[string]any {
 	}
 	return out
 }
-
