@@ -276,7 +276,7 @@ func TestDeleteOfStreamRecreatedByAnotherStore(t *testing.T) {
 
 // An append whose cached head (from before another store's hard delete) refuses its expected
 // version reads the head again, and must be refused on the tombstone it finds — not judged by the
-// soft-deleted rules, which admit NoStream (simulation seeds 83, 461, 475).
+// soft-deleted rules, which admit NoStream (simulation seeds 461, 475).
 func TestAppendOnStaleHeadAfterHardDelete(t *testing.T) {
 	ctx := context.Background()
 	b := mem.New(nil)
@@ -303,7 +303,7 @@ func TestAppendOnStaleHeadAfterHardDelete(t *testing.T) {
 }
 
 // A read with a snapshot ignores one written before the stream's soft delete: it is the state of
-// deleted events (simulation seeds 48, 258, 496).
+// deleted events (simulation seeds 48, 307, 391, 496).
 func TestReadIgnoresSnapshotFromBeforeDelete(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, s *estuite.Store) {
 		ctx := context.Background()
@@ -339,7 +339,7 @@ func TestReadIgnoresSnapshotFromBeforeDelete(t *testing.T) {
 
 // A soft delete whose write landed but whose answer was lost is answered by what it finds on the
 // head: deleted. It was judged again on its own effect: StreamExists refused on the stream it had
-// just deleted (simulation seed 251), or, after an append recreated the stream meanwhile, the
+// just deleted (simulation seed 216), or, after an append recreated the stream meanwhile, the
 // append's events deleted too. Storage that keeps failing makes an ErrUnavailable.
 func TestDeleteWhoseAnswerWasLost(t *testing.T) {
 	ctx := context.Background()

@@ -311,6 +311,19 @@ type simHeadAt struct {
 	tomb          bool  // the head's Tombstone
 }
 
+func (h simHeadAt) String() string {
+	s := fmt.Sprintf("step %d: version %d", h.step, h.version)
+	switch {
+	case h.tomb:
+		s += " (hard-deleted)"
+	case h.softDeleted():
+		s += " (soft-deleted)"
+	case h.deletedBefore > 0:
+		s += fmt.Sprintf(" (deleted before %d)", h.deletedBefore)
+	}
+	return s
+}
+
 func (h simHeadAt) sameState(o simHeadAt) bool {
 	return h.version == o.version && h.deletedBefore == o.deletedBefore && h.tomb == o.tomb
 }
@@ -601,20 +614,19 @@ func (m *simMonitor) checkCheckpoints(ctx context.Context) {
 	m.world.problem("monitor: reading checkpoints: %v", err)
 }
 
-// statesDuring returns the head states a stream had between the steps from and to (both
-// included), with the one it had just before (the zero state: no head).
+// statesDuring returns the head state a stream had just before the step from (the zero state: no
+// head), then those it had from the step from to the step to (both included), in order.
 func (m *simMonitor) statesDuring(stream string, from, to int) []simHeadAt {
-	var out []simHeadAt
-	before := simHeadAt{}
+	out := []simHeadAt{{}}
 	for _, h := range m.history[stream] {
 		switch {
 		case h.step < from:
-			before = h
+			out[0] = h
 		case h.step <= to:
 			out = append(out, h)
 		}
 	}
-	return append(out, before)
+	return out
 }
 
 // checkWrongVersions checks that every WrongExpectedVersionError was justified: during its call
@@ -637,11 +649,11 @@ func (m *simMonitor) checkWrongVersions() {
 		}
 		switch {
 		case !slices.Contains(during, wv.actual):
-			m.problem("wrong-version", wv.stream, "commit %s to %s, expecting %v (%s), was refused with WrongExpectedVersionError{Actual: %d}, but during the call (steps %d-%d) the head was only at %v",
-				wv.commit, wv.stream, wv.expected, kind, wv.actual, wv.from, wv.to, during)
+			m.problem("wrong-version", wv.stream, "commit %s to %s, expecting %v (%s), was refused with WrongExpectedVersionError{Actual: %d}, but the head was only (just before and during the call, steps %d-%d) at %v",
+				wv.commit, wv.stream, wv.expected, kind, wv.actual, wv.from, wv.to, states)
 		case !refused:
-			m.problem("wrong-version", wv.stream, "commit %s to %s, expecting %v (%s), was refused with WrongExpectedVersionError{Actual: %d}, but during the call (steps %d-%d) the head was always a version it admits: %v",
-				wv.commit, wv.stream, wv.expected, kind, wv.actual, wv.from, wv.to, during)
+			m.problem("wrong-version", wv.stream, "commit %s to %s, expecting %v (%s), was refused with WrongExpectedVersionError{Actual: %d}, but the head (just before and during the call, steps %d-%d) was always in a state it admits: %v",
+				wv.commit, wv.stream, wv.expected, kind, wv.actual, wv.from, wv.to, states)
 		}
 	}
 }

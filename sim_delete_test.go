@@ -171,10 +171,9 @@ func (d *simDeleter) run(ctx context.Context, w *simWorld, s *estuite.Store, clo
 		if isClosed(writersGone) {
 			return
 		}
-		stream, hard := others[r.IntN(len(others))], false
-		if r.Float64() < 0.3 {
-			stream = reserved[r.IntN(len(reserved))]
-			hard = r.Float64() < 0.5
+		stream, hard := d.pick(reserved, others)
+		if w.trueHead(stream) == 0 && r.Float64() < 0.8 {
+			stream, hard = d.pick(reserved, others) // mostly streams that exist (some never written)
 		}
 		var exp estuite.ExpectedVersion
 		switch x := r.Float64(); {
@@ -233,6 +232,15 @@ func (d *simDeleter) run(ctx context.Context, w *simWorld, s *estuite.Store, clo
 	}
 }
 
+// pick chooses the stream of a delete: a reserved one (hard-deleted half the time) three times in
+// ten, otherwise another (soft-deleted).
+func (d *simDeleter) pick(reserved, others []string) (stream string, hard bool) {
+	if d.r.Float64() < 0.3 {
+		return reserved[d.r.IntN(len(reserved))], d.r.Float64() < 0.5
+	}
+	return others[d.r.IntN(len(others))], false
+}
+
 func (del *simDeletion) problem(format string, args ...any) {
 	del.mu.Lock()
 	defer del.mu.Unlock()
@@ -289,8 +297,8 @@ func (sim *simRun) checkDeletes() []string {
 		states := m.statesDuring(c.stream, c.from, c.to)
 		// DeletedBefore raised during the call (history entries in [from, to], after the state before).
 		raised := 0
-		prev := states[len(states)-1].deletedBefore
-		for _, h := range states[:len(states)-1] {
+		prev := states[0].deletedBefore
+		for _, h := range states[1:] {
 			if h.deletedBefore > prev {
 				raised++
 			}

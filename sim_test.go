@@ -60,6 +60,10 @@ import (
 // (simsched.Clock) is a bubble timer scaled by the clock's drift: it ends when its virtual deadline
 // has passed, when wake is ready, or at once when the actor has crashed (its context is done).
 //
+// Stream deletes enter in the deletion seeds (sim_delete_test.go): a deleter actor in one process
+// soft- and hard-deletes streams while the writers write; the final checks read the stored rows
+// (whatever a delete hides) for the checks above, and check separately what reads show.
+//
 // The teeth — which check catches which known defect, on which seeds, and how to put a defect
 // back to see it fail — are in sim_teeth_test.go.
 var (
