@@ -221,20 +221,22 @@ func (s *Store) round(self *appendReq, group []*appendReq) []*appendReq {
 		}
 		validated = true
 	}
-	if h.meta.tombstone {
-		// Deleted for good. An append that had landed before is answered as it was.
-		for _, r := range live {
-			if res, found, err := s.findCommit(ctx, r.a); found || err != nil {
-				r.settle(res, err)
-			} else {
-				r.settle(AppendResult{}, &StreamDeletedError{Stream: r.a.stream})
-			}
-		}
-		return nil
-	}
 	var batch, refused []*appendReq
 	var running int64
 	for {
+		if h.meta.tombstone {
+			// Deleted for good (by the head as cached, which cannot be undone, or as read: also
+			// when the cached head was from before the delete). An append that had landed before
+			// is answered as it was.
+			for _, r := range live {
+				if res, found, err := s.findCommit(ctx, r.a); found || err != nil {
+					r.settle(res, err)
+				} else {
+					r.settle(AppendResult{}, &StreamDeletedError{Stream: r.a.stream})
+				}
+			}
+			return nil
+		}
 		batch, refused, running = plan(live, h)
 		if len(batch) > 0 || validated {
 			break

@@ -51,3 +51,49 @@ func (s *Store) Backend() table.Backend { return s.backend }
 
 // StreamTable returns the store's stream table, for tests that look at raw rows.
 func (s *Store) StreamTable() table.Table { return s.streams.t }
+
+// StoredHead is a stream's head row as stored, for the simulation's checks.
+type StoredHead struct {
+	Exists                 bool // the head row exists
+	Version, DeletedBefore int64
+	Tombstone              bool
+	// RemovedBefore is the scavenger's floor; Removed how many of the first versions have no
+	// event row any more (removed by the scavenger: fewer than RemovedBefore).
+	RemovedBefore, Removed int64
+}
+
+// ReadStored reads a stream's head and every event stored in it, versions 1 to the head's,
+// whatever its deletion or retention hides (sealed events opened, as a read opens them), and
+// counts the event rows stored past the head's version (none, unless the head went back). The
+// simulation checks what is stored with it, and what a read shows against it.
+func (s *Store) ReadStored(ctx context.Context, stream string) (sh StoredHead, events []RecordedEvent, beyond int, err error) {
+	pk := streamKey(stream)
+	h, err := s.readHead(ctx, pk)
+	if err != nil {
+		return StoredHead{}, nil, 0, err
+	}
+	sh = StoredHead{Exists: h.etag != "", Version: h.version, DeletedBefore: h.meta.deletedBefore, Tombstone: h.meta.tombstone, RemovedBefore: h.meta.removedBefore}
+	// The rows the scavenger removed are the first ones: the read passes over them (removedBelow).
+	for e, err := range s.opened(ctx, s.streamEvents(ctx, stream, pk, 1, h.version, Forward, 0)) {
+		if err != nil {
+			return sh, events, 0, err
+		}
+		events = append(events, e)
+	}
+	sh.Removed = h.version - int64(len(events))
+	err = s.streams.queryPages(ctx, table.Query{PartitionKey: pk, From: eventKey(h.version + 1), To: eventIDPrefix}, func(p table.Page) error {
+		for _, row := range p.Entities {
+			if _, ok := parseEventKey(row.RowKey); ok {
+				beyond++
+			}
+		}
+		return nil
+	})
+	return sh, events, beyond, err
+}
+
+// ReadFeedWithRedacted reads the feed with its redacted entries, which keep their stream and
+// version here (a public read shows a position alone): the simulation checks them.
+func (s *Store) ReadFeedWithRedacted(ctx context.Context, after int64) (FeedPage, error) {
+	return s.ReadFeed(ctx, &FeedOptions{After: after, IncludeRedacted: true, keepRedactedKeys: true})
+}

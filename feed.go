@@ -51,6 +51,8 @@ type FeedOptions struct {
 	// position and nothing else), whatever the filters. Without it a read passes over them, and
 	// Next moves past them as past filtered-out events.
 	IncludeRedacted bool
+
+	keepRedactedKeys bool // tests: redacted entries keep their stream and version
 }
 
 // FeedPage is the result of a feed read.
@@ -180,7 +182,9 @@ func (s *Store) ReadFeed(ctx context.Context, opts *FeedOptions) (FeedPage, erro
 	}
 	for i := range res.Events {
 		if res.Events[i].Redacted {
-			res.Events[i] = FeedEvent{Position: res.Events[i].Position, Redacted: true} // nothing else is shown
+			if !o.keepRedactedKeys {
+				res.Events[i] = FeedEvent{Position: res.Events[i].Position, Redacted: true} // nothing else is shown
+			}
 			continue
 		}
 		if err := s.openEvent(ctx, &res.Events[i].RecordedEvent); err != nil {

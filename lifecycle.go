@@ -95,7 +95,11 @@ type DeleteResult struct {
 // The delete is one conditional write of the stream's head (after a read of it, unless the store
 // has it cached): an append prepared on the head before the delete fails on it and is judged
 // again — refused after a hard delete, or recreating the stream after a soft one. The events stay
-// stored (invisible to reads) and in the feed until a scavenger removes them.
+// stored (invisible to reads) and in the feed until a scavenger removes them. A write whose answer
+// is lost is judged by the head read after it: a soft delete that finds the head's DeletedBefore
+// where its write put it has taken effect, and is answered so (not judged again on its own effect,
+// nor repeated on events appended since). ErrUnavailable when storage kept failing: the delete may
+// or may not have taken effect.
 func (s *Store) Delete(ctx context.Context, stream string, opts *DeleteOptions) (DeleteResult, error) {
 	if err := s.checkOpen(); err != nil {
 		return DeleteResult{}, err
@@ -112,7 +116,10 @@ func (s *Store) Delete(ctx context.Context, stream string, opts *DeleteOptions) 
 	}
 	pk := streamKey(stream)
 	h, cached := s.heads.get(pk)
-	sent := int64(-1) // the version a delete whose outcome is unknown was sent at
+	// sent is the DeletedBefore of a soft delete's write that failed without an answer: it may
+	// have landed, and the head read after it tells. transient counts those failures.
+	var sent int64
+	transient := 0
 	for attempt := 0; ; attempt++ {
 		if !cached {
 			var err error
@@ -120,10 +127,13 @@ func (s *Store) Delete(ctx context.Context, stream string, opts *DeleteOptions) 
 				return DeleteResult{}, err
 			}
 		}
-		res := DeleteResult{Stream: stream, Version: h.version}
-		if sent >= 0 && h.version == sent && h.meta.deletedBefore == sent+1 && (h.meta.tombstone || !o.Hard) {
-			return res, nil // the delete whose answer was lost had landed
+		if sent > 0 && h.meta.deletedBefore >= sent {
+			// It landed (or another delete reached as far): the events up to it are deleted. Judging
+			// the head as it now is would refuse the delete for its own effect (a soft-deleted stream
+			// does not satisfy StreamExists), or delete events appended since a second time.
+			return DeleteResult{Stream: stream, Version: sent - 1}, nil
 		}
+		res := DeleteResult{Stream: stream, Version: h.version}
 		switch {
 		case h.meta.tombstone && o.Hard:
 			return res, nil
@@ -146,7 +156,9 @@ func (s *Store) Delete(ctx context.Context, stream string, opts *DeleteOptions) 
 		}
 		if deleted && !o.Hard {
 			if cached {
-				cached = false // a cache may make a delete cheaper, never succeed wrongly
+				// A cached head may be of a stream recreated since by another store: deleting it
+				// again is not a no-op then.
+				cached = false
 				continue
 			}
 			return res, nil
@@ -175,14 +187,19 @@ func (s *Store) Delete(ctx context.Context, stream string, opts *DeleteOptions) 
 		default:
 			// A transient failure may have taken effect: read the head again and see.
 			s.heads.forget(pk)
-			if errors.Is(err, table.ErrTransient) && attempt < s.streams.retry.MaxAttempts {
-				cached, sent = false, h.version
-				if err := sleep(ctx, s.streams.retry.backoff(attempt+1, err)); err != nil {
-					return DeleteResult{}, err
-				}
-				continue
+			if !errors.Is(err, table.ErrTransient) {
+				return DeleteResult{}, fmt.Errorf("estuite: deleting %q: %w", stream, err)
 			}
-			return DeleteResult{}, fmt.Errorf("estuite: deleting %q: %w", stream, err)
+			if !o.Hard {
+				sent = meta.deletedBefore
+			}
+			if transient++; transient >= s.streams.retry.MaxAttempts {
+				return DeleteResult{}, &unavailableError{err: fmt.Errorf("deleting %q may or may not have taken effect (read the stream to find out): %w", stream, err)}
+			}
+			cached = false
+			if err := sleep(ctx, s.streams.retry.backoff(transient, err)); err != nil {
+				return DeleteResult{}, err
+			}
 		}
 	}
 }

@@ -383,3 +383,148 @@ func TestHardDeleteWithALostAnswer(t *testing.T) {
 		t.Fatalf("append = %v; want ErrStreamDeleted", err)
 	}
 }
+
+// Regressions found by the simulation's deletion seeds (sim_delete_test.go).
+
+// A store whose cached head says the stream is soft-deleted must not answer a delete from it: the
+// stream may have been recreated by another store since (simulation seed 6).
+func TestDeleteOfStreamRecreatedByAnotherStore(t *testing.T) {
+	ctx := context.Background()
+	b := mem.New(nil)
+	deleter, writer := openStore(t, b, nil), openStore(t, b, nil)
+	appendN(t, deleter, "s", 2)
+	if _, err := deleter.Delete(ctx, "s", nil); err != nil {
+		t.Fatal(err)
+	}
+	mustAppend(t, writer, "s", []estuite.EventData{jsonEvent("Recreated", "{}")}, &estuite.AppendOptions{Expected: estuite.NoStream})
+	res, err := deleter.Delete(ctx, "s", &estuite.DeleteOptions{Expected: estuite.Exactly(2)})
+	var wev *estuite.WrongExpectedVersionError
+	if !errors.As(err, &wev) || wev.Actual != 3 {
+		t.Fatalf("Delete expecting the cached version 2 of a stream recreated at 3 = %+v, %v; want a WrongExpectedVersionError at 3", res, err)
+	}
+	if res, err := deleter.Delete(ctx, "s", nil); err != nil || res.Version != 3 {
+		t.Fatalf("Delete = %+v, %v; want version 3", res, err)
+	}
+	if _, err := writer.Read(ctx, "s", nil); !errors.Is(err, estuite.ErrStreamNotFound) {
+		t.Fatalf("Read after deleting the recreated stream = %v; want ErrStreamNotFound", err)
+	}
+}
+
+// An append whose cached head (from before another store's hard delete) refuses its expected
+// version reads the head again, and must be refused on the tombstone it finds — not judged by the
+// soft-deleted rules, which admit NoStream (simulation seeds 461, 475).
+func TestAppendOnStaleHeadAfterHardDelete(t *testing.T) {
+	ctx := context.Background()
+	b := mem.New(nil)
+	deleter := openStore(t, b, nil)
+	appendN(t, deleter, "s", 2)
+	exps := []estuite.ExpectedVersion{estuite.NoStream, estuite.Exactly(5), estuite.StreamExists}
+	var writers []*estuite.Store
+	for range exps {
+		w := openStore(t, b, nil)
+		readAll(t, w, "s", nil) // caches the head at version 2
+		writers = append(writers, w)
+	}
+	if _, err := deleter.Delete(ctx, "s", &estuite.DeleteOptions{Hard: true}); err != nil {
+		t.Fatal(err)
+	}
+	for i, exp := range exps {
+		if _, err := writers[i].Append(ctx, "s", []estuite.EventData{jsonEvent("A", "{}")}, &estuite.AppendOptions{Expected: exp}); !errors.Is(err, estuite.ErrStreamDeleted) {
+			t.Fatalf("append expecting %v on a stale cached head after a hard delete = %v; want ErrStreamDeleted", exp, err)
+		}
+	}
+	if sh, _, _, err := deleter.ReadStored(ctx, "s"); err != nil || sh.Version != 2 || !sh.Tombstone {
+		t.Fatalf("the hard-deleted stream's head is %+v (%v); want version 2, tombstoned", sh, err)
+	}
+}
+
+// A read with a snapshot ignores one written before the stream's soft delete: it is the state of
+// deleted events (simulation seeds 48, 307, 391, 496).
+func TestReadIgnoresSnapshotFromBeforeDelete(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, s *estuite.Store) {
+		ctx := context.Background()
+		mustAppend(t, s, "s", []estuite.EventData{jsonEvent("A", "{}"), jsonEvent("B", "{}")},
+			&estuite.AppendOptions{Snapshot: &estuite.Snapshot{Schema: 1, Data: []byte("old")}})
+		if _, err := s.Delete(ctx, "s", nil); err != nil {
+			t.Fatal(err)
+		}
+		mustAppend(t, s, "s", []estuite.EventData{jsonEvent("C", "{}")}, nil)
+		r, err := s.Read(ctx, "s", &estuite.ReadOptions{WithSnapshot: true, SnapshotSchema: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []estuite.RecordedEvent
+		for e, err := range r.Events {
+			if err != nil {
+				t.Fatal(err)
+			}
+			got = append(got, e)
+		}
+		if r.Snapshot != nil || !sameVersions(got, 3) {
+			t.Fatalf("read with snapshot after a delete: snapshot %+v, events %v; want no snapshot and event 3", r.Snapshot, versions(got))
+		}
+		// A snapshot written since is used.
+		mustAppend(t, s, "s", []estuite.EventData{jsonEvent("D", "{}")}, &estuite.AppendOptions{Snapshot: &estuite.Snapshot{Schema: 1, Data: []byte("new")}})
+		mustAppend(t, s, "s", []estuite.EventData{jsonEvent("E", "{}")}, nil)
+		r, err = s.Read(ctx, "s", &estuite.ReadOptions{WithSnapshot: true, SnapshotSchema: 1})
+		if err != nil || r.Snapshot == nil || r.Snapshot.Version != 4 {
+			t.Fatalf("read with a snapshot written after the delete = %+v, %v", r, err)
+		}
+	})
+}
+
+// A soft delete whose write landed but whose answer was lost is answered by what it finds on the
+// head: deleted. It was judged again on its own effect: StreamExists refused on the stream it had
+// just deleted (simulation seed 216), or, after an append recreated the stream meanwhile, the
+// append's events deleted too. Storage that keeps failing makes an ErrUnavailable.
+func TestDeleteWhoseAnswerWasLost(t *testing.T) {
+	ctx := context.Background()
+	var mu sync.Mutex
+	var lose, appendOnRead, failWrites bool
+	var other *estuite.Store
+	headWrite := func(c mem.Call) bool {
+		return c.Method == mem.MethodSubmit && len(c.Ops) == 1 && c.Ops[0].Entity.RowKey == "H"
+	}
+	b := mem.New(&mem.Options{Faults: func(c mem.Call) mem.Fault {
+		mu.Lock()
+		defer mu.Unlock()
+		switch {
+		case failWrites && headWrite(c):
+			return mem.FailBefore
+		case lose && headWrite(c):
+			lose = false
+			return mem.FailAfter
+		case appendOnRead && c.Method == mem.MethodGet && c.RowKey == "H":
+			// The delete looks at the head after its lost answer: another store appends first.
+			appendOnRead = false
+			mu.Unlock()
+			mustAppend(t, other, "b", []estuite.EventData{jsonEvent("After", "{}")}, &estuite.AppendOptions{Expected: estuite.NoStream})
+			mu.Lock()
+		}
+		return mem.NoFault
+	}})
+	s, other := openStore(t, b, nil), openStore(t, b, nil)
+	set := func(f *bool) { mu.Lock(); *f = true; mu.Unlock() }
+
+	appendN(t, s, "a", 2)
+	set(&lose)
+	if res, err := s.Delete(ctx, "a", &estuite.DeleteOptions{Expected: estuite.StreamExists}); err != nil || res.Version != 2 {
+		t.Fatalf("Delete expecting an existing stream, its answer lost = %+v, %v; want version 2", res, err)
+	}
+
+	appendN(t, s, "b", 2)
+	set(&lose)
+	set(&appendOnRead)
+	if res, err := s.Delete(ctx, "b", nil); err != nil || res.Version != 2 {
+		t.Fatalf("Delete, its answer lost and the stream recreated meanwhile = %+v, %v; want version 2", res, err)
+	}
+	if version, events := readAll(t, s, "b", nil); version != 3 || !sameVersions(events, 3) {
+		t.Fatalf("after the delete and the append: version %d, events %v; want the appended event 3", version, versions(events))
+	}
+
+	appendN(t, s, "c", 1)
+	set(&failWrites)
+	if _, err := s.Delete(ctx, "c", nil); !errors.Is(err, estuite.ErrUnavailable) {
+		t.Fatalf("Delete with storage failing = %v; want ErrUnavailable", err)
+	}
+}

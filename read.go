@@ -20,8 +20,8 @@ type StreamRead struct {
 	// appended later are not part of this read.
 	Version int64
 	// Snapshot is the stream's snapshot of ReadOptions.SnapshotSchema, when the read asked for
-	// one (WithSnapshot) and the stream has one; nil otherwise. Events then starts after its
-	// Version.
+	// one (WithSnapshot) and the stream has one; nil otherwise (also for a snapshot written before
+	// the stream was deleted). Events then starts after its Version.
 	Snapshot *Snapshot
 	// Events yields the events read, in the read's direction. It stops at the first error,
 	// yielding it with a zero event. It may be iterated more than once; each pass after the

@@ -75,8 +75,9 @@ type simWorld struct {
 	subs     map[string][]*simInstance
 	done     map[string]*simHandled
 	problems []string
-	stats    struct{ ok, dup, wev, unavailable, crashed, redelivered, snapSaved, snapshots, withdrawn int }
-	erase    *simErasure // nil: the seed runs no erasure (sim_erase_test.go)
+	stats    struct{ ok, dup, wev, unavailable, crashed, redelivered, snapSaved, snapshots, withdrawn, refusedDeleted, redacted int }
+	erase    *simErasure  // nil: the seed runs no erasure (sim_erase_test.go)
+	del      *simDeletion // nil: the seed deletes no stream (sim_delete_test.go)
 }
 
 // noteWithdrawn counts a command that announced its append and then withdrew it.
@@ -219,6 +220,19 @@ func (w *simWorld) record(c *simCommit, exp estuite.ExpectedVersion, res estuite
 		} else {
 			c.attempts = append(c.attempts, fmt.Sprintf("wrong expected version (actual %d), earlier attempts in doubt", wev.Actual))
 		}
+	case errors.Is(err, estuite.ErrStreamDeleted):
+		// Hard-deleted (sim_delete_test.go): refused after the store looked for the commit and did
+		// not find it (a retry of a commit stored before the delete is answered as its duplicate).
+		// A ghost of an earlier attempt cannot land after the tombstone: its head is fenced.
+		w.stats.refusedDeleted++
+		var de *estuite.StreamDeletedError
+		if c.state == present {
+			bad("a retry of a committed append got %v instead of the original result", err)
+		}
+		if !errors.As(err, &de) || de.Stream != c.stream {
+			bad("malformed %v", err)
+		}
+		c.attempts = append(c.attempts, "stream deleted")
 	case errors.Is(err, estuite.ErrSubjectForgotten):
 		// Refused before anything was written, its commit row not found (a retry of a stored
 		// commit is answered as its duplicate): as for a wrong version, a ghost may still land.
@@ -288,9 +302,53 @@ type simDisruption struct {
 	extra time.Duration
 }
 
+// simHeadAt is a state of a stream's head row (its version and deletion state) and the step at
+// which the monitor first saw it.
 type simHeadAt struct {
-	step    int
-	version int64
+	step          int
+	version       int64
+	deletedBefore int64 // the head's DeletedBefore (0: none)
+	tomb          bool  // the head's Tombstone
+}
+
+func (h simHeadAt) String() string {
+	s := fmt.Sprintf("step %d: version %d", h.step, h.version)
+	switch {
+	case h.tomb:
+		s += " (hard-deleted)"
+	case h.softDeleted():
+		s += " (soft-deleted)"
+	case h.deletedBefore > 0:
+		s += fmt.Sprintf(" (deleted before %d)", h.deletedBefore)
+	}
+	return s
+}
+
+func (h simHeadAt) sameState(o simHeadAt) bool {
+	return h.version == o.version && h.deletedBefore == o.deletedBefore && h.tomb == o.tomb
+}
+
+// softDeleted reports whether the head is of a soft-deleted stream (deleted, not written since).
+func (h simHeadAt) softDeleted() bool { return h.deletedBefore > h.version }
+
+// checkLifecycle checks a new head state of a stream against the one before: the deletion state
+// only ever grows, a delete marks exactly the versions the stream had, and a tombstone is for good.
+func (m *simMonitor) checkLifecycle(stream string, history []simHeadAt, now simHeadAt) {
+	if now.deletedBefore > now.version+1 {
+		m.problem("lifecycle", stream, "step %d: %s head at version %d with DeletedBefore %d: a delete of versions the stream never had", now.step, stream, now.version, now.deletedBefore)
+	}
+	if len(history) == 0 {
+		return
+	}
+	old := history[len(history)-1]
+	switch {
+	case now.deletedBefore < old.deletedBefore:
+		m.problem("lifecycle", stream, "step %d: %s DeletedBefore went back from %d to %d (head version %d): deleted events are visible again", now.step, stream, old.deletedBefore, now.deletedBefore, now.version)
+	case old.tomb && !now.tomb:
+		m.problem("lifecycle", stream, "step %d: %s lost its tombstone (head version %d): a hard-deleted stream came back", now.step, stream, now.version)
+	case old.tomb && now.version != old.version:
+		m.problem("lifecycle", stream, "step %d: %s went from version %d to %d after its hard delete", now.step, stream, old.version, now.version)
+	}
 }
 
 type simMarker struct {
@@ -340,14 +398,20 @@ func (m *simMonitor) check(st simsched.Settled) {
 				continue
 			}
 			row, err := m.streamsT.Get(ctx, wr.PartitionKey, "H")
-			v := int64(0)
+			now := simHeadAt{step: st.Step}
 			if err == nil {
-				v, _ = row.Properties["Version"].(int64)
+				now.version, _ = row.Properties["Version"].(int64)
+				now.deletedBefore, _ = row.Properties["DeletedBefore"].(int64)
+				now.tomb, _ = row.Properties["Tombstone"].(bool)
+			}
+			v := now.version
+			if h := m.history[wr.PartitionKey]; len(h) == 0 && now != (simHeadAt{step: st.Step}) || len(h) > 0 && !h[len(h)-1].sameState(now) {
+				m.history[wr.PartitionKey] = append(h, now)
+				m.checkLifecycle(wr.PartitionKey, h, now)
 			}
 			if old := m.heads[wr.PartitionKey]; v != old {
 				m.changed[wr.PartitionKey] = true
 				m.heads[wr.PartitionKey] = v
-				m.history[wr.PartitionKey] = append(m.history[wr.PartitionKey], simHeadAt{step: st.Step, version: v})
 				for int64(len(m.landed[wr.PartitionKey])) < v {
 					m.landed[wr.PartitionKey] = append(m.landed[wr.PartitionKey], st.Now)
 				}
@@ -550,31 +614,34 @@ func (m *simMonitor) checkCheckpoints(ctx context.Context) {
 	m.world.problem("monitor: reading checkpoints: %v", err)
 }
 
-// versionsDuring returns the head versions a stream had between the steps from and to (both
-// included), with the one it had just before.
-func (m *simMonitor) versionsDuring(stream string, from, to int) []int64 {
-	var out []int64
-	before := int64(0)
+// statesDuring returns the head state a stream had just before the step from (the zero state: no
+// head), then those it had from the step from to the step to (both included), in order.
+func (m *simMonitor) statesDuring(stream string, from, to int) []simHeadAt {
+	out := []simHeadAt{{}}
 	for _, h := range m.history[stream] {
 		switch {
 		case h.step < from:
-			before = h.version
+			out[0] = h
 		case h.step <= to:
-			out = append(out, h.version)
+			out = append(out, h)
 		}
 	}
-	return append(out, before)
+	return out
 }
 
 // checkWrongVersions checks that every WrongExpectedVersionError was justified: during its call
-// the stream's head was at some moment a version the expectation refuses, and the Actual it
+// the stream's head was at some moment a version the expectation refuses (a soft-deleted stream
+// is at its last version and has no events: NoStream and that version admit it, StreamExists
+// does not; a hard-deleted one is refused as deleted, not for its version), and the Actual it
 // reported is a version the head had during the call.
 func (m *simMonitor) checkWrongVersions() {
 	for _, wv := range m.world.wrong {
-		during := m.versionsDuring(wv.stream, wv.from, wv.to)
+		states := m.statesDuring(wv.stream, wv.from, wv.to)
+		var during []int64
 		refused := false
-		for _, v := range during {
-			refused = refused || !simAdmits(wv.expected, v)
+		for _, h := range states {
+			during = append(during, h.version)
+			refused = refused || !h.tomb && !simAdmitsAt(wv.expected, h.version, h.softDeleted())
 		}
 		kind := "an expected version it remembered"
 		if wv.trueExpect {
@@ -582,13 +649,25 @@ func (m *simMonitor) checkWrongVersions() {
 		}
 		switch {
 		case !slices.Contains(during, wv.actual):
-			m.problem("wrong-version", wv.stream, "commit %s to %s, expecting %v (%s), was refused with WrongExpectedVersionError{Actual: %d}, but during the call (steps %d-%d) the head was only at %v",
-				wv.commit, wv.stream, wv.expected, kind, wv.actual, wv.from, wv.to, during)
+			m.problem("wrong-version", wv.stream, "commit %s to %s, expecting %v (%s), was refused with WrongExpectedVersionError{Actual: %d}, but the head was only (just before and during the call, steps %d-%d) at %v",
+				wv.commit, wv.stream, wv.expected, kind, wv.actual, wv.from, wv.to, states)
 		case !refused:
-			m.problem("wrong-version", wv.stream, "commit %s to %s, expecting %v (%s), was refused with WrongExpectedVersionError{Actual: %d}, but during the call (steps %d-%d) the head was always a version it admits: %v",
-				wv.commit, wv.stream, wv.expected, kind, wv.actual, wv.from, wv.to, during)
+			m.problem("wrong-version", wv.stream, "commit %s to %s, expecting %v (%s), was refused with WrongExpectedVersionError{Actual: %d}, but the head (just before and during the call, steps %d-%d) was always in a state it admits: %v",
+				wv.commit, wv.stream, wv.expected, kind, wv.actual, wv.from, wv.to, states)
 		}
 	}
+}
+
+// simAdmitsAt reports whether an expected version admits a stream at version v, soft-deleted or
+// not (the contract of Store.Delete and docs/storage-format.md, "Head row").
+func simAdmitsAt(e estuite.ExpectedVersion, v int64, softDeleted bool) bool {
+	if !softDeleted {
+		return simAdmits(e, v)
+	}
+	if x, exact := e.Version(); exact {
+		return x == v || x == 0
+	}
+	return e != estuite.StreamExists
 }
 
 // simAdmits reports whether an expected version admits a stream at version v.

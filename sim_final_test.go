@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -51,32 +52,51 @@ func simCheck(s *estuite.Store, backend table.Backend, world *simWorld, streams 
 		bad("dirty markers left after the final dispatcher: %s", strings.Join(left, ", "))
 	}
 
-	// The streams hold each commit once, contiguously, at the versions its writer was told.
+	// The streams hold each commit once, contiguously, at the versions its writer was told: in
+	// the rows stored, whatever a delete hides from reads (ReadStored). What a read shows of them
+	// is checked after (simCheckVisible).
 	stored := make(map[string][]estuite.RecordedEvent)
+	heads := make(map[string]estuite.StoredHead)
 	seen := make(map[string]int64) // commit ID → first version stored
 	for _, stream := range streams {
-		var got []estuite.RecordedEvent
-		r, err := s.Read(ctx, stream, nil)
-		if err != nil && !errors.Is(err, estuite.ErrStreamNotFound) {
-			bad("Read(%s): %v", stream, err)
+		sh, got, beyond, err := s.ReadStored(ctx, stream)
+		if err != nil {
+			bad("ReadStored(%s): %v", stream, err)
 			continue
 		}
-		if err == nil {
-			for e, err := range r.Events {
-				if err != nil {
-					bad("Read(%s): %v", stream, err)
-					break
-				}
-				got = append(got, e)
-			}
-			if int64(len(got)) != r.Version {
-				bad("%s: version %d, but %d events read", stream, r.Version, len(got))
-			}
+		if sh.Removed > 0 && sh.Removed >= sh.RemovedBefore {
+			bad("%s: %d first versions removed, but the head's removal floor is %d", stream, sh.Removed, sh.RemovedBefore)
 		}
-		stored[stream] = got
+		if len(got) > 0 && got[0].Version != sh.Removed+1 || int64(len(got))+sh.Removed != sh.Version {
+			bad("%s: version %d, but %d events stored after %d removed", stream, sh.Version, len(got), sh.Removed)
+		}
+		// Versions the scavenger removed stand as placeholders (no commit ID), so that the slice
+		// is indexed by version.
+		full := make([]estuite.RecordedEvent, 0, sh.Version)
+		for v := int64(1); v <= sh.Removed; v++ {
+			full = append(full, estuite.RecordedEvent{Stream: stream, Version: v})
+		}
+		got = append(full, got...)
+		if beyond > 0 {
+			bad("%s: %d event rows stored past the head's version %d", stream, beyond, sh.Version)
+		}
+		stored[stream], heads[stream] = got, sh
+		problems = append(problems, simCheckVisible(ctx, s, stream, sh, got)...)
+		if world.del != nil {
+			problems = append(problems, world.del.checkStoredDeletion(stream, sh)...)
+		}
 		for i := 0; i < len(got); {
 			e := got[i]
+			if e.Version <= sh.Removed {
+				i++ // removed by the scavenger
+				continue
+			}
 			c := world.commits[e.CommitID]
+			if c != nil && c.stream == stream && i > 0 && got[i-1].Version <= sh.Removed && e.Version > c.first && c.first <= sh.Removed {
+				// The rest of a commit whose first events a pass cut short by its time bound removed.
+				i += int(c.first + int64(len(c.events)) - e.Version)
+				continue
+			}
 			if c == nil || c.stream != stream {
 				bad("%s version %d: commit %q that no writer made to this stream", stream, e.Version, e.CommitID)
 				i++
@@ -101,6 +121,9 @@ func simCheck(s *estuite.Store, backend table.Backend, world *simWorld, streams 
 	}
 	for _, c := range world.commits {
 		first, stored := seen[c.id]
+		if h := heads[c.stream]; c.state == present && !stored && c.first <= h.Removed {
+			continue // its events were deleted and the scavenger removed them
+		}
 		switch {
 		case c.state == present && !stored:
 			bad("commit %s was reported committed at %d-%d, but %s does not hold it (attempts: %v)", c.id, c.first, c.last, c.stream, c.attempts)
@@ -121,10 +144,16 @@ func simCheck(s *estuite.Store, backend table.Backend, world *simWorld, streams 
 				saved = max(saved, c.last)
 			}
 		}
+		sh := heads[stream]
+		visible := max(1, sh.DeletedBefore) // the first version a read shows
+		if saved < visible {
+			saved = 0 // a snapshot from before a delete reflects deleted events: a read ignores it
+		}
 		var found *estuite.Snapshot
 		for schema := 1; schema <= 2; schema++ {
 			r, err := s.Read(ctx, stream, &estuite.ReadOptions{WithSnapshot: true, SnapshotSchema: schema})
-			if errors.Is(err, estuite.ErrStreamNotFound) {
+			if errors.Is(err, estuite.ErrStreamNotFound) || errors.Is(err, estuite.ErrStreamDeleted) {
+				saved = 0 // simCheckVisible checked the error
 				break
 			}
 			if err != nil {
@@ -155,10 +184,13 @@ func simCheck(s *estuite.Store, backend table.Backend, world *simWorld, streams 
 					bad("%s: snapshot %q of no commit of the stream with a snapshot", stream, sn.Data)
 				case v < 1 || v > int64(len(st)) || st[v-1].CommitID != id || v < int64(len(st)) && st[v].CommitID == id:
 					bad("%s: snapshot of commit %s at version %d, which is not that commit's last event", stream, id, v)
+				case v < visible:
+					bad("%s: a read returned the snapshot of commit %s at version %d, from before the stream's delete (DeletedBefore %d): the state of deleted events", stream, id, v, sh.DeletedBefore)
 				}
 				world.stats.snapshots++
 			}
 			st := stored[stream]
+			from = max(from, visible-1)
 			if from > int64(len(st)) || len(after) != len(st)-int(from) {
 				bad("%s: read with snapshot schema %d from version %d holds %d events; the stream %d", stream, schema, from, len(after), len(st))
 				continue
@@ -180,7 +212,7 @@ func simCheck(s *estuite.Store, backend table.Backend, world *simWorld, streams 
 	var feed []estuite.FeedEvent
 	after := int64(0)
 	for {
-		page, err := s.ReadFeed(ctx, &estuite.FeedOptions{After: after})
+		page, err := s.ReadFeedWithRedacted(ctx, after)
 		if err != nil {
 			bad("ReadFeed after %d: %v", after, err)
 			break
@@ -192,6 +224,7 @@ func simCheck(s *estuite.Store, backend table.Backend, world *simWorld, streams 
 		after = page.Next
 	}
 	last := make(map[string]int64)
+	redacted := 0
 	for i, ev := range feed {
 		if ev.Position != int64(i+1) {
 			bad("feed position %d holds position %d", i+1, ev.Position)
@@ -206,10 +239,27 @@ func simCheck(s *estuite.Store, backend table.Backend, world *simWorld, streams 
 			bad("feed position %d: %s version %d is not in the stream table", ev.Position, ev.Stream, ev.Version)
 			continue
 		}
+		h := heads[ev.Stream]
+		switch {
+		case ev.Redacted && ev.Version >= h.RemovedBefore:
+			bad("feed position %d: %s version %d is redacted, but the head's removal floor is %d: a visible event lost", ev.Position, ev.Stream, ev.Version, h.RemovedBefore)
+			continue
+		case ev.Redacted:
+			redacted++
+			continue // its contents are gone, as they should be
+		case ev.Version <= h.Removed:
+			bad("feed position %d: %s version %d was removed from the stream table, but not redacted in the feed", ev.Position, ev.Stream, ev.Version)
+			continue
+		}
 		want := st[ev.Version-1]
 		if ev.ID != want.ID || ev.CommitID != want.CommitID || ev.Type != want.Type || string(ev.Data) != string(want.Data) {
 			bad("feed position %d: %s version %d is %s/%s %s; the stream holds %s/%s %s", ev.Position, ev.Stream, ev.Version, ev.CommitID, ev.ID, ev.Data, want.CommitID, want.ID, want.Data)
 		}
+	}
+	world.stats.redacted = redacted
+	// Verify, over the same tables, finds nothing wrong: no loss, no wrong redaction.
+	if r, err := s.Verify(ctx, nil); err != nil || !r.OK() {
+		bad("Verify at the end: %+v, %v", r, err)
 	}
 	total := 0
 	for _, stream := range streams {
@@ -258,4 +308,66 @@ func simCheck(s *estuite.Store, backend table.Backend, world *simWorld, streams 
 		}
 	}
 	return problems, len(feed)
+}
+
+// simCheckVisible checks what a read of a stream shows against what is stored: exactly the events
+// from the head's DeletedBefore on (the simulation sets no retention), ErrStreamNotFound when there
+// are none (never written, or soft-deleted and not written since), ErrStreamDeleted after a hard
+// delete — forward, backward with a limit, and Version alike.
+func simCheckVisible(ctx context.Context, s *estuite.Store, stream string, sh estuite.StoredHead, stored []estuite.RecordedEvent) (problems []string) {
+	bad := func(format string, args ...any) { problems = append(problems, fmt.Sprintf(format, args...)) }
+	var want error
+	switch {
+	case sh.Tombstone:
+		want = estuite.ErrStreamDeleted
+	case !sh.Exists || sh.Version == 0 || sh.DeletedBefore > sh.Version:
+		want = estuite.ErrStreamNotFound
+	}
+	visible := stored[min(int64(len(stored)), max(1, sh.DeletedBefore)-1):]
+	for _, o := range []*estuite.ReadOptions{nil, {Direction: estuite.Backward, Limit: 3}} {
+		r, err := s.Read(ctx, stream, o)
+		switch {
+		case want != nil && !errors.Is(err, want):
+			bad("Read(%s, %+v) = %v; the head (%+v) says %v", stream, o, err, sh, want)
+			continue
+		case want != nil:
+			continue
+		case err != nil:
+			bad("Read(%s, %+v): %v; the head is %+v", stream, o, err, sh)
+			continue
+		}
+		var got []estuite.RecordedEvent
+		for e, err := range r.Events {
+			if err != nil {
+				bad("Read(%s, %+v): %v", stream, o, err)
+				break
+			}
+			got = append(got, e)
+		}
+		exp := visible
+		if o != nil {
+			exp = slices.Clone(visible[max(0, len(visible)-o.Limit):])
+			slices.Reverse(exp)
+		}
+		ok := r.Version == sh.Version && len(got) == len(exp)
+		for i := 0; ok && i < len(got); i++ {
+			ok = got[i].Version == exp[i].Version && got[i].ID == exp[i].ID && got[i].CommitID == exp[i].CommitID
+		}
+		if !ok {
+			bad("Read(%s, %+v) shows version %d, events %v; stored: version %d, DeletedBefore %d, visible events %v", stream, o, r.Version, simVersions(got), sh.Version, sh.DeletedBefore, simVersions(exp))
+		}
+	}
+	v, err := s.Version(ctx, stream)
+	if want != nil && !errors.Is(err, want) || want == nil && (err != nil || v != sh.Version) {
+		bad("Version(%s) = %d, %v; the head is %+v", stream, v, err, sh)
+	}
+	return problems
+}
+
+func simVersions(events []estuite.RecordedEvent) []int64 {
+	out := make([]int64, len(events))
+	for i, e := range events {
+		out[i] = e.Version
+	}
+	return out
 }

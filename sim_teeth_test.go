@@ -87,6 +87,37 @@ import (
 //     (now the monotonic clock: TestAppendAfterTheAnnounceWindowWritesItsOwnMarker); and a slow
 //     poll after steps that found only unlanded early markers
 //     (TestStartedDispatcherPollsSoonAfterUnlandedEarlyMarkers).
+//  8. Stream deletes (sim_delete_test.go): in the deletion seeds (seed%7 == 6, not erasure seeds:
+//     57 of the 500 default seeds) a deleter soft-deletes random streams and hard-deletes one or
+//     two reserved ones while the writers append to all of them. Four defects put back, each on
+//     its own, and the default run's 57 deletion seeds run (2026-12-01, the four bugs below fixed):
+//     (a) a delete writes the head without its ETag — in Store.Delete (lifecycle.go), `IfMatch:
+//     h.etag` → `IfMatch: table.AnyETag` — so that an append that landed since is overwritten:
+//     15 seeds (20, 55, 62, 76, 118, 160, 216, 223, 230, 258, 286, 307, 342, 426, 447), by the
+//     monitor and the final checks — "the head went back from version 102 to 72", "30 event rows
+//     stored past the head's version 72", "commit w3-c46 was reported committed at 86-87, but
+//     sim-2 does not hold it", appends failing on event rows left behind; (b) an append does not
+//     carry the lifecycle state over to the head it writes — in headWrite (append.go), the
+//     Replace's `headEntity(pk, version, h.meta)` → `headEntity(pk, version, headMeta{})`: 47
+//     seeds (6, 20, 27, 41, 48, …) — "step 292: sim-0 DeletedBefore went back from 15 to 0 (head
+//     version 16): deleted events are visible again", "sim-0: a delete was answered ok at version
+//     14, but the stream's head has DeletedBefore 0"; (c) appends ignore the tombstone — in round
+//     (appendqueue.go), `if h.meta.tombstone {` → `if false && h.meta.tombstone {`: 22 seeds (41,
+//     62, 76, 97, 153, …) — "commit w1-c11 to sim-4 was answered committed at 5-5, but its call
+//     began (step 669) after a hard delete of the stream at version 4 was answered (step 600)";
+//     (d) appends judge a soft-deleted stream by its version alone — in plan (appendqueue.go),
+//     `admitsAt(running, h.meta.softDeleted(running))` → `admitsAt(running, false)`: 19 seeds (20,
+//     83, 97, 111, 181, …), by the wrong-version check — "commit w4-c7 to sim-0, expecting 0 (an
+//     expected version it remembered), was refused with WrongExpectedVersionError{Actual: 7}, but
+//     the head (just before and during the call, steps 890-896) was always in a state it admits:
+//     [step 758: version 7 (soft-deleted)]". (The wrong-version messages now list head states with
+//     their deletion state, not the bare versions quoted in item 5.)
+//     When deletes entered the simulation its checks found four bugs, each now fixed with a test
+//     and a regression seed (simRegressionSeeds); put back, each fails these deletion seeds: a
+//     delete answered from a cached soft-deleted head of a stream recreated since — 18 seeds (6,
+//     20, 76, 90, …); an append re-reading a stale cached head and landing on the tombstone it
+//     found — seeds 461, 475; a read returning a snapshot from before the delete — seeds 48, 307,
+//     391, 496; a soft delete whose answer was lost judged again on its own effect — seed 216.
 //
 // The same check found a bug of group commit (appendqueue.go) when the two met: an append refused
 // part-way through a combined batch was answered with a version the head never had (the version
@@ -128,6 +159,17 @@ var simRegressionSeeds = []struct {
 	// allowance now grows with the largest backlog since the waiting event landed (simPerEvent).
 	// Starvation (defect 1) is still caught on seeds 198 and 470, whose backlogs stay under 50.
 	{seed: 11100, big: true, covers: "liveness allowance of an overloaded big schedule (backlog of 7,516 events)"},
+	// Found by the deletion seeds (sim_delete_test.go) when stream deletes entered the simulation;
+	// each fixed, with a test in lifecycle_test.go.
+	{seed: 6, covers: "a delete answered ok from a cached soft-deleted head, the stream recreated since by another store (TestDeleteOfStreamRecreatedByAnotherStore)"},
+	{seed: 475, covers: "an append on a stale cached head re-read the head and landed on its tombstone, judged by the soft-deleted rules (TestAppendOnStaleHeadAfterHardDelete; also seed 461)"},
+	{seed: 48, covers: "a read with a snapshot returned one written before the stream's soft delete (TestReadIgnoresSnapshotFromBeforeDelete; also seeds 307, 391, 496)"},
+	{seed: 216, covers: "a soft delete whose answer was lost, judged again on its own effect: StreamExists refused (TestDeleteWhoseAnswerWasLost)"},
+	// Not a store bug: the liveness allowance did not count crashes of the would-be successor while
+	// the lease holder was dead (the only other process crashed again and again, each restart
+	// watching the orphaned lease anew). Such a crash now allows takeover + restartDelay, as a
+	// pause does.
+	{seed: 356, covers: "liveness allowance for crashes while the lease is orphaned"},
 }
 
 // TestSimulationRegressions replays the seeds that once failed.

@@ -60,6 +60,10 @@ import (
 // (simsched.Clock) is a bubble timer scaled by the clock's drift: it ends when its virtual deadline
 // has passed, when wake is ready, or at once when the actor has crashed (its context is done).
 //
+// Stream deletes enter in the deletion seeds (sim_delete_test.go): a deleter actor in one process
+// soft- and hard-deletes streams while the writers write; the final checks read the stored rows
+// (whatever a delete hides) for the checks above, and check separately what reads show.
+//
 // The teeth — which check catches which known defect, on which seeds, and how to put a defect
 // back to see it fail — are in sim_teeth_test.go.
 var (
@@ -299,7 +303,8 @@ func simParamsFor(seed uint64, big bool) simParams {
 //     the lease once the others have seen it unchanged for one lease on their own clocks (which
 //     may run slow against the holder's), looking every lease/3.
 //   - a crash of the holder's process allows takeover + restartDelay more (if every process is
-//     down, the next comes up within restartDelay); a pause of the holder's dispatcher for d
+//     down, the next comes up within restartDelay), and so does a crash of any process while the
+//     holder is dead (it may have been taking the lease over); a pause of the holder's dispatcher for d
 //     (or of any dispatcher while the holder is dead: it may be the next holder) allows d more,
 //     and takeover more if d ≥ lease/2 (it may lose the lease meanwhile); a change
 //     of holder allows maxPoll + 1 s more (the new holder's view of the feed page may be stale:
@@ -405,6 +410,8 @@ func runSimulationInBubble(p simParams, dir string) (res simResult) {
 	world := &simWorld{sched: sched, commits: make(map[string]*simCommit), subs: make(map[string][]*simInstance), done: make(map[string]*simHandled)}
 	sim.world = world
 	world.erase = newSimErasure(p.cfg.Seed)
+	del, deleter, deleterOn := newSimDeleter(p, streams)
+	world.del = del
 	mon, err := newSimMonitor(world, backend, streams, simShardOf)
 	if err != nil {
 		return simResult{problems: []string{err.Error()}}
@@ -422,6 +429,9 @@ func runSimulationInBubble(p simParams, dir string) (res simResult) {
 		m := &simMachine{id: i + 1, clock: sched.Clock(p.offsets[i], p.drifts[i]), owner: fmt.Sprintf("m%d", i+1)}
 		if p.subs[i] {
 			m.sub = fmt.Sprintf("sub-%d", i+1)
+		}
+		if i == deleterOn {
+			m.deleter = deleter
 		}
 		sim.machines = append(sim.machines, m)
 	}
@@ -456,6 +466,7 @@ func runSimulationInBubble(p simParams, dir string) (res simResult) {
 	res.hash, res.steps, res.trace = sched.Hash(), sched.Steps(), sched.Trace()
 	virtual := sched.Now().Sub(simStart)
 	mon.checkWrongVersions()
+	res.problems = append(res.problems, sim.checkDeletes()...)
 
 	// The final, fault-free dispatcher, a new process on the same storage.
 	final, err := estuite.Open(context.Background(), backend, &estuite.Options{Now: sched.Now})
@@ -499,9 +510,9 @@ func runSimulationInBubble(p simParams, dir string) (res simResult) {
 	} else if p.pageSize > 0 || p.emptyPages {
 		store = fmt.Sprintf("mem(pages of %d, empty pages %v)", p.pageSize, p.emptyPages)
 	}
-	res.summary = fmt.Sprintf("%s on %s, feed pages of %d; %d machines (clocks %v), %d writers, %d crashes, %d restarts; %d steps in %v virtual; appends: %d ok, %d duplicate, %d wrong version, %d unavailable, %d crashed, %d with their snapshot saved (%d streams end with one), %d commands withdrawn (of those announced early, %.0f%% of all); subscriptions handled %d positions (%d redelivered); feed %d events (%d by the final dispatcher); longest wait for the feed %v (calm %v, base allowance %v); backlog up to %d events (%v each)",
+	res.summary = fmt.Sprintf("%s on %s, feed pages of %d; %d machines (clocks %v), %d writers, %d crashes, %d restarts; %d steps in %v virtual; appends: %d ok, %d duplicate, %d wrong version, %d unavailable, %d crashed, %d with their snapshot saved (%d streams end with one), %d commands withdrawn (of those announced early, %.0f%% of all), %d feed entries redacted by the scavenger; subscriptions handled %d positions (%d redelivered); feed %d events (%d by the final dispatcher); longest wait for the feed %v (calm %v, base allowance %v); backlog up to %d events (%v each)",
 		kind, store, p.feedPageSize, p.machines, p.offsets, len(p.writersOn), sim.crashes, sim.restarts, res.steps, virtual.Round(time.Millisecond),
-		s.ok, s.dup, s.wev, s.unavailable, s.crashed, s.snapSaved, s.snapshots, s.withdrawn, 100*p.announce, world.handledTotal(), s.redelivered, feedLen, finalEvents, mon.maxWait.Round(time.Millisecond), mon.maxCalm.Round(time.Millisecond), mon.base.Round(time.Millisecond), mon.maxPeak, mon.perEvent) + erasure
+		s.ok, s.dup, s.wev, s.unavailable, s.crashed, s.snapSaved, s.snapshots, s.withdrawn, 100*p.announce, s.redacted, world.handledTotal(), s.redelivered, feedLen, finalEvents, mon.maxWait.Round(time.Millisecond), mon.maxCalm.Round(time.Millisecond), mon.base.Round(time.Millisecond), mon.maxPeak, mon.perEvent) + erasure + del.summary(world)
 	return res
 }
 
