@@ -304,7 +304,7 @@ func (sim *simRun) spawnProcess(m *simMachine, delay time.Duration, resume bool)
 		}
 		busy := &simBusy{name: p.name + "/d", world: sim.world, actor: simsched.ActorOf(ctx), clock: m.clock}
 		d := estuite.NewDispatcher(p.store, &estuite.DispatcherOptions{
-			Owner: m.owner, LeaseDuration: o.lease, FenceAfter: o.fenceAfter,
+			Owner: m.owner, LeaseDuration: o.lease, FenceAfter: o.fenceAfter, ScavengeInterval: o.scavengeInterval,
 			PollInterval: o.poll, MaxPollInterval: o.maxPoll, Workers: 1, Clock: m.clock,
 			OnStep: busy.step,
 		})

@@ -118,6 +118,17 @@ import (
 //     20, 76, 90, …); an append re-reading a stale cached head and landing on the tombstone it
 //     found — seeds 461, 475; a read returning a snapshot from before the delete — seeds 48, 307,
 //     391, 496; a soft delete whose answer was lost judged again on its own effect — seed 216.
+//  9. The scavenger (scavenge.go): in the deletion seeds the lease holders scavenge every 30-300 ms
+//     of virtual time inside the real Start loop; the final checks read the stored rows (rows
+//     below the head's removal floor may be gone, and then their feed entries must be redacted),
+//     subscriptions receive the redacted entries, and Verify must find nothing wrong. Put back
+//     (2026-12-01, 500 default seeds): (a) a floor that covers every version (`floor = h.version
+//     + 1` in raiseFloor) — seed 6 first, "Read(sim-0) shows version 45, events [36 …]; … visible
+//     events [19 …]"; (b) the event rows deleted before their feed rows are redacted, with a
+//     crash or a failed call between — seed 6 and others, "feed position 6: sim-2 version 1 was
+//     removed from the stream table, but not redacted in the feed". Removing events the feed
+//     does not hold yet (`upTo := floor - 1`) is caught by the scavenger itself (no feed position
+//     to redact: the pass fails), not by the checks.
 //
 // The same check found a bug of group commit (appendqueue.go) when the two met: an append refused
 // part-way through a combined batch was answered with a version the head never had (the version

@@ -133,6 +133,8 @@ type simParams struct {
 	// stream before it appends; announceWindow is the stores' AnnounceWindow.
 	announce       float64
 	announceWindow time.Duration
+	// scavengeInterval is the dispatchers' ScavengeInterval (0: the default).
+	scavengeInterval time.Duration
 
 	lease, fenceAfter, poll, maxPoll time.Duration
 	dispatcherWeight                 int
@@ -282,6 +284,12 @@ func simParamsFor(seed uint64, big bool) simParams {
 		p.announce = 0.2 + 0.45*r.Float64()
 	}
 	p.announceWindow = p.fenceAfter * 45 / 100
+	// In the deletion seeds the lease holders scavenge often, so that passes meet appends,
+	// deletes and dispatch under way (elsewhere the default interval: a pass when a holder
+	// starts).
+	if simDeletes(seed) {
+		p.scavengeInterval = dur(30*time.Millisecond, 300*time.Millisecond)
+	}
 	return p
 }
 
