@@ -364,15 +364,7 @@ func TestSoftDeleteRacesAppendsUnderFaults(t *testing.T) {
 // the race to it is refused, not written.
 func TestHardDeleteWithALostAnswer(t *testing.T) {
 	ctx := context.Background()
-	var lose atomic.Bool
-	b := mem.New(&mem.Options{Faults: func(c mem.Call) mem.Fault {
-		if lose.Load() && c.Method == mem.MethodSubmit && c.Table == "estuitestreams" {
-			lose.Store(false)
-			return mem.FailAfter
-		}
-		return mem.NoFault
-	}})
-	s := openStore(t, b, nil)
+	s, lose := storeLosingAnAnswer(t)
 	appendN(t, s, "lost", 2)
 	lose.Store(true)
 	res, err := s.Delete(ctx, "lost", &estuite.DeleteOptions{Hard: true, Expected: estuite.Exactly(2)})
@@ -527,4 +519,18 @@ func TestDeleteWhoseAnswerWasLost(t *testing.T) {
 	if _, err := s.Delete(ctx, "c", nil); !errors.Is(err, estuite.ErrUnavailable) {
 		t.Fatalf("Delete with storage failing = %v; want ErrUnavailable", err)
 	}
+}
+
+// storeLosingAnAnswer returns a store on memory whose next stream-table write, once lose is set,
+// takes effect and then fails as if its answer were lost.
+func storeLosingAnAnswer(t *testing.T) (*estuite.Store, *atomic.Bool) {
+	var lose atomic.Bool
+	b := mem.New(&mem.Options{Faults: func(c mem.Call) mem.Fault {
+		if lose.Load() && c.Method == mem.MethodSubmit && c.Table == "estuitestreams" {
+			lose.Store(false)
+			return mem.FailAfter
+		}
+		return mem.NoFault
+	}})
+	return openStore(t, b, nil), &lose
 }

@@ -109,15 +109,7 @@ func TestRemovalSnapshotBelowTheVisibleFloorIsIgnored(t *testing.T) {
 // stream deleted and reports a wrong expected version for a delete that took effect.
 func TestRemovalSoftDeleteWithALostAnswer(t *testing.T) {
 	ctx := context.Background()
-	var lose atomic.Bool
-	b := mem.New(&mem.Options{Faults: func(c mem.Call) mem.Fault {
-		if lose.Load() && c.Method == mem.MethodSubmit && c.Table == "estuitestreams" {
-			lose.Store(false)
-			return mem.FailAfter
-		}
-		return mem.NoFault
-	}})
-	s := openStore(t, b, nil)
+	s, lose := storeLosingAnAnswer(t)
 	appendN(t, s, "lost", 2)
 	lose.Store(true)
 	res, err := s.Delete(ctx, "lost", &estuite.DeleteOptions{Expected: estuite.StreamExists})
