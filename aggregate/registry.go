@@ -247,12 +247,26 @@ type Event struct {
 	Schema int
 	// Recorded is the event as the store returned it.
 	Recorded estuite.RecordedEvent
+	// Erased is true for an event whose subject was forgotten (estuite.Store.Forget): Value is
+	// then the zero value of the current form (a new zero value for a pointer type), which an
+	// aggregate's Apply should treat as "something happened here whose details are erased".
+	Erased bool
 }
 
 // Decode decodes a stored event (a FeedEvent's RecordedEvent too) into its current form,
 // upcasting it as registered. An unknown type name or schema is a *DecodeError wrapping an
 // *UnknownEventTypeError (errors.As finds either); a codec failure is a *DecodeError too.
 func (r *Registry) Decode(e estuite.RecordedEvent) (Event, error) {
+	if e.Erased {
+		// Its subject was forgotten: no data and no metadata (so no schema) are left. It
+		// decodes as the zero value of its type's current form (upcast from the oldest form its
+		// name has, when the name is no longer current), with Erased set.
+		v, f, err := r.erased(e.Type)
+		if err != nil {
+			return Event{}, &DecodeError{Stream: e.Stream, Version: e.Version, Type: e.Type, Schema: 0, Err: err}
+		}
+		return Event{Value: v, Type: f.name, Schema: f.schema, Recorded: e, Erased: true}, nil
+	}
 	schema, err := schemaOf(e.Metadata)
 	if err != nil {
 		return Event{}, &DecodeError{Stream: e.Stream, Version: e.Version, Type: e.Type, Schema: 0, Err: err}
@@ -262,6 +276,34 @@ func (r *Registry) Decode(e estuite.RecordedEvent) (Event, error) {
 		return Event{}, &DecodeError{Stream: e.Stream, Version: e.Version, Type: e.Type, Schema: schema, Err: err}
 	}
 	return Event{Value: v, Type: f.name, Schema: f.schema, Recorded: e}, nil
+}
+
+// erased returns the value an erased event of type name decodes to: the zero value of its
+// current form, or of the oldest form the name has, upcast.
+func (r *Registry) erased(name string) (any, form, error) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	if c, ok := r.current[name]; ok {
+		return zeroOf(c.goType), c.form, nil
+	}
+	var u *upcaster
+	for f, x := range r.upcasters {
+		if f.name == name && (u == nil || f.schema < u.schema) {
+			u = x
+		}
+	}
+	if u == nil {
+		return nil, form{name, 0}, &UnknownEventTypeError{Type: name, Schema: 0}
+	}
+	return r.upcastLocked(u, zeroOf(u.from))
+}
+
+// zeroOf is the zero value of t, or a pointer to a new zero value when t is a pointer type.
+func zeroOf(t reflect.Type) any {
+	if t.Kind() == reflect.Pointer {
+		return reflect.New(t.Elem()).Interface()
+	}
+	return reflect.Zero(t).Interface()
 }
 
 // decode decodes data stored as form f and upcasts it to a current form.
@@ -280,6 +322,13 @@ func (r *Registry) decode(f form, data []byte) (any, form, error) {
 	if err != nil {
 		return nil, f, err
 	}
+	return r.upcastLocked(u, v)
+}
+
+// upcastLocked runs upcaster u on v, then the upcasters after it, up to a current form. The
+// caller holds r.mu.
+func (r *Registry) upcastLocked(u *upcaster, v any) (any, form, error) {
+	f := u.form
 	// Every step runs a different upcaster (each takes its own Go type), so a chain is at most as
 	// long as there are upcasters; a longer one has come back to where it was.
 	for range len(r.upcasters) {
