@@ -343,7 +343,23 @@ func TestSoftDeleteRacesAppendsUnderFaults(t *testing.T) {
 			interleaved++
 		}
 		b.SetFaults(nil)
-		stepUntilIdle(t, estuite.NewDispatcher(deleter, nil))
+		// Appends whose batches failed before they took effect left markers that only a fence
+		// resolves: step on a clock that passes FenceAfter between steps.
+		clock := &fakeClock{now: time.Unix(1e9, 0)}
+		d := estuite.NewDispatcher(deleter, &estuite.DispatcherOptions{Clock: clock, FenceAfter: time.Second})
+		for i := 0; ; i++ {
+			st, err := d.Step(ctx)
+			if err != nil {
+				t.Fatalf("seed %d: Step: %v", seed, err)
+			}
+			if st.Streams == 0 {
+				break
+			}
+			if i == 100 {
+				t.Fatalf("seed %d: the dispatcher did not become idle", seed)
+			}
+			clock.Add(1100 * time.Millisecond)
+		}
 		feed := readFeedAll(t, deleter)
 		version, _ := deleter.Version(ctx, "race")
 		if errors.Is(err, estuite.ErrStreamNotFound) {
