@@ -128,14 +128,11 @@ func (s *Store) locateDispatched(ctx context.Context, pk, stream string, version
 	}
 	// The stream has no events in the current page: its progress row holds what the earlier
 	// pages hold of it (raised before the current page's first write).
-	row, err := s.streams.get(ctx, pk, progressRowKey)
-	if errors.Is(err, table.ErrNotFound) {
-		return 0, false, nil
-	}
+	d, err := s.progressOf(ctx, pk)
 	if err != nil {
 		return 0, false, err
 	}
-	if d, _ := row.Properties[propDispatched].(int64); d < version || page == 0 {
+	if d < version || page == 0 {
 		return 0, false, nil
 	}
 	for p := page - 1; p >= 0; p-- {
