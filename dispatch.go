@@ -120,6 +120,9 @@ type Dispatcher struct {
 	cursors   [dirtyShards]string // per shard: the stream hash the next step starts at ("": the first)
 	shardTurn int                 // which of the scanned shards goes first
 	writeTurn int                 // which of a step's streams is written into the feed first
+	// gone: stream pk → how many steps in a row, each on a view of the feed read afresh, found
+	// its next rows gone below the removal floor though the feed does not hold them.
+	gone map[string]int
 
 	// pendingSince: stream pk → when a step first found it with work pending (on d.o.Clock), for
 	// Health. Kept for the streams of the last steps only, so it stays bounded.
@@ -256,7 +259,8 @@ func (d *Dispatcher) step(ctx context.Context, shards []int) (stats DispatchStat
 	if err := d.s.checkOpen(); err != nil {
 		return stats, err
 	}
-	if d.st == nil {
+	fresh := d.st == nil // this step's view of the feed is read now
+	if fresh {
 		if err := d.load(ctx); err != nil {
 			return stats, err
 		}
@@ -287,6 +291,9 @@ func (d *Dispatcher) step(ctx context.Context, shards []int) (stats DispatchStat
 		}
 		stats.Incomplete = stats.Incomplete || w.truncated
 		stale = stale || w.stale
+		if err := d.checkGone(w, fresh); err != nil {
+			return stats, err
+		}
 	}
 	if stale {
 		defer func() { d.st = nil }() // read the feed's page again before the next step
@@ -633,13 +640,41 @@ func (d *Dispatcher) readStream(ctx context.Context, w *streamWork, from int64) 
 		w.headVer, w.removedBefore = h.version, h.meta.removedBefore
 	}
 	if w.hasProg {
-		v, ok := w.progress.Properties[propDispatched].(int64)
-		if !ok || v < 0 {
-			return corrupt(w.pk, progressRowKey, "malformed dispatch progress row")
+		g, err := decodeProgress(w.pk, w.progress)
+		if err != nil {
+			return err
 		}
-		w.dispatched = v
+		w.dispatched = g.dispatched
 	}
 	return nil
+}
+
+// lostAfter is how many steps in a row, each on a view of the feed read afresh, must find a
+// stream's next rows gone below its removal floor before the dispatcher calls them lost. One such
+// step can be the work of a scavenger that ran after another dispatcher's write (during a lease
+// handover); two in a row cannot, since the scavenger removes only what the feed holds.
+const lostAfter = 2
+
+// checkGone counts the steps in a row that found w's next rows scavenged though the feed does
+// not hold them, and reports them corrupt — lost before they were dispatched, which no retry
+// mends — once lostAfter steps on fresh views have.
+func (d *Dispatcher) checkGone(w *streamWork, fresh bool) error {
+	if !w.stale {
+		delete(d.gone, w.pk)
+		return nil
+	}
+	if !fresh {
+		return nil
+	}
+	if d.gone == nil || len(d.gone) > 1024 {
+		d.gone = make(map[string]int) // bounded: a stream left out keeps its count at most this long
+	}
+	d.gone[w.pk]++
+	if d.gone[w.pk] < lostAfter {
+		return nil
+	}
+	delete(d.gone, w.pk)
+	return corrupt(w.pk, eventKey(w.dispatched+1), "event rows from version %d (below the removal floor %d) are gone, but the feed does not hold them: they were lost before they were dispatched", w.dispatched+1, w.removedBefore)
 }
 
 // plan decides what of a stream goes into the feed now, and whether its markers can go. A
@@ -922,7 +957,7 @@ func (d *Dispatcher) rollover(ctx context.Context) error {
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			errs[i] = d.confirmProgress(ctx, pks[i], todo[i].version)
+			errs[i] = d.confirmProgress(ctx, pks[i], todo[i].version, d.st.page)
 			if errs[i] == nil {
 				todo[i].confirmed = true
 			}
@@ -936,17 +971,21 @@ func (d *Dispatcher) rollover(ctx context.Context) error {
 	return nil
 }
 
-// confirmProgress raises a stream's progress row to at least version. The row only ever grows:
-// it is written under the ETag it was read with.
-func (d *Dispatcher) confirmProgress(ctx context.Context, pk string, version int64) error {
+// confirmProgress raises a stream's progress row to at least version, and adds page (the page
+// being left, whose marker of the stream is at version; -1: none) to the row's page index. The
+// row only ever grows: it is written under the ETag it was read with.
+func (d *Dispatcher) confirmProgress(ctx context.Context, pk string, version, page int64) error {
 	st := d.s.streams
 	for attempt := 0; ; attempt++ {
 		op := table.Op{Kind: table.Insert}
+		var g progressRow
 		row, err := st.get(ctx, pk, progressRowKey)
 		switch {
 		case err == nil:
-			cur, _ := row.Properties[propDispatched].(int64)
-			if cur >= version {
+			if g, err = decodeProgress(pk, row); err != nil {
+				return err
+			}
+			if g.dispatched >= version {
 				return nil
 			}
 			op = table.Op{Kind: table.Replace, IfMatch: row.ETag}
@@ -956,6 +995,12 @@ func (d *Dispatcher) confirmProgress(ctx context.Context, pk string, version int
 		op.Entity = table.Entity{PartitionKey: pk, RowKey: progressRowKey, Properties: map[string]any{
 			propDispatched: version, propUpdated: d.s.now().UTC(),
 		}}
+		if page >= 0 {
+			g.index.add(g.dispatched, page, version)
+		}
+		if len(g.index.entries) > 0 { // kept as it was when this is not a page being left
+			op.Entity.Properties[propPages] = g.index.encode()
+		}
 		_, err = st.submitOnce(ctx, pk, []table.Op{op})
 		var be *table.BatchError
 		if err == nil || (!errors.As(err, &be) && !errors.Is(err, table.ErrTransient)) || attempt >= st.retry.MaxAttempts {

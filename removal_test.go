@@ -2,6 +2,9 @@ package estuite_test
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -50,7 +53,6 @@ func TestRemovalWorkRowSurvivesARacingScavenger(t *testing.T) {
 	}
 }
 
-// Redacting a stream's runs costs in proportion to the feed between them, not to what is removed.
 // A soft delete judged on a cached head that says "already deleted" succeeds without deleting
 // what another store appended since (recreating the stream).
 func TestRemovalSoftDeleteOnAStaleCachedHead(t *testing.T) {
@@ -75,9 +77,6 @@ func TestRemovalSoftDeleteOnAStaleCachedHead(t *testing.T) {
 	}
 }
 
-// Event rows gone below the removal floor that the feed never held: lost, not removed. Does
-// Verify say so?
-// The lease holder's scavenge pass runs inline in its loop: while it runs, nothing is dispatched.
 // A read with a snapshot older than the first visible version: snapshot@5 plus events from 8.
 func TestRemovalSnapshotBelowTheVisibleFloorIsIgnored(t *testing.T) {
 	ctx := context.Background()
@@ -303,5 +302,93 @@ func TestRemovalTwoScavengersAtOnce(t *testing.T) {
 	}
 	if got := eventRowVersions(t, s1, b, "big"); len(got) != 0 {
 		t.Fatalf("left %d", len(got))
+	}
+}
+
+// Event rows gone below the removal floor that the feed never held are lost, not removed: Verify
+// reports them (not as pending, though the stream's dirty marker is there), and the dispatcher
+// stops at the stream with a CorruptError instead of waiting for them forever.
+func TestRemovalRowsLostBeforeDispatchAreReported(t *testing.T) {
+	ctx := context.Background()
+	b := mem.New(nil)
+	s := openStore(t, b, nil)
+	appendN(t, s, "lost", 4)
+	if _, err := s.SetMetadata(ctx, "lost", estuite.StreamMetadata{TruncateBefore: ptr(int64(3))}, estuite.AnyMetadataVersion); err != nil {
+		t.Fatal(err)
+	}
+	if st := mustScavenge(t, s); st.Removed != 0 || st.Waiting != 2 {
+		t.Fatalf("scavenge before dispatch: %+v, want nothing removed and 2 waiting for the feed", st)
+	}
+	// Rows 1 and 2 go by a hand outside the store, before the dispatcher copied them.
+	ops := []table.Op{
+		{Kind: table.Delete, Entity: table.Entity{PartitionKey: "lost", RowKey: fmt.Sprintf("E%019d", 1)}, IfMatch: table.AnyETag},
+		{Kind: table.Delete, Entity: table.Entity{PartitionKey: "lost", RowKey: fmt.Sprintf("E%019d", 2)}, IfMatch: table.AnyETag},
+	}
+	if _, err := s.StreamTable().Submit(ctx, "lost", ops); err != nil {
+		t.Fatal(err)
+	}
+	if got := eventRowVersions(t, s, b, "lost"); !slices.Equal(got, []int64{3, 4}) {
+		t.Fatalf("event rows %v, want [3 4]", got)
+	}
+	r, err := s.Verify(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("verify: %+v", r)
+	if r.OK() || !slices.Equal(r.Lost, []estuite.StreamRange{{Stream: "lost", From: 1, To: 2}}) || len(r.Pending) != 1 || r.Pending[0].From != 3 {
+		t.Fatalf("Verify: lost %v, pending %v, OK %v; want lost 1-2, pending from 3, not OK", r.Lost, r.Pending, r.OK())
+	}
+	d := estuite.NewDispatcher(s, nil)
+	var cerr *estuite.CorruptError
+	for i := 0; i < 5 && cerr == nil; i++ {
+		_, err := d.Step(ctx)
+		if err != nil && !errors.As(err, &cerr) {
+			t.Fatalf("step %d: %v", i, err)
+		}
+	}
+	if cerr == nil {
+		t.Fatal("the dispatcher stepped 5 times over rows lost below the floor without reporting them")
+	}
+	t.Logf("dispatcher: %v", cerr)
+}
+
+// Finding where an old event is in the feed costs a few reads however far the feed has gone on
+// since: the stream's progress row keeps the pages that hold it. A scavenger in a process that
+// never dispatched (nothing cached) removes a stream whose events lie in three pages far apart,
+// among 60 pages of another stream's events.
+func TestRemovalFindsOldEventsWithoutWalkingTheFeed(t *testing.T) {
+	defer estuite.SetFeedPageSize(10)()
+	ctx := context.Background()
+	b := mem.New(nil)
+	writer := openStore(t, b, nil)
+	d := estuite.NewDispatcher(writer, nil)
+	for _, step := range []struct {
+		stream string
+		n      int
+	}{{"old", 2}, {"busy", 100}, {"old", 1}, {"busy", 200}, {"old", 2}, {"busy", 300}} {
+		for i := 0; i < step.n; i += 50 {
+			mustAppend(t, writer, step.stream, countedEvents(i+1, min(50, step.n-i)), nil)
+		}
+		stepUntilIdle(t, d)
+	}
+	if _, err := writer.Delete(ctx, "old", &estuite.DeleteOptions{Hard: true}); err != nil {
+		t.Fatal(err)
+	}
+	scavenger := openStore(t, b, nil)
+	var st estuite.ScavengeStats
+	reqs := requestsOf(scavenger, func() { st = mustScavenge(t, scavenger) })
+	t.Logf("scavenge: %+v in %+v requests", st, reqs)
+	if st.Removed != 5 || st.Redacted != 5 {
+		t.Fatalf("scavenge removed %d and redacted %d, want 5 and 5", st.Removed, st.Redacted)
+	}
+	// Three runs: per run a lookup (the feed head's page, a marker or two, the progress row) and
+	// a query of the page, a feed batch; then the stream-table batch, the head and the work list.
+	if n := reqs.Total(); n > 36 {
+		t.Fatalf("the pass made %d requests for 3 runs of removed events: it walked the feed's pages", n)
+	}
+	waiter := openStore(t, b, nil)
+	r, err := waiter.Verify(ctx, nil)
+	if err != nil || !r.OK() || r.Redacted != 5 {
+		t.Fatalf("verify after: %+v %v", r, err)
 	}
 }

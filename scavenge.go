@@ -275,18 +275,8 @@ func (s *Store) ageFloor(ctx context.Context, pk string, h head, floor int64) (i
 // progressOf is the last version of the stream in partition pk that its progress row says the
 // feed holds (0 without one): what the feed's earlier pages hold of it.
 func (s *Store) progressOf(ctx context.Context, pk string) (int64, error) {
-	row, err := s.streams.get(ctx, pk, progressRowKey)
-	if errors.Is(err, table.ErrNotFound) {
-		return 0, nil
-	}
-	if err != nil {
-		return 0, err
-	}
-	v, ok := row.Properties[propDispatched].(int64)
-	if !ok || v < 0 {
-		return 0, corrupt(pk, progressRowKey, "malformed dispatch progress row")
-	}
-	return v, nil
+	g, err := s.progress(ctx, pk)
+	return g.dispatched, err
 }
 
 // dispatchedVersion is the last version of the stream the feed holds: its marker in the current

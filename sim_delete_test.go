@@ -390,3 +390,29 @@ func (del *simDeletion) summary(w *simWorld) string {
 	return fmt.Sprintf("; deletes: %d ok (%d hard), %d wrong version, %d not found, %d deleted, %d unavailable, %d contention, %d crashed; %d appends refused as deleted",
 		n["ok"], hard, n["wrong version"], n["not found"], n["deleted"], n["unavailable"], n["contention"], n["crashed"], w.stats.refusedDeleted)
 }
+
+// checkFinalScavenge runs a fault-free scavenge pass once the final dispatcher is idle: it must
+// succeed and finish, and leave no event row below any stream's removal floor (everything is
+// in the feed by then, so everything hidden can go), and Verify must still find nothing wrong.
+// A scavenger that cannot find where the feed holds an event, or stops short, fails here.
+func (del *simDeletion) checkFinalScavenge(s *estuite.Store, streams []string) (problems []string) {
+	ctx := context.Background()
+	st, err := s.Scavenge(ctx)
+	if err != nil || st.Incomplete || st.Waiting > 0 {
+		problems = append(problems, fmt.Sprintf("final scavenge pass: %+v, %v", st, err))
+	}
+	for _, stream := range streams {
+		sh, _, _, err := s.ReadStored(ctx, stream)
+		if err != nil {
+			problems = append(problems, fmt.Sprintf("ReadStored(%s) after the final scavenge: %v", stream, err))
+			continue
+		}
+		if want := min(sh.RemovedBefore-1, sh.Version); sh.RemovedBefore > 0 && sh.Removed != want {
+			problems = append(problems, fmt.Sprintf("%s: after the final scavenge pass %d first versions are removed, but its removal floor is %d (version %d)", stream, sh.Removed, sh.RemovedBefore, sh.Version))
+		}
+	}
+	if r, err := s.Verify(ctx, nil); err != nil || !r.OK() {
+		problems = append(problems, fmt.Sprintf("Verify after the final scavenge: %+v, %v", r, err))
+	}
+	return problems
+}

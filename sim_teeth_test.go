@@ -129,6 +129,15 @@ import (
 //     removed from the stream table, but not redacted in the feed". Removing events the feed
 //     does not hold yet (`upTo := floor - 1`) is caught by the scavenger itself (no feed position
 //     to redact: the pass fails), not by the checks.
+// 10. The scavenger finishes (sim_delete_test.go, checkFinalScavenge): once the final dispatcher
+//     is idle, a fault-free pass must succeed with nothing waiting and leave no event row below
+//     any removal floor, and Verify must find nothing wrong (a lost row below the floor is
+//     VerifyReport.Lost). Put back (2026-12-01, 60 seeds): a pass that stops one version short
+//     (`upTo := min(floor-2, dispatched)`) — "after the final scavenge pass 17 first versions are
+//     removed, but its removal floor is 19 (version 237)". The page index (pageindex.go) is a
+//     hint checked against the feed row, so a wrong index costs requests, not correctness:
+//     TestRemovalFindsOldEventsWithoutWalkingTheFeed counts them (172 requests without it, 31
+//     with it).
 //
 // The same check found a bug of group commit (appendqueue.go) when the two met: an append refused
 // part-way through a combined batch was answered with a version the head never had (the version

@@ -507,6 +507,9 @@ func runSimulationInBubble(p simParams, dir string) (res simResult) {
 	res.problems = append(res.problems, problems...)
 	problems, erasure := sim.checkErasure(final, streams)
 	res.problems = append(res.problems, problems...)
+	if world.del != nil {
+		res.problems = append(res.problems, world.del.checkFinalScavenge(final, streams)...)
+	}
 	s := world.stats
 	kind := "small"
 	if p.big {

@@ -110,13 +110,19 @@ type VerifyReport struct {
 	// WrongRedactions are redacted feed entries of versions a read of the stream may still
 	// return (at or above the head's removal floor): events lost, not removed.
 	WrongRedactions []StreamRange
+	// Lost are committed versions below a stream's removal floor that neither the stream table
+	// nor the feed holds: their rows went before the dispatcher copied them (the scavenger
+	// removes only what the feed holds), so no feed entry, redacted or not, will ever stand for
+	// them. The dispatcher stops with a CorruptError at such a stream; Repair cannot mend it.
+	// They are not listed in Missing, Holes or Pending.
+	Lost []StreamRange
 }
 
 // OK reports whether the feed and the stream table agree: nothing missing, duplicated, out of
 // order or undecodable, and no gaps. Pending events and progress rows behind are not faults.
 func (r *VerifyReport) OK() bool {
 	return len(r.Missing) == 0 && len(r.Duplicates) == 0 && len(r.Gaps) == 0 &&
-		len(r.OrderViolations) == 0 && len(r.Unparseable) == 0 && len(r.WrongRedactions) == 0
+		len(r.OrderViolations) == 0 && len(r.Unparseable) == 0 && len(r.WrongRedactions) == 0 && len(r.Lost) == 0
 }
 
 // RepairResult is what Store.Repair did.
@@ -127,7 +133,7 @@ type RepairResult struct {
 	// ProgressRaised are the progress rows raised, each to its range's To.
 	ProgressRaised []StreamRange
 	// Unrepaired is the number of faults of the report that Repair cannot heal: holes,
-	// duplicates, gaps, order violations and unparseable rows.
+	// duplicates, gaps, order violations, unparseable rows and lost ranges.
 	Unrepaired int
 }
 
@@ -162,6 +168,7 @@ type verifyStream struct {
 	snapshot    int64            // the version of the stream's snapshot row (0: none)
 	floor       int64            // the head's removal floor: versions below it may be gone
 	rowGaps     []vrange         // event rows missing between the rows seen, judged at the head
+	gone        []vrange         // event rows missing below the removal floor: scavenged, or lost
 	eventPrints map[int64]uint64 // suspect streams only: fingerprint by version
 }
 
@@ -529,12 +536,12 @@ func (v *verifier) streamRow(row table.Entity) {
 		}
 		st.head, st.hasHead, st.floor = h.version, true, h.meta.removedBefore
 	case rk == progressRowKey:
-		d, ok := row.Properties[propDispatched].(int64)
-		if !ok || d < 0 {
-			v.rowFault(verifyStreamTable, row, "malformed dispatch progress row")
+		g, err := decodeProgress(v.pk, row)
+		if err != nil {
+			v.rowFault(verifyStreamTable, row, "%s", faultReason(err))
 			return
 		}
-		st.progress = d
+		st.progress = g.dispatched
 	case rk == snapshotRowKey:
 		sn, err := decodeSnapshot(row)
 		if err != nil {
@@ -582,6 +589,9 @@ func (v *verifier) streamRow(row table.Entity) {
 func (v *verifier) endStream() {
 	st := v.cur
 	for _, g := range st.rowGaps {
+		if g.from < st.floor {
+			st.gone = append(st.gone, vrange{g.from, min(g.to, st.floor-1)})
+		}
 		if g.to >= st.floor {
 			from := max(g.from, st.floor)
 			v.r.Unparseable = append(v.r.Unparseable, RowFault{Table: verifyStreamTable, PartitionKey: v.pk, RowKey: eventKey(from),
@@ -591,6 +601,9 @@ func (v *verifier) endStream() {
 	last := st.nextEvent - 1
 	if st.hasHead && last < st.floor-1 {
 		last = min(st.floor-1, st.head) // every row below the floor may have been scavenged
+		if st.nextEvent <= last {
+			st.gone = append(st.gone, vrange{st.nextEvent, last})
+		}
 	}
 	if st.redacted >= st.floor && st.redacted > 0 {
 		v.r.WrongRedactions = append(v.r.WrongRedactions, StreamRange{Stream: st.name, From: max(st.floor, 1), To: st.redacted})
@@ -747,6 +760,13 @@ func (v *verifier) finish() {
 		if st.feedMax < st.head {
 			absent = append(absent, vrange{st.feedMax + 1, st.head})
 		}
+		// Versions gone from the stream table that the feed does not hold either: the scavenger
+		// removes a row only once the feed holds it, so these were lost.
+		var lost []vrange
+		absent, lost = splitRanges(absent, st.gone)
+		for _, r := range lost {
+			v.r.Lost = append(v.r.Lost, StreamRange{Stream: st.name, From: r.from, To: r.to})
+		}
 		// What the dispatcher takes as dispatched: it writes only after it.
 		claimed := max(st.feedMax, st.progress)
 		if st.hasMarker && st.markerPage == v.lastPage {
@@ -776,8 +796,34 @@ func (v *verifier) finish() {
 	slices.SortFunc(v.r.Holes, byStream)
 	slices.SortFunc(v.r.Pending, byStream)
 	slices.SortFunc(v.r.ProgressBehind, byStream)
+	slices.SortFunc(v.r.Lost, byStream)
 	slices.SortStableFunc(v.r.Duplicates, byPosition)
 	slices.SortStableFunc(v.r.OrderViolations, byPosition)
+}
+
+// splitRanges splits the sorted, disjoint ranges rs by the sorted, disjoint ranges cut: the parts
+// outside cut, and the parts inside.
+func splitRanges(rs, cut []vrange) (outside, inside []vrange) {
+	for _, r := range rs {
+		from := r.from
+		for _, c := range cut {
+			if c.to < from || c.from > r.to {
+				continue
+			}
+			if c.from > from {
+				outside = append(outside, vrange{from, c.from - 1})
+			}
+			inside = append(inside, vrange{max(from, c.from), min(r.to, c.to)})
+			from = c.to + 1
+			if from > r.to {
+				break
+			}
+		}
+		if from <= r.to {
+			outside = append(outside, vrange{from, r.to})
+		}
+	}
+	return outside, inside
 }
 
 // Repair re-announces what Verify found missing — it writes a dirty marker covering each Missing
@@ -799,7 +845,7 @@ func (s *Store) Repair(ctx context.Context, report *VerifyReport) (RepairResult,
 	}
 	d := NewDispatcher(s, nil)
 	for _, r := range report.ProgressBehind {
-		if err := d.confirmProgress(ctx, streamKey(r.Stream), r.To); err != nil {
+		if err := d.confirmProgress(ctx, streamKey(r.Stream), r.To, -1); err != nil {
 			return res, fmt.Errorf("estuite: raising the progress of %q to %d: %w", r.Stream, r.To, err)
 		}
 		res.ProgressRaised = append(res.ProgressRaised, r)
@@ -824,6 +870,6 @@ func (s *Store) Repair(ctx context.Context, report *VerifyReport) (RepairResult,
 		s.dirty.mark(m.shard)
 		res.Announced = append(res.Announced, r)
 	}
-	res.Unrepaired = len(report.Holes) + len(report.Duplicates) + len(report.Gaps) + len(report.OrderViolations) + len(report.Unparseable)
+	res.Unrepaired = len(report.Holes) + len(report.Duplicates) + len(report.Gaps) + len(report.OrderViolations) + len(report.Unparseable) + len(report.Lost)
 	return res, nil
 }

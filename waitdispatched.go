@@ -29,8 +29,9 @@ const (
 // reads (the current feed page's header, and the stream's marker row in it) or three (the stream's
 // progress row too, when the stream has no events in the current page); finding the exact
 // position of a version that is not the stream's last in the feed costs one more (or, rarely, a
-// query of the feed page), and one more point read per feed page of 10,000 positions written
-// since the version was.
+// query of the feed page); a version in an earlier page, the page's marker of the stream (found
+// through the progress row's page index), and that page's query when the version is not in one
+// run with the marker's.
 //
 // A version the stream does not have yet is an *InvalidInputError, a stream never written an
 // ErrStreamNotFound; a version below 1 is an *InvalidInputError. It returns ctx's error when ctx
@@ -124,17 +125,27 @@ func (s *Store) locateDispatched(ctx context.Context, pk, stream string, version
 	case ok && m.version < version:
 		return 0, false, nil
 	case ok:
-		return s.findInFeed(ctx, pk, stream, version, page, m)
+		return s.findInFeed(ctx, pk, stream, version, page, m, nil)
 	}
 	// The stream has no events in the current page: its progress row holds what the earlier
-	// pages hold of it (raised before the current page's first write).
-	d, err := s.progressOf(ctx, pk)
+	// pages hold of it (raised before the current page's first write), and which pages.
+	g, err := s.progress(ctx, pk)
 	if err != nil {
 		return 0, false, err
 	}
-	if d < version || page == 0 {
+	if g.dispatched < version || page == 0 {
 		return 0, false, nil
 	}
+	if p, ok := g.index.pageOf(version); ok && p < page {
+		return s.findInPageOf(ctx, pk, stream, version, p, page, &g)
+	}
+	return s.walkBack(ctx, pk, stream, version, page, &g)
+}
+
+// walkBack finds version of a stream in the pages before page, looking at them one by one from
+// the last: the first that holds the stream's events (has a marker of it) holds the version or
+// is after it.
+func (s *Store) walkBack(ctx context.Context, pk, stream string, version, page int64, g *progressRow) (int64, bool, error) {
 	for p := page - 1; p >= 0; p-- {
 		m, ok, err := s.feedMarker(ctx, p, pk)
 		if err != nil {
@@ -144,7 +155,7 @@ func (s *Store) locateDispatched(ctx context.Context, pk, stream string, version
 			if m.version < version {
 				return 0, false, nil // another look will see where it went
 			}
-			return s.findInFeed(ctx, pk, stream, version, p, m)
+			return s.findInFeed(ctx, pk, stream, version, p, m, g)
 		}
 	}
 	return 0, false, nil
@@ -172,25 +183,55 @@ func (s *Store) feedMarker(ctx context.Context, page int64, pk string) (feedMark
 	return m, true, nil
 }
 
+// findInPageOf finds version of a stream in page p, which the stream's page index says holds it;
+// when it does not (the index is a hint), it walks back from page before, as without one.
+func (s *Store) findInPageOf(ctx context.Context, pk, stream string, version, p, before int64, g *progressRow) (int64, bool, error) {
+	m, ok, err := s.feedMarker(ctx, p, pk)
+	if err != nil {
+		return 0, false, err
+	}
+	if ok && m.version >= version {
+		if pos, found, err := s.runPosition(ctx, stream, version, p, m); err != nil || found {
+			return pos, found, err
+		}
+		pos, found, err := s.findInPage(ctx, stream, version, p, m)
+		if err != nil || found {
+			return pos, found, err
+		}
+	}
+	g.index = pageIndex{} // wrong: do without it
+	return s.walkBack(ctx, pk, stream, version, before, g)
+}
+
 // findInFeed finds the position of version of a stream whose marker m in page says the page (or
 // an earlier one) holds it. The stream's versions after it up to m's are at later positions, so
-// when they were written in one run with it, it is m's position less their number.
-func (s *Store) findInFeed(ctx context.Context, pk, stream string, version, page int64, m feedMarkerRow) (int64, bool, error) {
+// when they were written in one run with it, it is m's position less their number. Otherwise the
+// stream's progress row (g, read here when nil) says whether an earlier page holds it, and its
+// page index which; without an index entry, the pages before are looked at one by one.
+func (s *Store) findInFeed(ctx context.Context, pk, stream string, version, page int64, m feedMarkerRow, g *progressRow) (int64, bool, error) {
 	for {
-		if m.version == version {
-			return m.position, true, nil
+		if pos, found, err := s.runPosition(ctx, stream, version, page, m); err != nil || found {
+			return pos, found, err
 		}
-		if c := m.position - (m.version - version); c >= pageFirst(page) {
-			row, err := s.events.get(ctx, feedPartition(page), feedEventKey(c))
-			if err != nil && !errors.Is(err, table.ErrNotFound) {
+		if page == 0 {
+			break
+		}
+		if g == nil {
+			r, err := s.progress(ctx, pk)
+			if err != nil {
 				return 0, false, err
 			}
-			if err == nil && isFeedRowOf(row, stream, version) {
-				return c, true, nil
-			}
+			g = &r
 		}
-		// Not one run: the version is in this page, before c, or in an earlier page — the one
-		// before that holds the stream's events (pages without them have no marker of it).
+		if p, ok := g.index.pageOf(version); ok && version <= g.dispatched {
+			if p >= page {
+				break // in this page
+			}
+			return s.findInPageOf(ctx, pk, stream, version, p, page, g)
+		}
+		// Not one run, and not in the index: the version is in this page, before c, or in an
+		// earlier page — the one before that holds the stream's events (pages without them
+		// have no marker of it).
 		earlier := false
 		for p := page - 1; p >= 0 && !earlier; p-- {
 			prev, ok, err := s.feedMarker(ctx, p, pk)
@@ -208,6 +249,32 @@ func (s *Store) findInFeed(ctx context.Context, pk, stream string, version, page
 		if !earlier {
 			break
 		}
+	}
+	return s.findInPage(ctx, stream, version, page, m)
+}
+
+// runPosition finds version of a stream in page when it was written in one run with the
+// version of the page's marker m: at m's position less the versions between (one point read).
+func (s *Store) runPosition(ctx context.Context, stream string, version, page int64, m feedMarkerRow) (int64, bool, error) {
+	if m.version == version {
+		return m.position, true, nil
+	}
+	c := m.position - (m.version - version)
+	if c < pageFirst(page) {
+		return 0, false, nil
+	}
+	row, err := s.events.get(ctx, feedPartition(page), feedEventKey(c))
+	if err != nil && !errors.Is(err, table.ErrNotFound) {
+		return 0, false, err
+	}
+	return c, err == nil && isFeedRowOf(row, stream, version), nil
+}
+
+// findInPage finds version of a stream in page, whose marker of the stream is m, by a query of the
+// page up to m's position.
+func (s *Store) findInPage(ctx context.Context, stream string, version, page int64, m feedMarkerRow) (int64, bool, error) {
+	if m.version == version {
+		return m.position, true, nil
 	}
 	pos, found := int64(0), false
 	q := table.Query{PartitionKey: feedPartition(page), From: feedEventKey(pageFirst(page)), To: feedEventKey(m.position)}

@@ -88,7 +88,12 @@ func printReport(w io.Writer, r *estuite.VerifyReport) {
 	section("gaps", len(r.Gaps), r.Gaps)
 	section("order violations", len(r.OrderViolations), r.OrderViolations)
 	section("unreadable rows", len(r.Unparseable), r.Unparseable)
+	section("redacted entries of visible versions", len(r.WrongRedactions), r.WrongRedactions)
+	section("lost below the removal floor", len(r.Lost), r.Lost)
 	section("progress rows behind", len(r.ProgressBehind), r.ProgressBehind)
+	if r.Redacted > 0 {
+		fmt.Fprintf(w, "redacted feed entries: %d\n", r.Redacted)
+	}
 	if r.OK() {
 		fmt.Fprintln(w, "OK")
 	} else {
