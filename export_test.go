@@ -6,6 +6,14 @@ import (
 	"github.com/estuite/estuite/table"
 )
 
+// SetSequentialMetadataReads makes SetMetadata and Metadata read the head and the custom row
+// one after the other, until the returned function restores it.
+func SetSequentialMetadataReads() (restore func()) {
+	old := sequentialMetadataReads
+	sequentialMetadataReads = true
+	return func() { sequentialMetadataReads = old }
+}
+
 // SetFeedPageSize makes feed pages hold n positions until the returned function restores the
 // default: simulations and tests use small pages so that every schedule crosses pages. Only a
 // store created under one page size can be read under it.
@@ -60,6 +68,8 @@ type StoredHead struct {
 	// RemovedBefore is the scavenger's floor; Removed how many of the first versions have no
 	// event row any more (removed by the scavenger: fewer than RemovedBefore).
 	RemovedBefore, Removed int64
+	// TruncateBefore and MaxCount are the stream's retention metadata (0: none).
+	TruncateBefore, MaxCount int64
 }
 
 // ReadStored reads a stream's head and every event stored in it, versions 1 to the head's,
@@ -72,7 +82,11 @@ func (s *Store) ReadStored(ctx context.Context, stream string) (sh StoredHead, e
 	if err != nil {
 		return StoredHead{}, nil, 0, err
 	}
-	sh = StoredHead{Exists: h.etag != "", Version: h.version, DeletedBefore: h.meta.deletedBefore, Tombstone: h.meta.tombstone, RemovedBefore: h.meta.removedBefore}
+	sh = StoredHead{Exists: h.etag != "", Version: h.version, DeletedBefore: h.meta.deletedBefore, Tombstone: h.meta.tombstone, RemovedBefore: h.meta.removedBefore,
+		TruncateBefore: h.meta.truncateBefore}
+	if h.meta.hasMaxCount {
+		sh.MaxCount = h.meta.maxCount
+	}
 	// The rows the scavenger removed are the first ones: the read passes over them (removedBelow).
 	for e, err := range s.opened(ctx, s.streamEvents(ctx, stream, pk, 1, h.version, Forward, 0)) {
 		if err != nil {

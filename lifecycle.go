@@ -225,6 +225,10 @@ func (s *Store) Metadata(ctx context.Context, stream string) (StreamMetadata, er
 	return metadataOf(h.meta, custom), nil
 }
 
+// sequentialMetadataReads makes readMetadata read one row after the other: the simulation lets
+// an actor make one storage call at a time.
+var sequentialMetadataReads = false
+
 // readMetadata reads the head and the custom metadata row of partition pk, side by side.
 // customETag is "" when there is no custom row.
 func (s *Store) readMetadata(ctx context.Context, pk string) (h head, custom json.RawMessage, customETag string, err error) {
@@ -233,10 +237,15 @@ func (s *Store) readMetadata(ctx context.Context, pk string) (h head, custom jso
 		err error
 	}
 	done := make(chan got, 1)
-	go func() {
+	readCustom := func() {
 		row, err := s.streams.get(ctx, pk, metadataRowKey)
 		done <- got{row, err}
-	}()
+	}
+	if sequentialMetadataReads {
+		readCustom()
+	} else {
+		go readCustom()
+	}
 	h, err = s.readHead(ctx, pk)
 	m := <-done
 	if err != nil {

@@ -26,13 +26,24 @@ import (
 //     then deletes their event rows — in that order, so that a pass that stops half-way resumes
 //     where the stream table's first event row is;
 //  4. deletes a snapshot of a deleted incarnation, and the work row once nothing is left to do
-//     (a stream with maxAge or maxCount keeps its row: it has work again as time and appends go).
+//     (a stream with maxAge or maxCount keeps its row: it has work again as time and appends go;
+//     the row then says the floor removed up to and when maxAge may hide more, so that a pass
+//     with nothing new to do costs one head read).
 //
 // Commit rows and event-ID rows stay: they hold no event data, and keep a retried commit or a
 // reused event ID recognised after its events were removed.
 
 // scavengePartition holds the scavenger's work list in the event table.
 const scavengePartition = "scavenge"
+
+// Properties of a work row besides propStream, written by a pass that finished the removal its
+// stream's floor allowed, for a stream that keeps its row (maxAge or maxCount): the next pass
+// that finds the floor where it was, and (with maxAge) comes before propNextAgeCheck, has nothing
+// to do after reading the head. A delete or a metadata change upserts the row without them.
+const (
+	propScavengedFloor = "ScavengedFloor" // the removal floor every row below which is removed
+	propNextAgeCheck   = "NextAgeCheck"   // when the stream's oldest kept event may pass maxAge
+)
 
 // scavengeChunk is how many versions one round of a pass removes: one batch of event-row deletes.
 const scavengeChunk = table.MaxBatchOps
@@ -124,11 +135,17 @@ func cmpErr(first, err error) error {
 // scavengeStream runs a pass over one stream of the work list.
 func (s *Store) scavengeStream(ctx context.Context, stream string, work table.Entity, deadline time.Time, stats *ScavengeStats) error {
 	pk := streamKey(stream)
-	h, err := s.raiseFloor(ctx, pk)
+	scavenged, hasScavenged := work.Properties[propScavengedFloor].(int64)
+	nextAge, _ := work.Properties[propNextAgeCheck].(time.Time)
+	checkAge := !hasScavenged || !s.now().Before(nextAge)
+	h, ageDue, err := s.raiseFloor(ctx, pk, checkAge)
 	if err != nil {
 		return err
 	}
 	floor := h.meta.removedBefore
+	if hasScavenged && floor == scavenged && !h.meta.tombstone {
+		return nil // nothing hidden since the last pass that finished: one head read
+	}
 	dispatched, err := s.dispatchedVersion(ctx, pk)
 	if err != nil {
 		return err
@@ -171,6 +188,22 @@ func (s *Store) scavengeStream(ctx context.Context, stream string, work table.En
 			return err
 		}
 	}
+	if done && !h.meta.tombstone && (h.meta.hasMaxAge || h.meta.hasMaxCount) {
+		// Retention keeps the row: say on it how far this pass got, under the ETag it was
+		// listed with (a delete or metadata change since has upserted it: the next pass judges
+		// afresh).
+		props := map[string]any{propStream: stream, propScavengedFloor: floor}
+		if h.meta.hasMaxAge {
+			props[propNextAgeCheck] = ageDue
+		}
+		op := table.Op{Kind: table.Replace, Entity: table.Entity{PartitionKey: scavengePartition, RowKey: work.RowKey, Properties: props}, IfMatch: work.ETag}
+		_, err := s.events.submitOnce(ctx, scavengePartition, []table.Op{op})
+		var be *table.BatchError
+		if err != nil && !errors.As(err, &be) {
+			return err
+		}
+		return nil
+	}
 	if done && (h.meta.tombstone || !h.meta.hasMaxAge && !h.meta.hasMaxCount) {
 		// Nothing more to do until the next delete or metadata change. One may have upserted the
 		// work row before this pass listed it and not written the head yet: write the head as it
@@ -197,12 +230,15 @@ func (s *Store) scavengeStream(ctx context.Context, stream string, work table.En
 
 // raiseFloor reads the head of partition pk and raises its removal floor to the first version
 // its reads may return now, under its ETag (again after a change in between). It returns the
-// head as it is then.
-func (s *Store) raiseFloor(ctx context.Context, pk string) (head, error) {
+// head as it is then, and with maxAge when the first event it keeps may pass maxAge (and its
+// margin) — unless checkAge is false: then maxAge is not looked at (its events cannot be due
+// yet), and neither is the time.
+func (s *Store) raiseFloor(ctx context.Context, pk string, checkAge bool) (head, time.Time, error) {
+	var ageDue time.Time
 	for attempt := 0; ; attempt++ {
 		h, err := s.readHead(ctx, pk)
 		if err != nil || h.etag == "" {
-			return h, err
+			return h, ageDue, err
 		}
 		floor := h.meta.visibleFrom(h.version)
 		if h.meta.tombstone {
@@ -211,13 +247,13 @@ func (s *Store) raiseFloor(ctx context.Context, pk string) (head, error) {
 		// Never over versions not written yet: an append made once the metadata no longer hides
 		// it must stay visible.
 		floor = min(floor, h.version+1)
-		if h.meta.hasMaxAge {
-			if floor, err = s.ageFloor(ctx, pk, h, floor); err != nil {
-				return head{}, err
+		if h.meta.hasMaxAge && checkAge {
+			if floor, ageDue, err = s.ageFloor(ctx, pk, h, floor); err != nil {
+				return head{}, ageDue, err
 			}
 		}
 		if floor <= h.meta.removedBefore {
-			return h, nil
+			return h, ageDue, nil
 		}
 		meta := h.meta
 		meta.removedBefore = floor
@@ -227,12 +263,12 @@ func (s *Store) raiseFloor(ctx context.Context, pk string) (head, error) {
 		case err == nil:
 			h.meta, h.etag = meta, etags[0]
 			s.heads.put(pk, h)
-			return h, nil
+			return h, ageDue, nil
 		case errors.As(err, &be) && attempt < maxConflictRetries:
 			s.heads.forget(pk) // an append, a delete or a metadata change: look again
 		default:
 			s.heads.forget(pk)
-			return head{}, err
+			return head{}, ageDue, err
 		}
 	}
 }
@@ -245,14 +281,17 @@ const maxAgeScavengeMargin = time.Hour
 // ageFloor returns the first version at or after floor whose event is not older than the
 // stream's maxAge plus maxAgeScavengeMargin (on this store's clock), reading the events after
 // floor a page at a time: the old events a read hides are the stream's first ones, up to the
-// first recent one.
-func (s *Store) ageFloor(ctx context.Context, pk string, h head, floor int64) (int64, error) {
-	notBefore := s.now().Add(-time.Duration(h.meta.maxAge)*time.Second - maxAgeScavengeMargin)
+// first recent one. due is when that event will be that old (with none, when an event appended
+// now would be): no pass before it can remove more by maxAge.
+func (s *Store) ageFloor(ctx context.Context, pk string, h head, floor int64) (_ int64, due time.Time, _ error) {
+	keep := time.Duration(h.meta.maxAge)*time.Second + maxAgeScavengeMargin
+	now := s.now()
+	notBefore := now.Add(-keep)
 	q := table.Query{PartitionKey: pk, From: eventKey(floor), To: eventKey(h.version + 1), Limit: scavengeChunk}
 	for {
 		p, err := s.streams.query(ctx, q)
 		if err != nil {
-			return 0, err
+			return 0, due, err
 		}
 		for _, row := range p.Entities {
 			v, ok := parseEventKey(row.RowKey)
@@ -261,12 +300,12 @@ func (s *Store) ageFloor(ctx context.Context, pk string, h head, floor int64) (i
 			}
 			recorded, _ := row.Properties[propRecorded].(time.Time)
 			if !recorded.Before(notBefore) {
-				return v, nil
+				return v, recorded.Add(keep), nil
 			}
 			floor = v + 1
 		}
 		if p.Continuation == "" {
-			return floor, nil
+			return floor, now.Add(keep), nil
 		}
 		q.Continuation = p.Continuation // also past an empty page
 	}

@@ -398,3 +398,48 @@ func TestReadRacingTheScavenger(t *testing.T) {
 		}
 	}
 }
+
+// A stream with retention stays on the work list, but a pass that finds nothing new hidden since
+// the last one reads its head and no more; appends past maxCount give it work again, and so does
+// time passing maxAge.
+func TestScavengeIdleRetentionStreamCostsOneRead(t *testing.T) {
+	ctx := context.Background()
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	var clock atomic.Int64
+	clock.Store(now.UnixNano())
+	s := openStore(t, mem.New(nil), &estuite.Options{Now: func() time.Time { return time.Unix(0, clock.Load()).UTC() }})
+	appendN(t, s, "counted", 5)
+	appendN(t, s, "aged", 3)
+	if _, err := s.SetMetadata(ctx, "counted", estuite.StreamMetadata{MaxCount: ptr(int64(2))}, estuite.AnyMetadataVersion); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.SetMetadata(ctx, "aged", estuite.StreamMetadata{MaxAge: ptr(time.Minute)}, estuite.AnyMetadataVersion); err != nil {
+		t.Fatal(err)
+	}
+	d := estuite.NewDispatcher(s, nil)
+	stepUntilIdle(t, d)
+	if st := mustScavenge(t, s); st.Removed != 3 {
+		t.Fatalf("first pass removed %d, want 3 (counted 1-3)", st.Removed)
+	}
+	for i := 0; i < 2; i++ {
+		var st estuite.ScavengeStats
+		reqs := requestsOf(s, func() { st = mustScavenge(t, s) })
+		t.Logf("idle pass %d: %+v in %+v", i+1, st, reqs)
+		// The work list query, and per stream a head read.
+		if st.Removed != 0 || st.Streams != 2 || reqs.Total() != 3 {
+			t.Fatalf("idle pass %d: %+v in %d requests, want nothing removed in 3 (a list query, two head reads)", i+1, st, reqs.Total())
+		}
+	}
+	appendN(t, s, "counted", 2)
+	stepUntilIdle(t, d)
+	if st := mustScavenge(t, s); st.Removed != 2 {
+		t.Fatalf("after appends past maxCount the pass removed %d, want 2", st.Removed)
+	}
+	clock.Add(int64(time.Minute + time.Hour + time.Second)) // past maxAge and the scavenger's margin
+	if st := mustScavenge(t, s); st.Removed != 3 {
+		t.Fatalf("after maxAge passed the pass removed %d, want 3", st.Removed)
+	}
+	for _, stream := range []string{"counted", "aged"} {
+		t.Logf("%s rows: %v", stream, eventRowVersions(t, s, nil, stream))
+	}
+}

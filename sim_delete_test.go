@@ -77,8 +77,10 @@ type simDeletion struct {
 	reserved map[string]bool // the streams the deleter may hard-delete
 	calls    []simDeleteCall
 	hardAt   map[string]simDeleteCall // stream → its first acknowledged hard delete
-	refused  []simAppendRefused
-	problems []string
+	// retention: stream → every metadata a SetMetadata call tried on it (landed or not)
+	retention map[string][]estuite.StreamMetadata
+	refused   []simAppendRefused
+	problems  []string
 }
 
 // simDeleter is the deleter's plan and memory, which survive its process's crashes.
@@ -105,7 +107,8 @@ func newSimDeleter(p simParams, streams []string) (*simDeletion, *simDeleter, in
 	if p.quiet {
 		machine = 1 + r.IntN(p.machines-1)
 	}
-	del := &simDeletion{reserved: make(map[string]bool), hardAt: make(map[string]simDeleteCall)}
+	del := &simDeletion{reserved: make(map[string]bool), hardAt: make(map[string]simDeleteCall),
+		retention: make(map[string][]estuite.StreamMetadata)}
 	reserve := 1
 	if len(streams) > 4 {
 		reserve += r.IntN(2)
@@ -171,6 +174,12 @@ func (d *simDeleter) run(ctx context.Context, w *simWorld, s *estuite.Store, clo
 		if isClosed(writersGone) {
 			return
 		}
+		if r.Float64() < 0.35 {
+			if d.setRetention(ctx, w, s, others) {
+				return // crashed
+			}
+			continue
+		}
 		stream, hard := d.pick(reserved, others)
 		if w.trueHead(stream) == 0 && r.Float64() < 0.8 {
 			stream, hard = d.pick(reserved, others) // mostly streams that exist (some never written)
@@ -230,6 +239,45 @@ func (d *simDeleter) run(ctx context.Context, w *simWorld, s *estuite.Store, clo
 			return // the process is gone: no more draws in this generation
 		}
 	}
+}
+
+// setRetention sets a stream's retention (a maxCount, a truncateBefore near its head, both, or
+// none), racing with its appends, deletes and the scavenger; the final checks judge what reads
+// show and what the scavenger removed by the metadata stored at the end. maxAge is left out: the
+// scavenger keeps an hour's margin, longer than a schedule. It reports whether the process
+// crashed.
+func (d *simDeleter) setRetention(ctx context.Context, w *simWorld, s *estuite.Store, others []string) bool {
+	r := d.r
+	stream := others[r.IntN(len(others))]
+	var md estuite.StreamMetadata
+	if x := r.Float64(); x < 0.7 {
+		n := int64(1 + r.IntN(12))
+		md.MaxCount = &n
+	}
+	if x := r.Float64(); x < 0.5 {
+		v := max(0, w.trueHead(stream)-int64(r.IntN(6))+int64(r.IntN(3)))
+		md.TruncateBefore = &v
+	}
+	expected := estuite.AnyMetadataVersion
+	if r.Float64() < 0.4 {
+		expected = estuite.MetadataExpected(r.IntN(3))
+	}
+	d.del.mu.Lock()
+	d.del.retention[stream] = append(d.del.retention[stream], md) // whatever its outcome
+	d.del.mu.Unlock()
+	_, err := s.SetMetadata(ctx, stream, md, expected)
+	if ctx.Err() != nil {
+		return true
+	}
+	var wev *estuite.WrongExpectedVersionError
+	var de *estuite.StreamDeletedError
+	var ce *estuite.ContentionError
+	switch {
+	case err == nil, errors.As(err, &wev), errors.As(err, &de), errors.As(err, &ce), errors.Is(err, estuite.ErrUnavailable):
+	default:
+		d.del.problem("SetMetadata(%s, %+v, %d): unexpected error %v", stream, md, expected, err)
+	}
+	return false
 }
 
 // pick chooses the stream of a delete: a reserved one (hard-deleted half the time) three times in
@@ -370,6 +418,23 @@ func (del *simDeletion) checkStoredDeletion(stream string, sh estuite.StoredHead
 	}
 	if sh.DeletedBefore > 0 && !tried || sh.Tombstone && !hardTried {
 		bad("%s: head with DeletedBefore %d, tombstone %v, but no such delete was made", stream, sh.DeletedBefore, sh.Tombstone)
+	}
+	// The removal floor never passes what the deletes and some retention tried on the stream
+	// could have hidden: a floor above it removed (or hides) events no metadata ever hid.
+	bound := max(1, sh.DeletedBefore)
+	if sh.Tombstone {
+		bound = sh.Version + 1
+	}
+	for _, md := range del.retention[stream] {
+		if md.TruncateBefore != nil {
+			bound = max(bound, min(*md.TruncateBefore, sh.Version+1))
+		}
+		if md.MaxCount != nil {
+			bound = max(bound, sh.Version-*md.MaxCount+1)
+		}
+	}
+	if sh.RemovedBefore > bound {
+		bad("%s: removal floor %d, but no delete or retention tried on it hides more than the versions below %d (%+v; retention tried: %d)", stream, sh.RemovedBefore, bound, sh, len(del.retention[stream]))
 	}
 	return problems
 }

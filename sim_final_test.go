@@ -145,9 +145,12 @@ func simCheck(s *estuite.Store, backend table.Backend, world *simWorld, streams 
 			}
 		}
 		sh := heads[stream]
-		visible := max(1, sh.DeletedBefore) // the first version a read shows
-		if saved < visible {
-			saved = 0 // a snapshot from before a delete reflects deleted events: a read ignores it
+		visible := simFirstVisible(sh) // the first version a read shows
+		// A snapshot from before a delete reflects deleted events, and one older than the
+		// version before the first visible one would leave versions out: a read ignores both.
+		stale := func(v int64) bool { return v < sh.DeletedBefore || v+1 < visible }
+		if stale(saved) {
+			saved = 0
 		}
 		var found *estuite.Snapshot
 		for schema := 1; schema <= 2; schema++ {
@@ -182,10 +185,11 @@ func simCheck(s *estuite.Store, backend table.Backend, world *simWorld, streams 
 					bad("%s: snapshot %q read as schema %d", stream, sn.Data, sn.Schema)
 				case c == nil || c.stream != stream || c.snapshot == nil:
 					bad("%s: snapshot %q of no commit of the stream with a snapshot", stream, sn.Data)
-				case v < 1 || v > int64(len(st)) || st[v-1].CommitID != id || v < int64(len(st)) && st[v].CommitID == id:
+				case v < 1 || v > int64(len(st)) || v > sh.Removed && st[v-1].CommitID != id || v < int64(len(st)) && st[v].CommitID == id:
+					// (At a version the scavenger removed, the snapshot's commit is not stored to compare.)
 					bad("%s: snapshot of commit %s at version %d, which is not that commit's last event", stream, id, v)
-				case v < visible:
-					bad("%s: a read returned the snapshot of commit %s at version %d, from before the stream's delete (DeletedBefore %d): the state of deleted events", stream, id, v, sh.DeletedBefore)
+				case stale(v):
+					bad("%s: a read returned the snapshot of commit %s at version %d, from before the stream's delete or older than its first visible version (%+v)", stream, id, v, sh)
 				}
 				world.stats.snapshots++
 			}
@@ -323,7 +327,7 @@ func simCheckVisible(ctx context.Context, s *estuite.Store, stream string, sh es
 	case !sh.Exists || sh.Version == 0 || sh.DeletedBefore > sh.Version:
 		want = estuite.ErrStreamNotFound
 	}
-	visible := stored[min(int64(len(stored)), max(1, sh.DeletedBefore)-1):]
+	visible := stored[min(int64(len(stored)), simFirstVisible(sh)-1):]
 	for _, o := range []*estuite.ReadOptions{nil, {Direction: estuite.Backward, Limit: 3}} {
 		r, err := s.Read(ctx, stream, o)
 		switch {
@@ -354,7 +358,7 @@ func simCheckVisible(ctx context.Context, s *estuite.Store, stream string, sh es
 			ok = got[i].Version == exp[i].Version && got[i].ID == exp[i].ID && got[i].CommitID == exp[i].CommitID
 		}
 		if !ok {
-			bad("Read(%s, %+v) shows version %d, events %v; stored: version %d, DeletedBefore %d, visible events %v", stream, o, r.Version, simVersions(got), sh.Version, sh.DeletedBefore, simVersions(exp))
+			bad("Read(%s, %+v) shows version %d, events %v; stored: %+v, visible events %v", stream, o, r.Version, simVersions(got), sh, simVersions(exp))
 		}
 	}
 	v, err := s.Version(ctx, stream)
@@ -362,6 +366,16 @@ func simCheckVisible(ctx context.Context, s *estuite.Store, stream string, sh es
 		bad("Version(%s) = %d, %v; the head is %+v", stream, v, err, sh)
 	}
 	return problems
+}
+
+// simFirstVisible is the first version a read of the stream shows: the first that no delete,
+// truncation, maxCount or removal floor hides (the floor stays whatever the metadata says later).
+func simFirstVisible(sh estuite.StoredHead) int64 {
+	first := max(1, sh.DeletedBefore, sh.TruncateBefore, sh.RemovedBefore)
+	if sh.MaxCount > 0 {
+		first = max(first, sh.Version-sh.MaxCount+1)
+	}
+	return first
 }
 
 func simVersions(events []estuite.RecordedEvent) []int64 {

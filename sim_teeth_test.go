@@ -138,6 +138,14 @@ import (
 //     hint checked against the feed row, so a wrong index costs requests, not correctness:
 //     TestRemovalFindsOldEventsWithoutWalkingTheFeed counts them (172 requests without it, 31
 //     with it).
+// 11. Retention (sim_delete_test.go, setRetention): in the deletion seeds a third of the deleter's
+//     moves set a stream's maxCount and/or truncateBefore near its head, racing with appends,
+//     deletes and the scavenger; what reads show is judged by the final metadata and floor
+//     (simFirstVisible), snapshots older than that are ignored, and the floor may never pass what
+//     some delete or retention tried could hide. Put back (2026-12-01, 150 seeds): maxCount
+//     hiding one event too many (`version-m.maxCount+2` in visibleFrom) — "sim-5: removal floor
+//     192, but no delete or retention tried on it hides more than the versions below 191". maxAge
+//     is not simulated: the scavenger's hour of margin is longer than a schedule.
 //
 // The same check found a bug of group commit (appendqueue.go) when the two met: an append refused
 // part-way through a combined batch was answered with a version the head never had (the version

@@ -391,6 +391,7 @@ func runSimulation(t *testing.T, seed uint64, big, trace bool) simResult {
 	restore := estuite.SetFeedPageSize(p.feedPageSize)
 	simFeedPageSize = p.feedPageSize
 	defer func() { restore(); simFeedPageSize = estuite.FeedPageSize }()
+	defer estuite.SetSequentialMetadataReads()()
 	dir := ""
 	if p.bolt {
 		dir = t.TempDir()
