@@ -46,6 +46,10 @@ type Options struct {
 	// wrapped by another master key fails with ErrMasterKey on the subjects' events. Keys written
 	// without a master key still work once one is set; new keys are then wrapped.
 	MasterKey []byte
+	// PreviousMasterKeys are master keys that wrapped data keys before MasterKey did: the store
+	// unwraps the keys they wrapped, and never wraps with them. Set them while rotating the
+	// master key, until Store.RewrapKeys has rewrapped every key under MasterKey.
+	PreviousMasterKeys [][]byte
 	// KeyCacheLifetime is how long the store uses a subject's data key after it read it from the
 	// key table, before it reads it again: the longest this store may go on decrypting (and
 	// sealing new events with) the key of a subject that another Store forgot. Default
@@ -69,6 +73,7 @@ type Store struct {
 	heads   *headCache
 	// master wraps data keys (nil: stored unwrapped); keyCache holds subjects' key states.
 	master   *masterKey
+	previous map[string]*masterKey // Options.PreviousMasterKeys, by fingerprint
 	keyCache keyCache
 	closed   atomic.Bool
 
@@ -123,6 +128,17 @@ func Open(ctx context.Context, backend table.Backend, opts *Options) (*Store, er
 			return nil, err
 		}
 	}
+	previous := make(map[string]*masterKey, len(o.PreviousMasterKeys))
+	for _, raw := range o.PreviousMasterKeys {
+		m, err := newMasterKey(raw)
+		if err != nil {
+			return nil, invalid("previous master keys", "%v", err)
+		}
+		previous[m.id] = m
+	}
+	if len(previous) > 0 && master == nil {
+		return nil, invalid("previous master keys", "are set without a MasterKey to rewrap their keys under")
+	}
 	counts := &counter{}
 	openTable := func(suffix string) (storage, error) {
 		name := o.TablePrefix + suffix
@@ -156,6 +172,7 @@ func Open(ctx context.Context, backend table.Backend, opts *Options) (*Store, er
 		now:      o.Now,
 		heads:    newHeadCache(o.HeadCacheSize),
 		master:   master,
+		previous: previous,
 		keyCache: keyCache{lifetime: o.KeyCacheLifetime, max: o.KeyCacheSize, m: make(map[string]*keyEntry)},
 
 		announceWindow: max(o.AnnounceWindow, 0),

@@ -229,34 +229,54 @@ func (s *Store) fetchKey(ctx context.Context, subject string, create bool) (keyS
 }
 
 func (s *Store) decodeKeyRow(subject string, row table.Entity) (keyState, error) {
-	if got, _ := row.Properties[propSubject].(string); got != subject {
-		return keyState{}, corrupt(row.PartitionKey, row.RowKey, "key row of another subject")
-	}
-	if _, ok := row.Properties[propForgotten]; ok {
-		return keyState{forgotten: true}, nil
-	}
-	raw, _ := row.Properties[propKey].([]byte)
-	id, wrapped := row.Properties[propMasterKeyID].(string)
-	switch {
-	case wrapped && s.master == nil:
-		return keyState{}, fmt.Errorf("%w: the key of subject %q is wrapped by master key %s, and the store has no master key", ErrMasterKey, subject, id)
-	case wrapped && id != s.master.id:
-		return keyState{}, fmt.Errorf("%w: the key of subject %q is wrapped by master key %s, the store's is %s", ErrMasterKey, subject, id, s.master.id)
-	case wrapped:
-		if len(raw) != wrappedKeySize || raw[0] != wrapScheme {
-			return keyState{}, corrupt(row.PartitionKey, row.RowKey, "malformed wrapped key")
-		}
-		plain, err := s.master.aead.Open(nil, raw[1:1+sealNonceSize], raw[1+sealNonceSize:], wrapAD(subject))
-		if err != nil {
-			return keyState{}, fmt.Errorf("%w: the key of subject %q does not unwrap with master key %s", ErrMasterKey, subject, id)
-		}
-		raw = plain
-	}
-	if len(raw) != dataKeySize {
-		return keyState{}, corrupt(row.PartitionKey, row.RowKey, "malformed data key")
+	raw, forgotten, err := s.rawKey(subject, row)
+	if err != nil || forgotten {
+		return keyState{forgotten: forgotten}, err
 	}
 	k, err := newDataKey(raw)
 	return keyState{key: k}, err
+}
+
+// rawKey reads the subject's data key from its key row, unwrapped; forgotten for a tombstone.
+func (s *Store) rawKey(subject string, row table.Entity) (raw []byte, forgotten bool, err error) {
+	if got, _ := row.Properties[propSubject].(string); got != subject {
+		return nil, false, corrupt(row.PartitionKey, row.RowKey, "key row of another subject")
+	}
+	if _, ok := row.Properties[propForgotten]; ok {
+		return nil, true, nil
+	}
+	raw, _ = row.Properties[propKey].([]byte)
+	if id, wrapped := row.Properties[propMasterKeyID].(string); wrapped {
+		if raw, err = s.unwrap(subject, id, raw, row); err != nil {
+			return nil, false, err
+		}
+	}
+	if len(raw) != dataKeySize {
+		return nil, false, corrupt(row.PartitionKey, row.RowKey, "malformed data key")
+	}
+	return raw, false, nil
+}
+
+// unwrap unwraps the subject's data key, wrapped by the master key with fingerprint id: the
+// store's, or one of its previous ones.
+func (s *Store) unwrap(subject, id string, wrapped []byte, row table.Entity) ([]byte, error) {
+	m := s.previous[id]
+	switch {
+	case s.master != nil && id == s.master.id:
+		m = s.master
+	case m == nil && s.master == nil:
+		return nil, fmt.Errorf("%w: the key of subject %q is wrapped by master key %s, and the store has no master key", ErrMasterKey, subject, id)
+	case m == nil:
+		return nil, fmt.Errorf("%w: the key of subject %q is wrapped by master key %s, the store's is %s (and no previous master key is that one)", ErrMasterKey, subject, id, s.master.id)
+	}
+	if len(wrapped) != wrappedKeySize || wrapped[0] != wrapScheme {
+		return nil, corrupt(row.PartitionKey, row.RowKey, "malformed wrapped key")
+	}
+	plain, err := m.aead.Open(nil, wrapped[1:1+sealNonceSize], wrapped[1+sealNonceSize:], wrapAD(subject))
+	if err != nil {
+		return nil, fmt.Errorf("%w: the key of subject %q does not unwrap with master key %s", ErrMasterKey, subject, id)
+	}
+	return plain, nil
 }
 
 // submit sends a batch with the store's retries. Only for operations whose retry is harmless

@@ -29,6 +29,7 @@ type backendFlags struct {
 	tablePrefix string
 
 	masterKeyFile string        // --master-key-file; else $ESTUITE_MASTER_KEY
+	previousKeys  []string      // --previous-master-key-file, repeated
 	keyCache      time.Duration // --key-cache: Options.KeyCacheLifetime
 	wrapped       bool          // open found a master key
 }
@@ -48,23 +49,51 @@ func (b *backendFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&b.tablePrefix, "table-prefix", estuite.DefaultTablePrefix, "prefix of the table names")
 	fs.StringVar(&b.masterKeyFile, "master-key-file", "", "read the master key that wraps subjects' data keys from this `file`: 32 bytes in standard\n"+
 		"base64, e.g. from openssl rand -base64 32 (default $ESTUITE_MASTER_KEY; none: data keys are stored unwrapped)")
+	fs.Func("previous-master-key-file", "while rotating the master key: a `file` with a master key that wrapped data keys before\n"+
+		"--master-key-file's (repeat for several); used to unwrap, never to wrap (see estuite rewrap-keys)", func(v string) error {
+		b.previousKeys = append(b.previousKeys, v)
+		return nil
+	})
 	fs.DurationVar(&b.keyCache, "key-cache", estuite.DefaultKeyCacheLifetime, "how long a subject's data key is used from memory before it is read again:\n"+
 		"the longest this process goes on decrypting a subject another process forgot")
 }
 
 // masterKey returns the master key from --master-key-file, else $ESTUITE_MASTER_KEY; nil for none.
 func (b *backendFlags) masterKey() ([]byte, error) {
-	text, from := os.Getenv(masterKeyEnv), "$"+masterKeyEnv
 	if b.masterKeyFile != "" {
-		data, err := os.ReadFile(b.masterKeyFile)
-		if err != nil {
-			return nil, fmt.Errorf("reading the master key: %w", err)
-		}
-		text, from = string(data), "--master-key-file "+b.masterKeyFile
+		return readMasterKey(b.masterKeyFile, "--master-key-file")
 	}
+	return parseMasterKey(os.Getenv(masterKeyEnv), "$"+masterKeyEnv, false)
+}
+
+// previousMasterKeys reads the --previous-master-key-file files.
+func (b *backendFlags) previousMasterKeys() ([][]byte, error) {
+	var keys [][]byte
+	for _, file := range b.previousKeys {
+		k, err := readMasterKey(file, "--previous-master-key-file")
+		if err != nil {
+			return nil, err
+		}
+		keys = append(keys, k)
+	}
+	return keys, nil
+}
+
+// readMasterKey reads a master key from the file a flag names.
+func readMasterKey(file, flagName string) ([]byte, error) {
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("reading the master key: %w", err)
+	}
+	return parseMasterKey(string(data), flagName+" "+file, true)
+}
+
+// parseMasterKey decodes a master key in base64 from where it was found (from). An empty text is
+// no key, unless it came from a file.
+func parseMasterKey(text, from string, fromFile bool) ([]byte, error) {
 	text = strings.TrimSpace(text)
 	if text == "" {
-		if b.masterKeyFile != "" {
+		if fromFile {
 			return nil, usagef("%s: the file is empty", from)
 		}
 		return nil, nil
@@ -108,6 +137,13 @@ func (b *backendFlags) open(ctx context.Context) (*estuite.Store, error) {
 		return nil, err
 	}
 	b.wrapped = master != nil
+	previous, err := b.previousMasterKeys()
+	if err != nil {
+		return nil, err
+	}
+	if len(previous) > 0 && master == nil {
+		return nil, usagef("--previous-master-key-file needs the new master key too (--master-key-file or $%s)", masterKeyEnv)
+	}
 	var backend table.Backend
 	if b.embedded() {
 		if err := checkPrivate(b.dir(), "estuite.db", instanceFile); err != nil {
@@ -129,7 +165,7 @@ func (b *backendFlags) open(ctx context.Context) (*estuite.Store, error) {
 		}
 		backend = ab
 	}
-	store, err := estuite.Open(ctx, backend, &estuite.Options{TablePrefix: b.tablePrefix, MasterKey: master, KeyCacheLifetime: b.keyCache})
+	store, err := estuite.Open(ctx, backend, &estuite.Options{TablePrefix: b.tablePrefix, MasterKey: master, PreviousMasterKeys: previous, KeyCacheLifetime: b.keyCache})
 	if err != nil {
 		backend.Close()
 		return nil, fmt.Errorf("opening the %s: %w", b.describe(), err)

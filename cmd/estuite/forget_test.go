@@ -54,3 +54,44 @@ func TestForgetCommandWithAMasterKey(t *testing.T) {
 		t.Fatalf("forget without a subject: exit %d, want 2", code)
 	}
 }
+
+// `estuite rewrap-keys` rotates the master key: with the new key and the old one as
+// --previous-master-key-file it rewraps the subjects' keys, after which the new key alone reads
+// them and the old one no longer does.
+func TestRewrapKeysCommandRotatesTheMasterKey(t *testing.T) {
+	data, dir := t.TempDir(), t.TempDir()
+	oldKey, newKey := filepath.Join(dir, "old.key"), filepath.Join(dir, "new.key")
+	for file, fill := range map[string]string{oldKey: "o", newKey: "n"} {
+		if err := os.WriteFile(file, []byte(base64.StdEncoding.EncodeToString([]byte(strings.Repeat(fill, 32)))), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Setenv(masterKeyEnv, "")
+	if _, code := estuiteCLI(t, "append", "--data", data, "--master-key-file", oldKey, "--subject", "user-1", "people", "Registered", `{"name":"Bo"}`); code != 0 {
+		t.Fatalf("append exited %d", code)
+	}
+	if _, code := estuiteCLI(t, "read", "--data", data, "--master-key-file", newKey, "people"); code != 1 {
+		t.Fatalf("read with the new key before rewrapping: exit %d, want 1", code)
+	}
+	if _, code := estuiteCLI(t, "rewrap-keys", "--data", data, "--previous-master-key-file", oldKey); code != 2 {
+		t.Fatalf("rewrap-keys without a new master key: exit %d, want 2", code)
+	}
+	out, code := estuiteCLI(t, "rewrap-keys", "--data", data, "--master-key-file", newKey, "--previous-master-key-file", oldKey)
+	if code != 0 || !strings.Contains(out, `"rewrapped":1`) || !strings.Contains(out, `"failures":0`) {
+		t.Fatalf("rewrap-keys: exit %d\n%s", code, out)
+	}
+	if out, code := estuiteCLI(t, "read", "--data", data, "--master-key-file", newKey, "people"); code != 0 || !strings.Contains(out, `"name":"Bo"`) {
+		t.Fatalf("read with the new key after rewrapping: exit %d\n%s", code, out)
+	}
+	if _, code := estuiteCLI(t, "read", "--data", data, "--master-key-file", oldKey, "people"); code != 1 {
+		t.Fatalf("read with the old key after rewrapping: exit %d, want 1", code)
+	}
+	// A key wrapped by a master key not given is named, and the exit code says so.
+	other := filepath.Join(dir, "other.key")
+	if err := os.WriteFile(other, []byte(base64.StdEncoding.EncodeToString([]byte(strings.Repeat("x", 32)))), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out, code := estuiteCLI(t, "rewrap-keys", "--data", data, "--master-key-file", other); code != 3 || !strings.Contains(out, `"failed":["user-1"]`) {
+		t.Fatalf("rewrap-keys under a key that cannot unwrap: exit %d, want 3\n%s", code, out)
+	}
+}

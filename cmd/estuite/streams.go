@@ -87,6 +87,43 @@ func init() {
 		},
 	})
 	register(command{
+		name: "rewrap-keys",
+		summary: "Rewrap every subject's data key under the master key (--master-key-file or $ESTUITE_MASTER_KEY):\n" +
+			"the keys wrapped by a --previous-master-key-file, and those stored before the store had a master key.\n" +
+			"Rotating the master key: run every process with the new key and the old one as --previous-master-key-file,\n" +
+			"run this, then drop the old key. Scans the key table; prints what it did as JSON; exits 3 when a key\n" +
+			"could not be rewrapped (its subject is named).",
+		setup: func(fs *flag.FlagSet) func(context.Context, *env, []string) error {
+			var b backendFlags
+			b.register(fs)
+			return func(ctx context.Context, e *env, args []string) error {
+				if len(args) != 0 {
+					return usagef("takes no arguments, got %d", len(args))
+				}
+				store, err := b.open(ctx)
+				if err != nil {
+					return err
+				}
+				defer store.Close()
+				if !b.wrapped {
+					return usagef("no master key: give the new one with --master-key-file or $%s", masterKeyEnv)
+				}
+				res, err := store.RewrapKeys(ctx)
+				if err != nil {
+					return err
+				}
+				if err := json.NewEncoder(e.stdout).Encode(map[string]any{"keys": res.Keys, "rewrapped": res.Rewrapped,
+					"current": res.Current, "forgotten": res.Forgotten, "failures": res.Failures, "failed": res.Failed}); err != nil {
+					return err
+				}
+				if res.Failures > 0 {
+					return exitCode(exitInconsistent)
+				}
+				return nil
+			}
+		},
+	})
+	register(command{
 		name:    "read",
 		summary: "Print a stream's events as JSON lines.",
 		usage:   "STREAM",
