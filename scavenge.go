@@ -143,7 +143,7 @@ func (s *Store) scavengeStream(ctx context.Context, stream string, work table.En
 		return err
 	}
 	floor := h.meta.removedBefore
-	if hasScavenged && floor == scavenged && !h.meta.tombstone {
+	if hasScavenged && floor == scavenged && !h.meta.tombstone && (h.meta.hasMaxAge || h.meta.hasMaxCount) {
 		return nil // nothing hidden since the last pass that finished: one head read
 	}
 	dispatched, err := s.dispatchedVersion(ctx, pk)

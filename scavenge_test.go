@@ -443,3 +443,24 @@ func TestScavengeIdleRetentionStreamCostsOneRead(t *testing.T) {
 		t.Logf("%s rows: %v", stream, eventRowVersions(t, s, nil, stream))
 	}
 }
+
+// A stream whose retention is taken away leaves the work list at the next pass, though the pass
+// before recorded how far it got.
+func TestScavengeRetentionRemovedLeavesTheWorkList(t *testing.T) {
+	ctx := context.Background()
+	s := openStore(t, mem.New(nil), nil)
+	appendN(t, s, "r", 4)
+	if _, err := s.SetMetadata(ctx, "r", estuite.StreamMetadata{MaxCount: ptr(int64(2))}, estuite.AnyMetadataVersion); err != nil {
+		t.Fatal(err)
+	}
+	stepUntilIdle(t, estuite.NewDispatcher(s, nil))
+	mustScavenge(t, s)
+	mustScavenge(t, s)
+	if _, err := s.SetMetadata(ctx, "r", estuite.StreamMetadata{}, estuite.AnyMetadataVersion); err != nil {
+		t.Fatal(err)
+	}
+	mustScavenge(t, s)
+	if st := mustScavenge(t, s); st.Streams != 0 {
+		t.Fatalf("a stream without retention is still on the work list: %+v", st)
+	}
+}
