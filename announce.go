@@ -29,7 +29,7 @@ func (s *Store) submitAppend(ctx context.Context, pk, stream string, ops []table
 		return etags, err
 	}
 	m := dirtyMarker{
-		shard:     dirtyShard(pk, dirtyShards),
+		shard:     dirtyIndex(pk, s.feedShards),
 		stream:    stream,
 		first:     first,
 		announced: announced,
@@ -74,7 +74,7 @@ func (s *Store) retract(ctx context.Context, m dirtyMarker) {
 // leads, and writes every marker queued meanwhile in its batch.
 type announcer struct {
 	mu     sync.Mutex
-	shards [dirtyShards]announceShard
+	shards [MaxFeedShards * dirtyShards]announceShard
 
 	// streams queues the appends of one stream behind its leader, which sends them in one
 	// batch with one marker (appendqueue.go).

@@ -190,7 +190,7 @@ func (s *Store) prepareAppend(stream string, events []EventData, o AppendOptions
 	a.maxEventBytes = 0
 	for i, op := range ops[firstOp : firstOp+len(a.events)] {
 		// The event's feed row carries a few more properties than its stream row: it must fit too.
-		feedRow := feedEventEntity(MaxPosition, stream, op.Entity, a.recorded)
+		feedRow := feedEventEntity(MaxFeedShards-1, MaxPosition, stream, op.Entity, a.recorded)
 		n := max(table.EntitySize(op.Entity), table.EntitySize(feedRow))
 		if n > table.MaxEntityBytes {
 			return nil, &TooLargeError{What: fmt.Sprintf("events[%d]", i), Size: n, Limit: table.MaxEntityBytes, Unit: "bytes as stored"}

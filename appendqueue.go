@@ -345,7 +345,7 @@ func (s *Store) send(ctx context.Context, live, batch, refused []*appendReq, h h
 	}
 	etags, err := s.submitAppend(ctx, pk, stream, ops, h.version+1, last, maxEventBytes, early)
 	if err == nil {
-		s.dirty.mark(dirtyShard(pk, dirtyShards))
+		s.markDirty(dirtyIndex(pk, s.feedShards))
 		s.heads.put(pk, head{version: last, etag: etags[len(batch)], meta: h.meta})
 		for i, r := range batch {
 			r.settle(AppendResult{Stream: stream, FirstVersion: r.first, LastVersion: r.first + int64(len(r.a.events)) - 1, CommitID: r.a.commitID,

@@ -14,6 +14,8 @@ import (
 type Checkpoint struct {
 	// Name is the subscription's name.
 	Name string
+	// Shard is the feed shard the checkpoint is of (SubscriptionOptions.Shard).
+	Shard int
 	// Position is the last feed position the subscription has handled and saved: it resumes
 	// after it. The feed head minus Position is how far the subscription is behind.
 	Position int64
@@ -21,7 +23,8 @@ type Checkpoint struct {
 	Updated time.Time
 }
 
-// Checkpoints returns the stored checkpoints of durable subscriptions, sorted by name: at most
+// Checkpoints returns the stored checkpoints of durable subscriptions, sorted by name (then
+// shard, in a store with several feed shards: one query per shard): at most
 // limit of them when limit > 0, all of them when limit is 0. It only reads: one query of the
 // checkpoint partition of the event table, which is one storage request for up to 1000
 // subscriptions (more pages follow only beyond that, or when storage answers an empty page with a
@@ -40,29 +43,32 @@ func (s *Store) Checkpoints(ctx context.Context, limit int) ([]Checkpoint, error
 	if limit < 0 {
 		return nil, invalid("limit", "must not be negative")
 	}
-	q := table.Query{PartitionKey: checkpointPart}
-	if limit > 0 {
-		q.Limit = min(limit, table.MaxPageSize)
-	}
 	var out []Checkpoint
 	errFull := errors.New("enough checkpoints")
-	err := s.events.queryPages(ctx, q, func(p table.Page) error {
-		for _, row := range p.Entities {
-			c, err := decodeCheckpoint(row)
-			if err != nil {
-				return err
-			}
-			out = append(out, c)
-			if limit > 0 && len(out) == limit {
-				return errFull
-			}
+	for shard := 0; shard < s.feedShards && (limit == 0 || len(out) < limit); shard++ {
+		q := table.Query{PartitionKey: checkpointPartition(shard)}
+		if limit > 0 {
+			q.Limit = min(limit-len(out), table.MaxPageSize)
 		}
-		return nil
-	})
-	if err != nil && !errors.Is(err, errFull) {
-		return nil, err
+		err := s.events.queryPages(ctx, q, func(p table.Page) error {
+			for _, row := range p.Entities {
+				c, err := decodeCheckpoint(row)
+				if err != nil {
+					return err
+				}
+				c.Shard = shard
+				out = append(out, c)
+				if limit > 0 && len(out) == limit {
+					return errFull
+				}
+			}
+			return nil
+		})
+		if err != nil && !errors.Is(err, errFull) {
+			return nil, err
+		}
 	}
-	slices.SortFunc(out, func(a, b Checkpoint) int { return cmp.Compare(a.Name, b.Name) })
+	slices.SortFunc(out, func(a, b Checkpoint) int { return cmp.Or(cmp.Compare(a.Name, b.Name), cmp.Compare(a.Shard, b.Shard)) })
 	return out, nil
 }
 

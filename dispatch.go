@@ -60,6 +60,10 @@ const maxMarkerRowsPerStream = 1000
 
 // DispatcherOptions configure a Dispatcher. nil means defaults.
 type DispatcherOptions struct {
+	// Shard is the feed shard the dispatcher writes (0 to Store.FeedShards()-1): each shard has
+	// its own lease, so a process runs one dispatcher per shard it serves. Default 0, the only
+	// shard of a store with one. Out of range is an *InvalidInputError from Step and Start.
+	Shard int
 	// Owner names this dispatcher in the lease row. Default: a random UUID.
 	Owner string
 	// LeaseDuration is how long a lease lasts without renewal. Default DefaultLeaseDuration.
@@ -108,8 +112,9 @@ type DispatcherOptions struct {
 // with Step. Several dispatchers running at once stay correct — storage ETags fence each write —
 // they only waste work.
 type Dispatcher struct {
-	s *Store
-	o DispatcherOptions
+	s     *Store
+	o     DispatcherOptions
+	shard int // the feed shard it writes
 
 	mu    sync.Mutex          // serializes steps
 	st    *feedState          // nil until loaded, and after any doubt
@@ -117,7 +122,7 @@ type Dispatcher struct {
 	// earlySeen: early marker row key → when this dispatcher first saw it without its commit row
 	// (on d.o.Clock). Only a marker seen for FenceAfter may go without its commit row (early.go).
 	earlySeen map[string]waitInfo
-	cursors   [dirtyShards]string // per shard: the stream hash the next step starts at ("": the first)
+	cursors   map[int]string // per dirty-marker partition: the stream hash the next step starts at ("": the first)
 	shardTurn int                 // which of the scanned shards goes first
 	writeTurn int                 // which of a step's streams is written into the feed first
 	// gone: stream pk → how many steps in a row, each on a view of the feed read afresh, found
@@ -205,21 +210,31 @@ func NewDispatcher(s *Store, opts *DispatcherOptions) *Dispatcher {
 	if o.Linger == 0 {
 		o.Linger = DefaultLinger
 	}
-	return &Dispatcher{s: s, o: o, waits: make(map[string]waitInfo), earlySeen: make(map[string]waitInfo), pendingSince: make(map[string]pendingInfo)}
+	return &Dispatcher{s: s, o: o, shard: o.Shard, waits: make(map[string]waitInfo), earlySeen: make(map[string]waitInfo),
+		pendingSince: make(map[string]pendingInfo), cursors: make(map[int]string)}
 }
 
-// Step runs one dispatch cycle over every dirty-marker shard: it reads the streams announced as
+// checkShard reports a Shard option out of the store's range.
+func (d *Dispatcher) checkShard() error {
+	if d.shard < 0 || d.shard >= d.s.feedShards {
+		return invalid("shard", "%d is not a feed shard of the store (0 to %d)", d.shard, d.s.feedShards-1)
+	}
+	return nil
+}
+
+// state is the in-process state of the dispatcher's shard.
+func (d *Dispatcher) state() *shardState { return d.s.shards[d.shard] }
+
+// page is the partition of page of the dispatcher's shard.
+func (d *Dispatcher) page(page int64) string { return feedPartition(d.shard, page) }
+
+// Step runs one dispatch cycle over every dirty-marker partition of its shard: it reads the streams announced as
 // dirty, writes their undispatched events into the feed, and deletes the markers it resolved.
 func (d *Dispatcher) Step(ctx context.Context) (DispatchStats, error) {
-	return d.step(ctx, allShards())
-}
-
-func allShards() []int {
-	shards := make([]int, dirtyShards)
-	for i := range shards {
-		shards[i] = i
+	if err := d.checkShard(); err != nil {
+		return DispatchStats{}, err
 	}
-	return shards
+	return d.step(ctx, dirtyIndexes(d.shard))
 }
 
 // streamWork is one dirty stream of a step.
@@ -323,7 +338,7 @@ func (d *Dispatcher) step(ctx context.Context, shards []int) (stats DispatchStat
 func (d *Dispatcher) load(ctx context.Context) error {
 	ev := d.s.events
 	page := int64(0)
-	if row, err := ev.get(ctx, metaPartition, feedHintRow); err == nil {
+	if row, err := ev.get(ctx, metaPartition, feedHintRowOf(d.shard)); err == nil {
 		if p, ok := row.Properties[propPage].(int64); ok && validPage(p) {
 			page = p
 		}
@@ -332,7 +347,7 @@ func (d *Dispatcher) load(ctx context.Context) error {
 	}
 	st := &feedState{markers: make(map[string]*pageMarker)}
 	for {
-		row, err := ev.get(ctx, feedPartition(page), feedHeaderRowKey)
+		row, err := ev.get(ctx, d.page(page), feedHeaderRowKey)
 		if errors.Is(err, table.ErrNotFound) {
 			if page > 0 {
 				page-- // the hint ran ahead of the pages (it never should): step back
@@ -353,7 +368,7 @@ func (d *Dispatcher) load(ctx context.Context) error {
 			break
 		}
 		// The page is full: is there a next one already?
-		if _, err := ev.get(ctx, feedPartition(page+1), feedHeaderRowKey); errors.Is(err, table.ErrNotFound) {
+		if _, err := ev.get(ctx, d.page(page+1), feedHeaderRowKey); errors.Is(err, table.ErrNotFound) {
 			break
 		} else if err != nil {
 			return err
@@ -364,12 +379,12 @@ func (d *Dispatcher) load(ctx context.Context) error {
 		return err
 	}
 	d.st = st
-	d.s.feedHead.publish(st.next - 1)
+	d.state().feedHead.publish(st.next - 1)
 	return nil
 }
 
 func (d *Dispatcher) loadMarkers(ctx context.Context, st *feedState) error {
-	q := table.Query{PartitionKey: feedPartition(st.page), From: feedMarkerPrefix, To: nextPrefix(feedMarkerPrefix)}
+	q := table.Query{PartitionKey: d.page(st.page), From: feedMarkerPrefix, To: nextPrefix(feedMarkerPrefix)}
 	return d.s.events.queryPages(ctx, q, func(p table.Page) error {
 		for _, row := range p.Entities {
 			stream, _ := row.Properties[propStream].(string)
@@ -856,7 +871,7 @@ func (d *Dispatcher) writeFeed(ctx context.Context, work []*streamWork, stats *D
 				b = d.newFeedBatch()
 			}
 			version, _ := parseEventKey(row.RowKey)
-			entity := feedEventEntity(b.next, w.stream, row, now)
+			entity := feedEventEntity(d.shard, b.next, w.stream, row, now)
 			size := table.BatchSize([]table.Op{{Kind: table.Insert, Entity: entity}})
 			_, hasMarker := b.markers[w.pk]
 			extra := 1
@@ -868,12 +883,12 @@ func (d *Dispatcher) writeFeed(ctx context.Context, work []*streamWork, stats *D
 					return err
 				}
 				b = d.newFeedBatch()
-				entity = feedEventEntity(b.next, w.stream, row, now)
+				entity = feedEventEntity(d.shard, b.next, w.stream, row, now)
 				hasMarker = false
 			}
 			b.ops = append(b.ops, table.Op{Kind: table.Insert, Entity: entity})
 			b.bytes += size
-			marker := table.Entity{PartitionKey: feedPartition(d.st.page), RowKey: feedMarkerKey(w.pk), Properties: map[string]any{
+			marker := table.Entity{PartitionKey: d.page(d.st.page), RowKey: feedMarkerKey(w.pk), Properties: map[string]any{
 				propStream: w.stream, propVersion: version, propPosition: b.next,
 			}}
 			if hasMarker {
@@ -907,7 +922,7 @@ func (d *Dispatcher) newFeedBatch() *feedBatch {
 
 // submitFeed writes a batch under the page header's ETag, and advances the state on success.
 func (d *Dispatcher) submitFeed(ctx context.Context, b *feedBatch) error {
-	pk := feedPartition(d.st.page)
+	pk := d.page(d.st.page)
 	header := table.Entity{PartitionKey: pk, RowKey: feedHeaderRowKey, Properties: map[string]any{
 		propNext: b.next, propPage: d.st.page, propFormat: int64(FormatVersion),
 	}}
@@ -928,10 +943,10 @@ func (d *Dispatcher) submitFeed(ctx context.Context, b *feedBatch) error {
 		d.st.markers[spk] = &pageMarker{stream: e.Properties[propStream].(string), version: e.Properties[propVersion].(int64)}
 	}
 	d.s.dispatchWatch.written(b.ops)
-	d.s.feedHead.publish(b.next - 1)
+	d.state().feedHead.publish(b.next - 1)
 	if created && d.st.page > 0 {
 		// Best effort: a hint for readers and later dispatchers where the feed stands.
-		hint := table.Entity{PartitionKey: metaPartition, RowKey: feedHintRow, Properties: map[string]any{propPage: d.st.page}}
+		hint := table.Entity{PartitionKey: metaPartition, RowKey: feedHintRowOf(d.shard), Properties: map[string]any{propPage: d.st.page}}
 		_, _ = d.s.events.submitOnce(ctx, metaPartition, []table.Op{{Kind: table.Upsert, Entity: hint}})
 	}
 	return nil

@@ -55,7 +55,7 @@ func (d *Dispatcher) Health() DispatcherHealth {
 		LastError:    d.health.lastErr,
 	}
 	d.health.mu.Unlock()
-	h.FeedHead, _ = d.s.feedHead.current()
+	h.FeedHead, _ = d.state().feedHead.current()
 	d.pendingMu.Lock()
 	for _, since := range d.pendingSince {
 		h.Pending++

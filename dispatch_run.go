@@ -25,6 +25,9 @@ func (d *Dispatcher) Start(ctx context.Context) error {
 	if d.o.Linger < 0 {
 		return invalid("linger", "%v is negative", d.o.Linger)
 	}
+	if err := d.checkShard(); err != nil {
+		return err
+	}
 	d.run.Lock()
 	defer d.run.Unlock()
 	if d.run.done != nil {
@@ -81,7 +84,7 @@ func (d *Dispatcher) loop(ctx context.Context) error {
 	defer func() { d.releaseLease(context.WithoutCancel(ctx), &lease) }()
 	clock := d.o.Clock
 	poll := d.o.PollInterval
-	shards := allShards()
+	shards := dirtyIndexes(d.shard)
 	var lastFull time.Time // when a step last looked at every shard
 	fullDone := false
 	var lastScavenge time.Time // when this holder last ran a scavenge pass
@@ -107,12 +110,12 @@ func (d *Dispatcher) loop(ctx context.Context) error {
 				// Taken anew: another dispatcher may have written the feed meanwhile, so what this
 				// one knows of the feed's page is a guess. Read it again.
 				d.invalidate()
-				shards = allShards()
+				shards = dirtyIndexes(d.shard)
 			}
 		}
 		now := clock.Now()
-		if d.o.ScavengeInterval > 0 && (lastScavenge.IsZero() || scavengeMore || now.Sub(lastScavenge) >= d.o.ScavengeInterval) {
-			// The lease holder scavenges too: one query of the work list, and what it removes —
+		if d.shard == 0 && d.o.ScavengeInterval > 0 && (lastScavenge.IsZero() || scavengeMore || now.Sub(lastScavenge) >= d.o.ScavengeInterval) {
+			// Shard 0's lease holder scavenges too: one query of the work list, and what it removes —
 			// in slices of at most 250 ms (or a quarter of the lease), so that dispatch and the
 			// lease's renewal never wait longer; a slice cut short is followed by another at the
 			// loop's next round, after a dispatch step.
@@ -126,7 +129,7 @@ func (d *Dispatcher) loop(ctx context.Context) error {
 		if !fullDone || now.Sub(lastFull) >= poll {
 			// However busy this process is, every shard is looked at at least every poll interval:
 			// other processes' appends wake no one here.
-			shards = allShards()
+			shards = dirtyIndexes(d.shard)
 		}
 		if len(shards) == dirtyShards {
 			lastFull, fullDone = now, true
@@ -144,7 +147,7 @@ func (d *Dispatcher) loop(ctx context.Context) error {
 			if ctx.Err() != nil {
 				return nil
 			}
-			shards = allShards()
+			shards = dirtyIndexes(d.shard)
 			var be *table.BatchError
 			if errors.As(err, &be) {
 				// A conditional write was refused: another dispatcher's write (or one of this
@@ -164,7 +167,7 @@ func (d *Dispatcher) loop(ctx context.Context) error {
 		case progress:
 			// Look again at once, at these shards and any marked since.
 			poll = d.o.PollInterval
-			shards = union(shards, d.s.dirty.take())
+			shards = union(shards, d.takeDirty())
 			continue
 		}
 		// No progress. A step that was incomplete without making progress must not be repeated
@@ -180,7 +183,7 @@ func (d *Dispatcher) loop(ctx context.Context) error {
 			// well before they may be fenced, without spinning.
 			wait, waiting = max(d.o.PollInterval, d.o.FenceAfter/4), shards
 		}
-		woken, werr := clock.Wait(ctx, lease.cap(clock.Now(), wait), d.s.dirty.wake)
+		woken, werr := clock.Wait(ctx, lease.cap(clock.Now(), wait), d.state().dirty.wake)
 		if werr != nil {
 			return nil
 		}
@@ -188,16 +191,26 @@ func (d *Dispatcher) loop(ctx context.Context) error {
 			if _, err := clock.Wait(ctx, d.o.Linger, nil); err != nil {
 				return nil
 			}
-			shards = union(waiting, d.s.dirty.take())
+			shards = union(waiting, d.takeDirty())
 			poll = d.o.PollInterval
 			continue
 		}
-		shards = allShards()
+		shards = dirtyIndexes(d.shard)
 		if st.Streams == 0 {
 			poll = min(2*poll, d.o.MaxPollInterval)
 		}
 	}
 	return nil
+}
+
+// takeDirty returns the dirty-marker partitions this process's appends marked for the dispatcher's
+// shard since the last take.
+func (d *Dispatcher) takeDirty() []int {
+	subs := d.state().dirty.take()
+	for i := range subs {
+		subs[i] += d.shard * dirtyShards
+	}
+	return subs
 }
 
 func union(a, b []int) []int {
@@ -258,7 +271,7 @@ func (d *Dispatcher) acquireLease(ctx context.Context, l *leaseState) error {
 	ev := d.s.events
 	clock := d.o.Clock
 	op := table.Op{Kind: table.Insert}
-	row, err := ev.get(ctx, leasePartition, dispatcherLeaseRow)
+	row, err := ev.get(ctx, leasePartition, leaseRowOf(d.shard))
 	now := clock.Now()
 	switch {
 	case err == nil:
@@ -286,7 +299,7 @@ func (d *Dispatcher) acquireLease(ctx context.Context, l *leaseState) error {
 		l.held = false
 		return err
 	}
-	op.Entity = table.Entity{PartitionKey: leasePartition, RowKey: dispatcherLeaseRow, Properties: map[string]any{
+	op.Entity = table.Entity{PartitionKey: leasePartition, RowKey: leaseRowOf(d.shard), Properties: map[string]any{
 		propOwner:    d.o.Owner,
 		propDuration: d.o.LeaseDuration.Milliseconds(),
 		// Informational only (and read by dispatchers of format 1 releases before this one):
@@ -332,7 +345,7 @@ func (d *Dispatcher) releaseLease(ctx context.Context, l *leaseState) {
 		return
 	}
 	l.held = false
-	row := table.Entity{PartitionKey: leasePartition, RowKey: dispatcherLeaseRow, Properties: map[string]any{
+	row := table.Entity{PartitionKey: leasePartition, RowKey: leaseRowOf(d.shard), Properties: map[string]any{
 		propOwner: "", propDuration: d.o.LeaseDuration.Milliseconds(), propExpires: d.s.now().UTC(),
 	}}
 	_, _ = d.s.events.submitOnce(ctx, leasePartition, []table.Op{{Kind: table.Replace, Entity: row, IfMatch: l.etag}})

@@ -101,7 +101,7 @@ func (s *Store) newAnnouncement(stream, commitID string) (*Announcement, error) 
 	// of an earlier release refuses the row as malformed rather than take it for an ordinary
 	// marker, which it could delete while an append relies on it.
 	an.marker = dirtyMarker{
-		shard:     dirtyShard(pk, dirtyShards),
+		shard:     dirtyIndex(pk, s.feedShards),
 		stream:    stream,
 		pk:        pk,
 		first:     0,

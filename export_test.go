@@ -14,6 +14,13 @@ func SetSequentialMetadataReads() (restore func()) {
 	return func() { sequentialMetadataReads = old }
 }
 
+// WithKnownFeedShards makes Open take n as the store's feed shard count without reading it (the
+// simulation opens its processes' stores outside their actors, where no storage call may run).
+func WithKnownFeedShards(o *Options, n int) *Options {
+	o.knownShards = n
+	return o
+}
+
 // SetFeedPageSize makes feed pages hold n positions until the returned function restores the
 // default: simulations and tests use small pages so that every schedule crosses pages. Only a
 // store created under one page size can be read under it.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -91,13 +92,17 @@ func TestEveryStorageCallFailingKeepsAppendsExactlyOnce(t *testing.T) {
 			for failAt := int64(1); failAt <= 40; failAt++ {
 				name := fmt.Sprintf("attempts=%d/fault=%d/call=%d", retry.MaxAttempts, fault, failAt)
 				t.Run(name, func(t *testing.T) {
+					// The calls counted are the scenario's, after Open's.
+					var armed atomic.Bool
+					var calls atomic.Int64
 					b := mem.New(&mem.Options{Faults: func(c mem.Call) mem.Fault {
-						if c.Seq == failAt {
+						if armed.Load() && calls.Add(1) == failAt {
 							return fault
 						}
 						return mem.NoFault
 					}})
 					s := openStore(t, b, &estuite.Options{Retry: retry})
+					armed.Store(true)
 					ctx := context.Background()
 					committed, first := map[string]bool{}, map[string]int64{}
 					for _, st := range scenario {

@@ -25,6 +25,9 @@ const MaxPosition int64 = 1 << 62
 
 // FeedOptions select a read of the feed. nil means: from the start, DefaultFeedLimit events.
 type FeedOptions struct {
+	// Shard is the feed shard read (0 to Store.FeedShards()-1); positions are the shard's.
+	// Default 0, the whole feed of a store with one shard.
+	Shard int
 	// After is the last position already seen: the read starts at After+1. 0 to MaxPosition.
 	After int64
 	// Limit is the most events returned. 0 means DefaultFeedLimit; negative is invalid.
@@ -102,6 +105,8 @@ func (s *Store) ReadFeed(ctx context.Context, opts *FeedOptions) (FeedPage, erro
 		o = *opts
 	}
 	switch {
+	case o.Shard < 0 || o.Shard >= s.feedShards:
+		return FeedPage{}, invalid("shard", "%d is not a feed shard of the store (0 to %d)", o.Shard, s.feedShards-1)
 	case o.After < 0 || o.After > MaxPosition:
 		return FeedPage{}, invalid("after", "position %d is not a feed position (0 to MaxPosition, %d)", o.After, MaxPosition)
 	case o.Limit < 0:
@@ -127,7 +132,7 @@ func (s *Store) ReadFeed(ctx context.Context, opts *FeedOptions) (FeedPage, erro
 		before := res.Next
 		pos := res.Next + 1
 		page := pageOf(pos)
-		q := table.Query{PartitionKey: feedPartition(page), From: feedEventKey(pos), To: feedPageEndKey(page)}
+		q := table.Query{PartitionKey: feedPartition(o.Shard, page), From: feedEventKey(pos), To: feedPageEndKey(page)}
 		q.Limit = o.MaxScan - scanned
 		if !o.filtered() {
 			q.Limit = min(q.Limit, o.Limit-len(res.Events))
@@ -148,6 +153,7 @@ func (s *Store) ReadFeed(ctx context.Context, opts *FeedOptions) (FeedPage, erro
 				if err != nil {
 					return res, err
 				}
+				ev.Shard = o.Shard
 				if ev.Position != res.Next+1 {
 					return res, corrupt(row.PartitionKey, row.RowKey, "feed position %d is missing", res.Next+1)
 				}
@@ -178,12 +184,12 @@ func (s *Store) ReadFeed(ctx context.Context, opts *FeedOptions) (FeedPage, erro
 		}
 	}
 	if n := len(res.Events); n > 0 {
-		s.feedHead.publish(res.Events[n-1].Position)
+		s.shards[o.Shard].feedHead.publish(res.Events[n-1].Position)
 	}
 	for i := range res.Events {
 		if res.Events[i].Redacted {
 			if !o.keepRedactedKeys {
-				res.Events[i] = FeedEvent{Position: res.Events[i].Position, Redacted: true} // nothing else is shown
+				res.Events[i] = FeedEvent{Shard: o.Shard, Position: res.Events[i].Position, Redacted: true} // nothing else is shown
 			}
 			continue
 		}
@@ -194,28 +200,40 @@ func (s *Store) ReadFeed(ctx context.Context, opts *FeedOptions) (FeedPage, erro
 	return res, nil
 }
 
-// FeedHead returns the highest position in the feed (0 when it is empty).
+// FeedHead returns the highest position in the feed (0 when it is empty) of a store with one
+// feed shard; with more, it is an *InvalidInputError: use FeedHeadOf.
 func (s *Store) FeedHead(ctx context.Context) (int64, error) {
+	if s.feedShards > 1 {
+		return 0, invalid("shard", "the store has %d feed shards: FeedHeadOf reads the head of one", s.feedShards)
+	}
+	return s.FeedHeadOf(ctx, 0)
+}
+
+// FeedHeadOf returns the highest position in feed shard shard (0 when it is empty).
+func (s *Store) FeedHeadOf(ctx context.Context, shard int) (int64, error) {
 	if err := s.checkOpen(); err != nil {
 		return 0, err
 	}
+	if shard < 0 || shard >= s.feedShards {
+		return 0, invalid("shard", "%d is not a feed shard of the store (0 to %d)", shard, s.feedShards-1)
+	}
 	page := int64(0)
-	if row, err := s.events.get(ctx, metaPartition, feedHintRow); err == nil {
+	if row, err := s.events.get(ctx, metaPartition, feedHintRowOf(shard)); err == nil {
 		if p, ok := row.Properties[propPage].(int64); ok && validPage(p) {
 			page = p
 		}
 	} else if !errors.Is(err, table.ErrNotFound) {
 		return 0, err
 	}
-	return s.feedHeadFrom(ctx, page)
+	return s.feedHeadFrom(ctx, shard, page)
 }
 
-// feedHeadFrom finds the highest position in the feed, reading page headers from page on (back
-// from it while it has none), and publishes it to this process's subscribers.
-func (s *Store) feedHeadFrom(ctx context.Context, page int64) (int64, error) {
+// feedHeadFrom finds the highest position in feed shard shard, reading page headers from page on
+// (back from it while it has none), and publishes it to this process's subscribers.
+func (s *Store) feedHeadFrom(ctx context.Context, shard int, page int64) (int64, error) {
 	head := int64(0)
 	for {
-		row, err := s.events.get(ctx, feedPartition(page), feedHeaderRowKey)
+		row, err := s.events.get(ctx, feedPartition(shard, page), feedHeaderRowKey)
 		if errors.Is(err, table.ErrNotFound) {
 			if page > 0 && head == 0 {
 				page--
@@ -236,6 +254,6 @@ func (s *Store) feedHeadFrom(ctx context.Context, page int64) (int64, error) {
 		}
 		page++
 	}
-	s.feedHead.publish(head)
+	s.shards[shard].feedHead.publish(head)
 	return head, nil
 }

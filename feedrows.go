@@ -38,10 +38,56 @@ const (
 	progressRowKey = "G"
 )
 
-// feedShard is the only feed shard of this format version; the partition keys leave room for more.
-const feedShard = 0
+// MaxFeedShards is the most feed shards a store may have (Options.FeedShards).
+const MaxFeedShards = 64
 
-func feedPartition(page int64) string { return fmt.Sprintf("feed%02d-%012d", feedShard, page) }
+// feedPartition is the partition of page of feed shard shard. With one shard, shard 0 is the
+// feed of earlier releases, unchanged.
+func feedPartition(shard int, page int64) string { return fmt.Sprintf("feed%02d-%012d", shard, page) }
+
+// feedHintRowOf is the meta row that hints where feed shard shard stands (shard 0: the one row of
+// earlier releases).
+func feedHintRowOf(shard int) string {
+	if shard == 0 {
+		return feedHintRow
+	}
+	return fmt.Sprintf("%s%02d", feedHintRow, shard)
+}
+
+// leaseRowOf is the lease row of the dispatcher of feed shard shard (shard 0: the one lease of
+// earlier releases).
+func leaseRowOf(shard int) string {
+	if shard == 0 {
+		return dispatcherLeaseRow
+	}
+	return fmt.Sprintf("%s%02d", dispatcherLeaseRow, shard)
+}
+
+// feedShardOf is the feed shard of the stream in partition pk, of shards: from other bytes of the
+// hash than its dirty-marker shard's, so that the two are independent.
+func feedShardOf(pk string, shards int) int {
+	if shards <= 1 {
+		return 0
+	}
+	sum := sha256.Sum256([]byte(pk))
+	return int((uint32(sum[4])<<24 | uint32(sum[5])<<16 | uint32(sum[6])<<8 | uint32(sum[7])) % uint32(shards))
+}
+
+// dirtyIndex is the dirty-marker partition number of the stream in partition pk: feed shard k's
+// markers are in partitions k*dirtyShards to k*dirtyShards+dirtyShards-1 (with one shard, the
+// four partitions of earlier releases).
+func dirtyIndex(pk string, shards int) int {
+	return feedShardOf(pk, shards)*dirtyShards + dirtyShard(pk, dirtyShards)
+}
+
+// dirtyIndexes are the dirty-marker partition numbers of feed shard shard.
+func dirtyIndexes(shard int) []int {
+	out := make([]int, dirtyShards)
+	for i := range out {
+		out[i] = shard*dirtyShards + i
+	}
+	return out
+}
 
 // feedPageSize is FeedPageSize, except in tests that make pages small so that every schedule
 // crosses pages (export_test.go). It is part of the storage format: never change it otherwise.
@@ -145,8 +191,10 @@ const (
 // FeedEvent is an event as the feed holds it: a recorded event with its global position.
 type FeedEvent struct {
 	RecordedEvent
-	// Position is the event's place in the feed: 1 for the first event ever dispatched, then
-	// every integer in turn.
+	// Shard is the feed shard that holds the event (its stream's; always 0 in a store with one).
+	Shard int
+	// Position is the event's place in its shard's feed: 1 for the first event ever dispatched
+	// into the shard, then every integer in turn.
 	Position int64
 	// DispatchedAt is when the dispatcher wrote the event into the feed.
 	DispatchedAt time.Time
@@ -178,7 +226,7 @@ func isRedacted(row table.Entity) bool {
 }
 
 // feedEventEntity builds the feed row of a stream event read from the stream table.
-func feedEventEntity(position int64, stream string, row table.Entity, dispatched time.Time) table.Entity {
+func feedEventEntity(shard int, position int64, stream string, row table.Entity, dispatched time.Time) table.Entity {
 	props := make(map[string]any, len(row.Properties)+3)
 	for k, v := range row.Properties {
 		props[k] = v
@@ -186,7 +234,7 @@ func feedEventEntity(position int64, stream string, row table.Entity, dispatched
 	props[propPosition] = position
 	props[propStream] = stream
 	props[propDispatched] = dispatched
-	return table.Entity{PartitionKey: feedPartition(pageOf(position)), RowKey: feedEventKey(position), Properties: props}
+	return table.Entity{PartitionKey: feedPartition(shard, pageOf(position)), RowKey: feedEventKey(position), Properties: props}
 }
 
 // decodeFeedEvent turns a feed row into a FeedEvent.

@@ -324,10 +324,11 @@ func (s *Store) progressOf(ctx context.Context, pk string) (int64, error) {
 func (s *Store) dispatchedVersion(ctx context.Context, pk string) (int64, error) {
 	var head int64
 	var err error
-	if known, _ := s.feedHead.current(); known > 0 {
-		head, err = s.feedHeadFrom(ctx, pageOf(known))
+	shard := s.shardOf(pk)
+	if known, _ := s.shards[shard].feedHead.current(); known > 0 {
+		head, err = s.feedHeadFrom(ctx, shard, pageOf(known))
 	} else {
-		head, err = s.FeedHead(ctx)
+		head, err = s.FeedHeadOf(ctx, shard)
 	}
 	if err != nil {
 		return 0, err
@@ -373,6 +374,7 @@ func (s *Store) eventRows(ctx context.Context, pk string, upTo int64, limit int)
 func (s *Store) redact(ctx context.Context, pk, stream string, rows []table.Entity, stats *ScavengeStats) error {
 	first, _ := parseEventKey(rows[0].RowKey)
 	last, _ := parseEventKey(rows[len(rows)-1].RowKey)
+	shard := s.shardOf(pk)
 	for v := first; v <= last; {
 		pos, found, err := s.locateDispatched(ctx, pk, stream, v)
 		if err != nil {
@@ -384,7 +386,7 @@ func (s *Store) redact(ctx context.Context, pk, stream string, rows []table.Enti
 		page := pageOf(pos)
 		var ops []table.Op
 		next := v
-		q := table.Query{PartitionKey: feedPartition(page), From: feedEventKey(pos), To: feedPageEndKey(page)}
+		q := table.Query{PartitionKey: feedPartition(shard, page), From: feedEventKey(pos), To: feedPageEndKey(page)}
 		err = s.events.queryPages(ctx, q, func(p table.Page) error {
 			for _, row := range p.Entities {
 				if next > last || len(ops) == table.MaxBatchOps {
@@ -410,7 +412,7 @@ func (s *Store) redact(ctx context.Context, pk, stream string, rows []table.Enti
 			return fmt.Errorf("version %d is not at the feed position %d found for it", v, pos)
 		}
 		if len(ops) > 0 {
-			if _, err := s.events.submitOnce(ctx, feedPartition(page), ops); err != nil {
+			if _, err := s.events.submitOnce(ctx, feedPartition(shard, page), ops); err != nil {
 				// Another scavenger redacted some of them meanwhile: the next pass sees them.
 				return err
 			}

@@ -367,7 +367,8 @@ func (sim *simRun) open(clock *simsched.Clock) *estuite.Store {
 	// Retries without backoff: a random backoff would make virtual time depend on math/rand's
 	// global source; the scheduler decides what happens between the tries anyway.
 	retry := estuite.RetryPolicy{MaxAttempts: 3}
-	s, err := estuite.Open(context.Background(), sim.gated, &estuite.Options{Retry: retry, Now: clock.Now, AnnounceWindow: sim.p.announceWindow, KeyCacheLifetime: simKeyCacheLifetime})
+	o := &estuite.Options{Retry: retry, Now: clock.Now, AnnounceWindow: sim.p.announceWindow, KeyCacheLifetime: simKeyCacheLifetime}
+	s, err := estuite.Open(context.Background(), sim.gated, estuite.WithKnownFeedShards(o, 1))
 	if err != nil {
 		panic(err) // opening makes no scheduled calls
 	}

@@ -59,6 +59,19 @@ type Options struct {
 	KeyCacheLifetime time.Duration
 	// KeyCacheSize is how many subjects' keys the store caches. Default DefaultKeyCacheSize.
 	KeyCacheSize int
+	// FeedShards is how many feed shards a new store gets: each stream belongs to one (by a hash
+	// of its name), and each shard is a feed of its own — gapless positions, exactly once, in
+	// stream order — dispatched by a dispatcher of its own (DispatcherOptions.Shard), so that
+	// the feed scales past one partition's throughput. At most MaxFeedShards. The store records
+	// it when it is created with more than one; 0 opens an existing store with the shards it
+	// has (a new one with one). Any other value must be the store's: a store's shard count does
+	// not change (docs/operations.md, "Feed shards"), and Open refuses a store with events under
+	// another count.
+	FeedShards int
+
+	// knownShards, in tests, is the store's shard count, so that Open reads no row for it (the
+	// simulation opens its processes' stores outside their actors).
+	knownShards int
 }
 
 // Store is an event store: streams of events in a stream table, one partition per stream. It is
@@ -77,11 +90,9 @@ type Store struct {
 	keyCache keyCache
 	closed   atomic.Bool
 
-	// dirty collects the dirty-marker shards this process's appends touched, and wakes an
-	// in-process dispatcher.
-	dirty dirtySignal
-	// feedHead tells in-process subscribers how far the feed has been written.
-	feedHead headWatch
+	// feedShards is the store's number of feed shards; shards their in-process state.
+	feedShards int
+	shards     []*shardState
 	// dispatchWatch tells WaitDispatched what this process's dispatchers wrote into the feed.
 	dispatchWatch dispatchWatch
 	// announcer writes appends' dirty markers, coalescing concurrent ones.
@@ -177,10 +188,40 @@ func Open(ctx context.Context, backend table.Backend, opts *Options) (*Store, er
 
 		announceWindow: max(o.AnnounceWindow, 0),
 	}
-	s.dirty.init()
-	s.feedHead.init()
+	if o.knownShards > 0 {
+		s.feedShards = o.knownShards
+	} else if s.feedShards, err = openFeedShards(ctx, events, streams, o.FeedShards); err != nil {
+		return nil, err
+	}
+	s.shards = make([]*shardState, s.feedShards)
+	for i := range s.shards {
+		s.shards[i] = &shardState{}
+		s.shards[i].dirty.init()
+		s.shards[i].feedHead.init()
+	}
 	return s, nil
 }
+
+// shardState is what a process keeps of one feed shard.
+type shardState struct {
+	// dirty collects the dirty-marker partitions of the shard this process's appends touched,
+	// and wakes an in-process dispatcher of the shard.
+	dirty dirtySignal
+	// feedHead tells in-process subscribers how far the shard's feed has been written.
+	feedHead headWatch
+}
+
+// shardOf is the feed shard of the stream in partition pk.
+func (s *Store) shardOf(pk string) int { return feedShardOf(pk, s.feedShards) }
+
+// markDirty tells the in-process dispatcher of its shard that dirty-marker partition index has a
+// new marker.
+func (s *Store) markDirty(index int) {
+	s.shards[index/dirtyShards].dirty.mark(index % dirtyShards)
+}
+
+// FeedShards returns the store's number of feed shards.
+func (s *Store) FeedShards() int { return s.feedShards }
 
 // Close closes the store and its backend.
 func (s *Store) Close() error {

@@ -30,6 +30,10 @@ const (
 
 // SubscriptionOptions configure Store.Subscribe.
 type SubscriptionOptions struct {
+	// Shard is the feed shard followed (0 to Store.FeedShards()-1); positions, After and the
+	// checkpoint are the shard's. Default 0, the whole feed of a store with one shard. A durable
+	// subscription keeps one checkpoint per shard under its name.
+	Shard int
 	// Name makes the subscription durable: its checkpoint (the last position handled) is stored
 	// in the event table under this name, and a subscription started again with the name
 	// resumes after it. Empty: no checkpoint; the subscription starts after After.
@@ -137,9 +141,12 @@ func (s *Store) Subscribe(ctx context.Context, opts SubscriptionOptions) (*Subsc
 	if o.MaxBatchBytes < 0 {
 		return nil, invalid("maxBatchBytes", "%d is negative", o.MaxBatchBytes)
 	}
+	if o.Shard < 0 || o.Shard >= s.feedShards {
+		return nil, invalid("shard", "%d is not a feed shard of the store (0 to %d)", o.Shard, s.feedShards-1)
+	}
 	sub := &Subscription{s: s, o: o, done: make(chan struct{}), position: o.After, saved: o.After, token: uuid.NewString()}
 	if o.Name != "" {
-		row, err := s.events.get(ctx, checkpointPart, checkpointKey(o.Name))
+		row, err := s.events.get(ctx, checkpointPartition(o.Shard), checkpointKey(o.Name))
 		switch {
 		case err == nil:
 			pos, ok := row.Properties[propPosition].(int64)
@@ -157,6 +164,15 @@ func (s *Store) Subscribe(ctx context.Context, opts SubscriptionOptions) (*Subsc
 }
 
 func checkpointKey(name string) string { return streamKey(name) }
+
+// checkpointPartition holds the checkpoints of feed shard shard (shard 0: the one partition of
+// earlier releases).
+func checkpointPartition(shard int) string {
+	if shard == 0 {
+		return checkpointPart
+	}
+	return fmt.Sprintf("%s%02d", checkpointPart, shard)
+}
 
 // Stop stops the subscription, saves its checkpoint and waits for it to end. It returns the error
 // that stopped the subscription, if any other than Stop itself.
@@ -206,9 +222,9 @@ func (sub *Subscription) follow(ctx context.Context) error {
 	caughtUp := false
 	for {
 		// Take the head's change channel before reading, so that no dispatch is missed between.
-		_, changed := s.feedHead.current()
+		_, changed := s.shards[o.Shard].feedHead.current()
 		before := sub.Position()
-		page, err := s.ReadFeed(ctx, &FeedOptions{After: before, Limit: o.BatchSize, Types: o.Types, StreamPrefix: o.StreamPrefix,
+		page, err := s.ReadFeed(ctx, &FeedOptions{Shard: o.Shard, After: before, Limit: o.BatchSize, Types: o.Types, StreamPrefix: o.StreamPrefix,
 			MaxBytes: o.MaxBatchBytes, IncludeRedacted: o.IncludeRedacted})
 		if err != nil {
 			return err
@@ -302,7 +318,7 @@ func (sub *Subscription) checkpoint(ctx context.Context) error {
 	if pos == saved && etag != "" && len(unsure) == 0 {
 		return nil
 	}
-	row := table.Entity{PartitionKey: checkpointPart, RowKey: checkpointKey(sub.o.Name), Properties: map[string]any{
+	row := table.Entity{PartitionKey: checkpointPartition(sub.o.Shard), RowKey: checkpointKey(sub.o.Name), Properties: map[string]any{
 		propStream: sub.o.Name, propPosition: pos, propOwner: sub.token, propUpdated: time.Now().UTC(),
 	}}
 	op := table.Op{Kind: table.Insert, Entity: row}
@@ -311,7 +327,7 @@ func (sub *Subscription) checkpoint(ctx context.Context) error {
 	}
 	ev := sub.s.events
 	for attempt := 1; ; attempt++ {
-		etags, err := ev.submitOnce(ctx, checkpointPart, []table.Op{op})
+		etags, err := ev.submitOnce(ctx, checkpointPartition(sub.o.Shard), []table.Op{op})
 		if err == nil {
 			sub.setSaved(pos, etags[0])
 			return nil
@@ -322,7 +338,7 @@ func (sub *Subscription) checkpoint(ctx context.Context) error {
 			// may have landed and moved the ETag: if the stored checkpoint is one of those, it did.
 			// The row carries this instance's token, so another instance's write of the same
 			// position is not taken for ours.
-			stored, gerr := ev.get(ctx, checkpointPart, checkpointKey(sub.o.Name))
+			stored, gerr := ev.get(ctx, checkpointPartition(sub.o.Shard), checkpointKey(sub.o.Name))
 			if gerr != nil && !errors.Is(gerr, table.ErrNotFound) {
 				return gerr // the outcome is still unknown: no conflict is proven
 			}

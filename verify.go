@@ -44,12 +44,14 @@ type StreamRange struct {
 
 // PositionRange is a range of feed positions, both ends included.
 type PositionRange struct {
+	Shard    int // the feed shard
 	From, To int64
 }
 
 // FeedFault is a feed event that is wrong in itself.
 type FeedFault struct {
-	Position int64  // its position in the feed
+	Shard    int    // the feed shard that holds it
+	Position int64  // its position in the shard's feed
 	Stream   string // the stream it names
 	Version  int64  // the version it names
 	Reason   string // what is wrong with it
@@ -76,8 +78,11 @@ type VerifyReport struct {
 	// Streams is the number of streams (partitions with a head row) in the stream table; Events
 	// the number of event rows there.
 	Streams, Events int64
-	// FeedHead is the highest feed position seen (by a row or by a page header).
+	// FeedHead is the highest feed position seen (by a row or by a page header); with several
+	// feed shards, the sum of the shards' (FeedHeads).
 	FeedHead int64
+	// FeedHeads is the highest position seen in each feed shard.
+	FeedHeads []int64
 	// Missing are committed events that are neither in the feed nor announced by a dirty marker:
 	// they are lost to the feed until Repair announces them again. Ranges that Repair cannot
 	// fill are also listed in Holes.
@@ -213,18 +218,25 @@ type verifier struct {
 
 	streams map[string]*verifyStream // by partition key
 
-	// Feed walk.
-	nextPos  int64 // next position expected
-	lastPage int64 // highest page with a header; -1 when none
-	page     int64 // page being walked
-	inPage   bool
-	pageFull bool // the page's header says it is full
-	mainHead int64
+	// Feed walk, per feed shard.
+	feeds []*feedWalk
 
 	// Stream walk.
 	cur     *verifyStream
 	pk      string
 	recheck []recheck
+}
+
+// feedWalk is where the walk of one feed shard stands.
+type feedWalk struct {
+	shard    int
+	nextPos  int64 // next position expected
+	lastPage int64 // highest page with a header; -1 when none
+	page     int64 // page being walked
+	inPage   bool
+	pageFull bool  // the page's header says it is full
+	head     int64 // the highest position seen
+	mainHead int64 // head after the first walk
 }
 
 // recheck is a stream whose head row was ahead of the event rows the walk saw.
@@ -247,8 +259,10 @@ func (s *Store) Verify(ctx context.Context, opts *VerifyOptions) (*VerifyReport,
 	if err := s.checkOpen(); err != nil {
 		return nil, err
 	}
-	v := &verifier{s: s, r: &VerifyReport{}, seed: maphash.MakeSeed(), streams: make(map[string]*verifyStream),
-		nextPos: 1, lastPage: -1}
+	v := &verifier{s: s, r: &VerifyReport{}, seed: maphash.MakeSeed(), streams: make(map[string]*verifyStream)}
+	for shard := range s.feedShards {
+		v.feeds = append(v.feeds, &feedWalk{shard: shard, nextPos: 1, lastPage: -1})
+	}
 	if opts != nil {
 		v.o = *opts
 	}
@@ -260,7 +274,9 @@ func (s *Store) Verify(ctx context.Context, opts *VerifyOptions) (*VerifyReport,
 		return nil, err
 	}
 	v.endFeedWalk()
-	v.mainHead = v.r.FeedHead
+	for _, fw := range v.feeds {
+		fw.mainHead = fw.head
+	}
 	if err := v.walkStreams(ctx); err != nil {
 		return nil, err
 	}
@@ -350,13 +366,18 @@ func (v *verifier) fingerprint(version int64, props map[string]any) uint64 {
 // verifyFeedPrefix bounds the feed partitions of a scan.
 const verifyFeedPrefix = "feed"
 
-func parseVerifyPage(pk string) (int64, bool) {
-	prefix := fmt.Sprintf("feed%02d-", feedShard)
-	if !strings.HasPrefix(pk, prefix) || len(pk) != len(prefix)+12 {
-		return 0, false
+// parseVerifyPage parses a feed page partition key of one of the store's shards.
+func (v *verifier) parseVerifyPage(pk string) (*feedWalk, int64, bool) {
+	const prefix = verifyFeedPrefix
+	if !strings.HasPrefix(pk, prefix) || len(pk) != len(prefix)+2+1+12 || pk[len(prefix)+2] != '-' {
+		return nil, 0, false
 	}
-	page, err := strconv.ParseInt(pk[len(prefix):], 10, 64)
-	return page, err == nil && page >= 0
+	shard, err := strconv.Atoi(pk[len(prefix) : len(prefix)+2])
+	if err != nil || shard < 0 || shard >= len(v.feeds) || feedPartition(shard, 0)[:len(prefix)+3] != pk[:len(prefix)+3] {
+		return nil, 0, false
+	}
+	page, err := strconv.ParseInt(pk[len(prefix)+3:], 10, 64)
+	return v.feeds[shard], page, err == nil && page >= 0
 }
 
 func (v *verifier) walkFeed(ctx context.Context) error {
@@ -367,13 +388,13 @@ func (v *verifier) walkFeed(ctx context.Context) error {
 // feedRow looks at one row of a feed page. main is false for rows of the feed's tail, read after
 // the stream walk: their contents are not compared with the streams.
 func (v *verifier) feedRow(row table.Entity, main bool) {
-	page, ok := parseVerifyPage(row.PartitionKey)
+	fw, page, ok := v.parseVerifyPage(row.PartitionKey)
 	if !ok {
 		v.rowFault(verifyEventTable, row, "not a feed page partition")
 		return
 	}
-	if !v.inPage || page != v.page {
-		v.page, v.inPage, v.pageFull = page, true, false
+	if !fw.inPage || page != fw.page {
+		fw.page, fw.inPage, fw.pageFull = page, true, false
 	}
 	switch {
 	case row.RowKey == feedHeaderRowKey:
@@ -382,11 +403,11 @@ func (v *verifier) feedRow(row table.Entity, main bool) {
 			v.rowFault(verifyEventTable, row, "feed page header with next position %v", row.Properties[propNext])
 			return
 		}
-		v.pageFull = next > pageLast(page)
-		v.lastPage = max(v.lastPage, page)
-		v.r.FeedHead = max(v.r.FeedHead, next-1)
+		fw.pageFull = next > pageLast(page)
+		fw.lastPage = max(fw.lastPage, page)
+		fw.head = max(fw.head, next-1)
 	case strings.HasPrefix(row.RowKey, feedEventPrefix):
-		v.feedEvent(page, row, main)
+		v.feedEvent(fw, page, row, main)
 	case strings.HasPrefix(row.RowKey, feedMarkerPrefix):
 		stream, _ := row.Properties[propStream].(string)
 		version, ok := row.Properties[propVersion].(int64)
@@ -401,21 +422,21 @@ func (v *verifier) feedRow(row table.Entity, main bool) {
 	}
 }
 
-func (v *verifier) feedEvent(page int64, row table.Entity, main bool) {
+func (v *verifier) feedEvent(fw *feedWalk, page int64, row table.Entity, main bool) {
 	pos, ok := parseFeedEventKey(row.RowKey)
 	if !ok {
 		v.rowFault(verifyEventTable, row, "not a feed event row key")
 		return
 	}
-	if pageOf(pos) != page || pos < v.nextPos {
+	if pageOf(pos) != page || pos < fw.nextPos {
 		v.rowFault(verifyEventTable, row, "position %d does not belong in page %d", pos, page)
 		return
 	}
-	if pos > v.nextPos {
-		v.r.Gaps = append(v.r.Gaps, PositionRange{v.nextPos, pos - 1})
+	if pos > fw.nextPos {
+		v.r.Gaps = append(v.r.Gaps, PositionRange{fw.shard, fw.nextPos, pos - 1})
 	}
-	v.nextPos = pos + 1
-	v.r.FeedHead = max(v.r.FeedHead, pos)
+	fw.nextPos = pos + 1
+	fw.head = max(fw.head, pos)
 	v.prog.FeedPositions++
 	stream, _ := row.Properties[propStream].(string)
 	version, _ := row.Properties[propVersion].(int64)
@@ -439,26 +460,32 @@ func (v *verifier) feedEvent(page int64, row table.Entity, main bool) {
 		}
 		st.feedMax = version
 	case st.unskip(version):
-		v.r.OrderViolations = append(v.r.OrderViolations, FeedFault{Position: pos, Stream: stream, Version: version,
+		v.r.OrderViolations = append(v.r.OrderViolations, FeedFault{Shard: fw.shard, Position: pos, Stream: stream, Version: version,
 			Reason: fmt.Sprintf("version %d comes after version %d of the stream", version, st.feedMax)})
 	default:
-		v.r.Duplicates = append(v.r.Duplicates, FeedFault{Position: pos, Stream: stream, Version: version,
+		v.r.Duplicates = append(v.r.Duplicates, FeedFault{Shard: fw.shard, Position: pos, Stream: stream, Version: version,
 			Reason: fmt.Sprintf("version %d is already at an earlier position", version)})
 		return
 	}
 	if main && !redacted {
 		st.feedSum += v.fingerprint(version, row.Properties)
 	}
-	if v.pageFull {
+	if fw.pageFull {
 		st.fullMax = max(st.fullMax, version)
 	}
 }
 
-// endFeedWalk reports the positions missing at the end of the feed walked so far.
+// endFeedWalk reports the positions missing at the end of the feed walked so far, and sums the
+// shards' heads into the report.
 func (v *verifier) endFeedWalk() {
-	if v.r.FeedHead >= v.nextPos {
-		v.r.Gaps = append(v.r.Gaps, PositionRange{v.nextPos, v.r.FeedHead})
-		v.nextPos = v.r.FeedHead + 1
+	v.r.FeedHead, v.r.FeedHeads = 0, make([]int64, len(v.feeds))
+	for _, fw := range v.feeds {
+		if fw.head >= fw.nextPos {
+			v.r.Gaps = append(v.r.Gaps, PositionRange{fw.shard, fw.nextPos, fw.head})
+			fw.nextPos = fw.head + 1
+		}
+		v.r.FeedHeads[fw.shard] = fw.head
+		v.r.FeedHead += fw.head
 	}
 }
 
@@ -659,13 +686,22 @@ func (v *verifier) walkMarkers(ctx context.Context) error {
 		})
 }
 
-// walkFeedTail reads the feed from after the position the first walk reached to its end.
+// walkFeedTail reads each feed shard from after the position the first walk reached to its end.
 func (v *verifier) walkFeedTail(ctx context.Context) error {
 	v.prog.Phase = "feed"
-	pos := v.r.FeedHead + 1
+	for _, fw := range v.feeds {
+		if err := v.walkShardTail(ctx, fw); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (v *verifier) walkShardTail(ctx context.Context, fw *feedWalk) error {
+	pos := fw.head + 1
 	for {
 		page := pageOf(pos)
-		hdr, err := v.s.events.get(ctx, feedPartition(page), feedHeaderRowKey)
+		hdr, err := v.s.events.get(ctx, feedPartition(fw.shard, page), feedHeaderRowKey)
 		if errors.Is(err, table.ErrNotFound) {
 			return nil
 		}
@@ -678,7 +714,7 @@ func (v *verifier) walkFeedTail(ctx context.Context) error {
 		if !ok {
 			return nil
 		}
-		q := table.Query{PartitionKey: feedPartition(page), From: feedEventKey(pos), To: feedPageEndKey(page)}
+		q := table.Query{PartitionKey: feedPartition(fw.shard, page), From: feedEventKey(pos), To: feedPageEndKey(page)}
 		if err := v.queryAll(ctx, v.s.events, q, func(row table.Entity) { v.feedRow(row, false) }); err != nil {
 			return err
 		}
@@ -723,7 +759,8 @@ func (v *verifier) checkSuspects(ctx context.Context) error {
 	return v.scanAll(ctx, v.s.events, "check", table.ScanQuery{FromPartition: verifyFeedPrefix, ToPartition: nextPrefix(verifyFeedPrefix)},
 		func(row table.Entity) {
 			pos, ok := parseFeedEventKey(row.RowKey)
-			if !ok || pos > v.mainHead {
+			fw, _, inShard := v.parseVerifyPage(row.PartitionKey)
+			if !ok || !inShard || pos > fw.mainHead {
 				return
 			}
 			stream, _ := row.Properties[propStream].(string)
@@ -735,10 +772,10 @@ func (v *verifier) checkSuspects(ctx context.Context) error {
 			fp, ok := st.eventPrints[version]
 			switch {
 			case !ok || version > st.head:
-				v.r.OrderViolations = append(v.r.OrderViolations, FeedFault{Position: pos, Stream: stream, Version: version,
+				v.r.OrderViolations = append(v.r.OrderViolations, FeedFault{Shard: fw.shard, Position: pos, Stream: stream, Version: version,
 					Reason: fmt.Sprintf("the stream has no version %d", version)})
 			case fp != v.fingerprint(version, row.Properties):
-				v.r.OrderViolations = append(v.r.OrderViolations, FeedFault{Position: pos, Stream: stream, Version: version,
+				v.r.OrderViolations = append(v.r.OrderViolations, FeedFault{Shard: fw.shard, Position: pos, Stream: stream, Version: version,
 					Reason: fmt.Sprintf("differs from version %d of the stream (event ID or type)", version)})
 			}
 		})
@@ -746,7 +783,7 @@ func (v *verifier) checkSuspects(ctx context.Context) error {
 
 // finish works out what of each stream is missing from the feed, and sorts the report.
 func (v *verifier) finish() {
-	for _, st := range v.streams {
+	for pk, st := range v.streams {
 		st.eventPrints = nil
 		if !st.inStreams {
 			continue
@@ -769,7 +806,7 @@ func (v *verifier) finish() {
 		}
 		// What the dispatcher takes as dispatched: it writes only after it.
 		claimed := max(st.feedMax, st.progress)
-		if st.hasMarker && st.markerPage == v.lastPage {
+		if st.hasMarker && st.markerPage == v.feeds[v.s.shardOf(pk)].lastPage {
 			claimed = max(claimed, st.marker)
 		}
 		for _, r := range absent {
@@ -859,7 +896,7 @@ func (s *Store) Repair(ctx context.Context, report *VerifyReport) (RepairResult,
 			continue
 		}
 		pk := streamKey(r.Stream)
-		m := dirtyMarker{shard: dirtyShard(pk, dirtyShards), stream: r.Stream, first: r.From, announced: r.To,
+		m := dirtyMarker{shard: dirtyIndex(pk, s.feedShards), stream: r.Stream, first: r.From, announced: r.To,
 			rowKey: dirtyMarkerKey(pk, r.To, "repair")}
 		_, err := withRetry(ctx, s.events.retry, func() ([]string, error) {
 			return s.events.submitOnce(ctx, dirtyPartition(m.shard), []table.Op{{Kind: table.Upsert, Entity: m.entity()}})
@@ -867,7 +904,7 @@ func (s *Store) Repair(ctx context.Context, report *VerifyReport) (RepairResult,
 		if err != nil {
 			return res, fmt.Errorf("estuite: announcing %q versions %d to %d again: %w", r.Stream, r.From, r.To, err)
 		}
-		s.dirty.mark(m.shard)
+		s.markDirty(m.shard)
 		res.Announced = append(res.Announced, r)
 	}
 	res.Unrepaired = len(report.Holes) + len(report.Duplicates) + len(report.Gaps) + len(report.OrderViolations) + len(report.Unparseable) + len(report.Lost)

@@ -133,6 +133,11 @@ func verifyNormalized(t *testing.T, r *estuite.VerifyReport) *estuite.VerifyRepo
 		}
 		c.Unparseable = out
 	}
+	// One feed shard: its head is the report's FeedHead.
+	if len(c.FeedHeads) != 1 || c.FeedHeads[0] != c.FeedHead {
+		t.Errorf("FeedHeads %v with FeedHead %d", c.FeedHeads, c.FeedHead)
+	}
+	c.FeedHeads = nil
 	return &c
 }
 

@@ -102,10 +102,11 @@ func (s *Store) checkCommitted(ctx context.Context, pk, stream string, version i
 // locateDispatched looks in storage for the feed position of version of a stream. found is false
 // when the version is not in the feed (yet, or as far as a look that raced a page change saw).
 func (s *Store) locateDispatched(ctx context.Context, pk, stream string, version int64) (int64, bool, error) {
-	known, _ := s.feedHead.current()
+	shard := s.shardOf(pk)
+	known, _ := s.shards[shard].feedHead.current()
 	page := pageOf(max(known, 1))
 	if known == 0 {
-		if row, err := s.events.get(ctx, metaPartition, feedHintRow); err == nil {
+		if row, err := s.events.get(ctx, metaPartition, feedHintRowOf(shard)); err == nil {
 			if p, ok := row.Properties[propPage].(int64); ok && validPage(p) {
 				page = p
 			}
@@ -113,7 +114,7 @@ func (s *Store) locateDispatched(ctx context.Context, pk, stream string, version
 			return 0, false, err
 		}
 	}
-	head, err := s.feedHeadFrom(ctx, page)
+	head, err := s.feedHeadFrom(ctx, shard, page)
 	if err != nil || head == 0 {
 		return 0, false, err
 	}
@@ -163,17 +164,21 @@ func (s *Store) walkBack(ctx context.Context, pk, stream string, version, page i
 
 // feedMarkerRow is a stream's marker row in a feed page: the last version of the stream the page
 // holds, at position.
-type feedMarkerRow struct{ version, position int64 }
+type feedMarkerRow struct {
+	version, position int64
+	shard             int // the feed shard of the page
+}
 
 func (s *Store) feedMarker(ctx context.Context, page int64, pk string) (feedMarkerRow, bool, error) {
-	row, err := s.events.get(ctx, feedPartition(page), feedMarkerKey(pk))
+	shard := s.shardOf(pk)
+	row, err := s.events.get(ctx, feedPartition(shard, page), feedMarkerKey(pk))
 	if errors.Is(err, table.ErrNotFound) {
 		return feedMarkerRow{}, false, nil
 	}
 	if err != nil {
 		return feedMarkerRow{}, false, err
 	}
-	m := feedMarkerRow{}
+	m := feedMarkerRow{shard: shard}
 	var ok1, ok2 bool
 	m.version, ok1 = row.Properties[propVersion].(int64)
 	m.position, ok2 = row.Properties[propPosition].(int64)
@@ -263,7 +268,7 @@ func (s *Store) runPosition(ctx context.Context, stream string, version, page in
 	if c < pageFirst(page) {
 		return 0, false, nil
 	}
-	row, err := s.events.get(ctx, feedPartition(page), feedEventKey(c))
+	row, err := s.events.get(ctx, feedPartition(m.shard, page), feedEventKey(c))
 	if err != nil && !errors.Is(err, table.ErrNotFound) {
 		return 0, false, err
 	}
@@ -277,7 +282,7 @@ func (s *Store) findInPage(ctx context.Context, stream string, version, page int
 		return m.position, true, nil
 	}
 	pos, found := int64(0), false
-	q := table.Query{PartitionKey: feedPartition(page), From: feedEventKey(pageFirst(page)), To: feedEventKey(m.position)}
+	q := table.Query{PartitionKey: feedPartition(m.shard, page), From: feedEventKey(pageFirst(page)), To: feedEventKey(m.position)}
 	err := s.events.queryPages(ctx, q, func(p table.Page) error {
 		for _, row := range p.Entities {
 			if !found && isFeedRowOf(row, stream, version) {

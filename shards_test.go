@@ -1,0 +1,218 @@
+package estuite_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/estuite/estuite"
+	"github.com/estuite/estuite/table/mem"
+)
+
+// readShard reads a whole feed shard.
+func readShard(t *testing.T, s *estuite.Store, shard int, redacted bool) []estuite.FeedEvent {
+	t.Helper()
+	var out []estuite.FeedEvent
+	after := int64(0)
+	for {
+		p, err := s.ReadFeed(context.Background(), &estuite.FeedOptions{Shard: shard, After: after, IncludeRedacted: redacted})
+		if err != nil {
+			t.Fatalf("ReadFeed(shard %d): %v", shard, err)
+		}
+		out = append(out, p.Events...)
+		if p.Next == after {
+			return out
+		}
+		after = p.Next
+	}
+}
+
+// A store with four feed shards: each stream's events go to one shard, each shard is a gapless
+// feed of its own with every event of its streams once and in order, written by the dispatcher
+// of that shard alone; Verify checks them all; WaitDispatched and the scavenger find events in
+// their stream's shard. On every backend.
+func TestFeedShards(t *testing.T) {
+	for _, b := range eraseBackends {
+		t.Run(b.name, func(t *testing.T) {
+			defer estuite.SetFeedPageSize(7)()
+			ctx := context.Background()
+			env := b.open(t)
+			s := env.open(t, &estuite.Options{FeedShards: 4})
+			if s.FeedShards() != 4 {
+				t.Fatalf("FeedShards() = %d", s.FeedShards())
+			}
+			const streams = 12
+			for round := 0; round < 3; round++ {
+				for i := 0; i < streams; i++ {
+					mustAppend(t, s, fmt.Sprintf("s-%d", i), countedEvents(round*2+1, 2), nil)
+				}
+			}
+			// Shard 0's dispatcher writes shard 0 only: the others' events wait for theirs.
+			d0 := estuite.NewDispatcher(s, nil)
+			stepUntilIdle(t, d0)
+			for shard := 1; shard < 4; shard++ {
+				if got := readShard(t, s, shard, false); len(got) != 0 {
+					t.Fatalf("shard %d holds %d events before its dispatcher ran", shard, len(got))
+				}
+			}
+			for shard := 1; shard < 4; shard++ {
+				stepUntilIdle(t, estuite.NewDispatcher(s, &estuite.DispatcherOptions{Shard: shard}))
+			}
+			seen := map[string][]int64{}
+			total := 0
+			for shard := 0; shard < 4; shard++ {
+				evs := readShard(t, s, shard, false)
+				total += len(evs)
+				for i, e := range evs {
+					if e.Position != int64(i+1) || e.Shard != shard {
+						t.Fatalf("shard %d entry %d: position %d, shard %d", shard, i, e.Position, e.Shard)
+					}
+					if prev, ok := seen[e.Stream]; ok && len(prev) > 0 && prev[0] != int64(shard) {
+						t.Fatalf("stream %s in shards %d and %d", e.Stream, prev[0], shard)
+					}
+					if len(seen[e.Stream]) == 0 {
+						seen[e.Stream] = []int64{int64(shard)}
+					}
+					seen[e.Stream] = append(seen[e.Stream], e.Version)
+				}
+			}
+			if total != streams*6 || len(seen) != streams {
+				t.Fatalf("the shards hold %d events of %d streams, want %d of %d", total, len(seen), streams*6, streams)
+			}
+			used := map[int64]bool{}
+			for stream, vs := range seen {
+				used[vs[0]] = true
+				for i, v := range vs[1:] {
+					if v != int64(i+1) {
+						t.Fatalf("%s versions in its shard: %v", stream, vs[1:])
+					}
+				}
+			}
+			if len(used) < 3 {
+				t.Fatalf("12 streams spread over %d shards only", len(used))
+			}
+			r, err := s.Verify(ctx, nil)
+			if err != nil || !r.OK() || r.FeedHead != streams*6 || len(r.FeedHeads) != 4 {
+				t.Fatalf("Verify: %+v, %v", r, err)
+			}
+			// WaitDispatched answers the position in the stream's shard.
+			other := env.open(t, nil)
+			if other.FeedShards() != 4 {
+				t.Fatalf("reopened with FeedShards 0: %d shards", other.FeedShards())
+			}
+			pos, err := other.WaitDispatched(ctx, "s-5", 3)
+			shard := int(seen["s-5"][0])
+			evs := readShard(t, s, shard, false)
+			if err != nil || pos < 1 || pos > int64(len(evs)) || evs[pos-1].Stream != "s-5" || evs[pos-1].Version != 3 {
+				t.Fatalf("WaitDispatched(s-5, 3) = %d, %v", pos, err)
+			}
+			// The scavenger redacts in the stream's shard.
+			if _, err := s.Delete(ctx, "s-5", &estuite.DeleteOptions{Hard: true}); err != nil {
+				t.Fatal(err)
+			}
+			if st := mustScavenge(t, s); st.Removed != 6 || st.Redacted != 6 {
+				t.Fatalf("scavenge: %+v", st)
+			}
+			redacted := 0
+			for _, e := range readShard(t, s, shard, true) {
+				if e.Redacted {
+					redacted++
+				}
+			}
+			if redacted != 6 {
+				t.Fatalf("shard %d holds %d redacted entries, want 6", shard, redacted)
+			}
+			if r, err := s.Verify(ctx, nil); err != nil || !r.OK() || r.Redacted != 6 {
+				t.Fatalf("Verify after the scavenge: %+v, %v", r, err)
+			}
+			// Bad shards are refused.
+			if _, err := s.ReadFeed(ctx, &estuite.FeedOptions{Shard: 4}); !errors.Is(err, estuite.ErrInvalidInput) {
+				t.Fatalf("ReadFeed(shard 4): %v", err)
+			}
+			if _, err := estuite.NewDispatcher(s, &estuite.DispatcherOptions{Shard: -1}).Step(ctx); !errors.Is(err, estuite.ErrInvalidInput) {
+				t.Fatalf("Step(shard -1): %v", err)
+			}
+			if _, err := s.FeedHead(ctx); !errors.Is(err, estuite.ErrInvalidInput) {
+				t.Fatalf("FeedHead of a sharded store: %v", err)
+			}
+		})
+	}
+}
+
+// A store's shard count is fixed when it is created: another count is refused, and a store with
+// streams under one shard cannot take more.
+func TestFeedShardsAreFixed(t *testing.T) {
+	ctx := context.Background()
+	b := mem.New(nil)
+	s4, err := estuite.Open(ctx, b, &estuite.Options{FeedShards: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := estuite.Open(ctx, b, &estuite.Options{FeedShards: 2}); !errors.Is(err, estuite.ErrInvalidInput) {
+		t.Fatalf("Open with 2 shards of a 4-shard store: %v", err)
+	}
+	if _, err := estuite.Open(ctx, b, &estuite.Options{FeedShards: 1}); !errors.Is(err, estuite.ErrInvalidInput) {
+		t.Fatalf("Open with 1 shard of a 4-shard store: %v", err)
+	}
+	_ = s4
+	one := openStore(t, mem.New(nil), nil)
+	mustAppend(t, one, "x", countedEvents(1, 1), nil)
+	if _, err := estuite.Open(ctx, one.Backend(), &estuite.Options{FeedShards: 4}); !errors.Is(err, estuite.ErrInvalidInput) {
+		t.Fatalf("Open with 4 shards of a one-shard store with streams: %v", err)
+	}
+	if _, err := estuite.Open(ctx, mem.New(nil), &estuite.Options{FeedShards: estuite.MaxFeedShards + 1}); !errors.Is(err, estuite.ErrInvalidInput) {
+		t.Fatalf("Open with too many shards: %v", err)
+	}
+}
+
+// A durable subscription follows one shard and keeps its checkpoint per shard.
+func TestSubscriptionPerShard(t *testing.T) {
+	ctx := context.Background()
+	s := openStore(t, mem.New(nil), &estuite.Options{FeedShards: 3})
+	for i := 0; i < 9; i++ {
+		mustAppend(t, s, fmt.Sprintf("t-%d", i), countedEvents(1, 2), nil)
+	}
+	for shard := 0; shard < 3; shard++ {
+		stepUntilIdle(t, estuite.NewDispatcher(s, &estuite.DispatcherOptions{Shard: shard}))
+	}
+	got := map[int]int{}
+	for shard := 0; shard < 3; shard++ {
+		want := len(readShard(t, s, shard, false))
+		done := make(chan struct{})
+		n := 0
+		sub, err := s.Subscribe(ctx, estuite.SubscriptionOptions{Name: "proj", Shard: shard, Handler: func(_ context.Context, e estuite.FeedEvent) error {
+			if e.Shard != shard {
+				t.Errorf("shard %d subscription got an event of shard %d", shard, e.Shard)
+			}
+			if n++; n == want {
+				close(done)
+			}
+			return nil
+		}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want > 0 {
+			select {
+			case <-done:
+			case <-time.After(10 * time.Second):
+				t.Fatalf("shard %d: %d of %d events handled", shard, n, want)
+			}
+		}
+		if err := sub.Stop(); err != nil {
+			t.Fatal(err)
+		}
+		got[shard] = want
+	}
+	cps, err := s.Checkpoints(ctx, 0)
+	if err != nil || len(cps) != 3 {
+		t.Fatalf("Checkpoints: %+v, %v", cps, err)
+	}
+	for _, c := range cps {
+		if c.Name != "proj" || c.Position != int64(got[c.Shard]) {
+			t.Fatalf("checkpoint %+v, want position %d", c, got[c.Shard])
+		}
+	}
+}
