@@ -306,7 +306,7 @@ func (d *Dispatcher) step(ctx context.Context, shards []int) (stats DispatchStat
 		}
 		stats.Incomplete = stats.Incomplete || w.truncated
 		stale = stale || w.stale
-		if err := d.checkGone(w, fresh); err != nil {
+		if err := d.checkGone(ctx, w, fresh); err != nil {
 			return stats, err
 		}
 	}
@@ -672,8 +672,10 @@ const lostAfter = 2
 
 // checkGone counts the steps in a row that found w's next rows scavenged though the feed does
 // not hold them, and reports them corrupt — lost before they were dispatched, which no retry
-// mends — once lostAfter steps on fresh views have.
-func (d *Dispatcher) checkGone(w *streamWork, fresh bool) error {
+// mends — once lostAfter steps on fresh views have, and a look at the feed made after the
+// stream's read still finds them not dispatched (the view is read before the stream: another
+// dispatcher may write them, and a scavenger remove them, in between, in every step).
+func (d *Dispatcher) checkGone(ctx context.Context, w *streamWork, fresh bool) error {
 	if !w.stale {
 		delete(d.gone, w.pk)
 		return nil
@@ -689,6 +691,9 @@ func (d *Dispatcher) checkGone(w *streamWork, fresh bool) error {
 		return nil
 	}
 	delete(d.gone, w.pk)
+	if v, err := d.s.dispatchedVersion(ctx, w.pk); err != nil || v > w.dispatched {
+		return err // dispatched after all (or the look failed): the next step reads anew
+	}
 	return corrupt(w.pk, eventKey(w.dispatched+1), "event rows from version %d (below the removal floor %d) are gone, but the feed does not hold them: they were lost before they were dispatched", w.dispatched+1, w.removedBefore)
 }
 

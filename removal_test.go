@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -390,5 +391,193 @@ func TestRemovalFindsOldEventsWithoutWalkingTheFeed(t *testing.T) {
 	r, err := waiter.Verify(ctx, nil)
 	if err != nil || !r.OK() || r.Redacted != 5 {
 		t.Fatalf("verify after: %+v %v", r, err)
+	}
+}
+
+// From a second review: each failed before its fix.
+
+func workRow(t *testing.T, b *mem.Backend) table.Entity {
+	t.Helper()
+	tbl, err := b.Table("estuiteevents")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := tbl.Query(context.Background(), table.Query{PartitionKey: "scavenge"})
+	if err != nil || len(p.Entities) != 1 {
+		t.Fatalf("work rows: %v, %v", p.Entities, err)
+	}
+	return p.Entities[0]
+}
+
+// A SetMetadata that shortens maxAge upserts the work row, then writes the head. A pass (another
+// process) that lists the fresh row and reads the head in between records ScavengedFloor and the
+// NextAgeCheck of the OLD maxAge under the fresh row's ETag; the head write then succeeds (the
+// pass did not move the head). Later passes skip the stream until the old maxAge's due time.
+func TestRemovalReviewShortenedMaxAgeRacingAPassIsIgnored(t *testing.T) {
+	ctx := context.Background()
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	var clock atomic.Int64
+	clock.Store(now.UnixNano())
+	opts := &estuite.Options{Now: func() time.Time { return time.Unix(0, clock.Load()).UTC() }}
+	var hook atomic.Pointer[func()]
+	b := mem.New(&mem.Options{Faults: func(c mem.Call) mem.Fault {
+		if c.Method == mem.MethodSubmit && strings.HasSuffix(c.Table, "streams") && len(c.Ops) == 1 && c.Ops[0].Entity.RowKey == "H" {
+			if ma, _ := c.Ops[0].Entity.Properties["MaxAge"].(int64); ma == 60 {
+				if f := hook.Swap(nil); f != nil {
+					(*f)()
+				}
+			}
+		}
+		return mem.NoFault
+	}})
+	s := openStore(t, b, opts)
+	other := openStore(t, b, opts) // another process's scavenger
+	appendN(t, s, "aged", 3)
+	if _, err := s.SetMetadata(ctx, "aged", estuite.StreamMetadata{MaxAge: ptr(30 * 24 * time.Hour)}, estuite.AnyMetadataVersion); err != nil {
+		t.Fatal(err)
+	}
+	stepUntilIdle(t, estuite.NewDispatcher(s, nil))
+	mustScavenge(t, s)
+	clock.Add(int64(2 * time.Hour))
+	f := func() {
+		t.Logf("racing pass: %+v", mustScavenge(t, other))
+		t.Logf("work row then: %v", workRow(t, b).Properties)
+	}
+	hook.Store(&f)
+	if _, err := s.SetMetadata(ctx, "aged", estuite.StreamMetadata{MaxAge: ptr(time.Minute)}, estuite.AnyMetadataVersion); err != nil {
+		t.Fatal(err)
+	}
+	// The events are 2 h old: past maxAge (1 min) plus the scavenger's margin (1 h).
+	clock.Add(int64(24 * time.Hour))
+	st := mustScavenge(t, s)
+	t.Logf("pass a day later: %+v; work row %v; rows %v", st, workRow(t, b).Properties, eventRowVersions(t, s, nil, "aged"))
+	if st.Removed != 3 {
+		t.Fatalf("a day after maxAge was shortened to a minute the pass removed %d events, want 3", st.Removed)
+	}
+}
+
+// A maxAge+maxCount stream: a pass before NextAgeCheck whose floor moves by maxCount writes
+// NextAgeCheck = the zero time (ageDue is not computed with checkAge false). On Azure that value
+// is out of the Edm.DateTime range (from 1601); on mem it makes every later idle pass query the
+// events again (checkAge is true for ever, and the skip path never rewrites it).
+func TestRemovalReviewNextAgeCheckZeroAfterMaxCountMove(t *testing.T) {
+	ctx := context.Background()
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	var clock atomic.Int64
+	clock.Store(now.UnixNano())
+	b := mem.New(nil)
+	s := openStore(t, b, &estuite.Options{Now: func() time.Time { return time.Unix(0, clock.Load()).UTC() }})
+	appendN(t, s, "r", 5)
+	if _, err := s.SetMetadata(ctx, "r", estuite.StreamMetadata{MaxAge: ptr(24 * time.Hour), MaxCount: ptr(int64(2))}, estuite.AnyMetadataVersion); err != nil {
+		t.Fatal(err)
+	}
+	d := estuite.NewDispatcher(s, nil)
+	stepUntilIdle(t, d)
+	mustScavenge(t, s)
+	t.Logf("after pass 1: %v", workRow(t, b).Properties)
+	appendN(t, s, "r", 2)
+	stepUntilIdle(t, d)
+	mustScavenge(t, s)
+	row := workRow(t, b)
+	t.Logf("after pass 2: %v", row.Properties)
+	for i := 0; i < 2; i++ {
+		reqs := requestsOf(s, func() { mustScavenge(t, s) })
+		t.Logf("idle pass: %d requests", reqs.Total())
+		if reqs.Total() != 2 {
+			t.Errorf("idle pass %d: %d requests, want 2 (list, head read)", i, reqs.Total())
+		}
+	}
+	if nac, _ := row.Properties["NextAgeCheck"].(time.Time); nac.Year() < 1601 {
+		t.Fatalf("NextAgeCheck written as %v: outside Azure's DateTime range, and always due", nac)
+	}
+}
+
+// Two dispatchers (a handover, or a Step run by hand next to Start) and a scavenger: twice, the
+// other dispatcher writes a maxCount stream's new events and the scavenger removes them between
+// this dispatcher's fresh load of the feed page and its read of the stream. Nothing is lost, yet
+// the second such step reports a CorruptError ("lost before they were dispatched").
+func TestRemovalReviewCheckGoneFiresOnLegitimateRace(t *testing.T) {
+	ctx := context.Background()
+	var hook atomic.Pointer[func()]
+	b := mem.New(&mem.Options{Faults: func(c mem.Call) mem.Fault {
+		if c.Method == mem.MethodQuery && strings.HasSuffix(c.Table, "streams") && c.PartitionKey == "x" {
+			if f := hook.Swap(nil); f != nil {
+				(*f)()
+			}
+		}
+		return mem.NoFault
+	}})
+	s1 := openStore(t, b, nil)
+	s2 := openStore(t, b, nil)
+	appendN(t, s1, "x", 1)
+	if _, err := s1.SetMetadata(ctx, "x", estuite.StreamMetadata{MaxCount: ptr(int64(1))}, estuite.AnyMetadataVersion); err != nil {
+		t.Fatal(err)
+	}
+	d1 := estuite.NewDispatcher(s1, nil)
+	d2 := estuite.NewDispatcher(s2, nil)
+	stepUntilIdle(t, d1)
+	var stepErr error
+	for round := 0; round < 3 && stepErr == nil; round++ {
+		appendN(t, s1, "x", 3)
+		race := func() {
+			if _, err := d2.Step(ctx); err != nil {
+				t.Errorf("d2: %v", err)
+			}
+			t.Logf("round %d scavenge: %+v", round, mustScavenge(t, s2))
+		}
+		hook.Store(&race)
+		st, err := d1.Step(ctx)
+		t.Logf("round %d d1 step: %+v, %v", round, st, err)
+		stepErr = err
+	}
+	if stepErr != nil {
+		rep, verr := s1.Verify(ctx, nil)
+		t.Logf("verify: ok=%v lost=%v missing=%v err=%v", rep != nil && rep.OK(), rep.Lost, rep.Missing, verr)
+		t.Fatalf("a legitimate race was reported as corruption: %v", stepErr)
+	}
+}
+
+// Verify's stream walk reads a stream's event rows, then (next scan page) its head. In between,
+// an append lands behind the walk's cursor and a scavenge pass raises the removal floor over the
+// new, undispatched events (retention hides them; the scavenger leaves them, Waiting). The walk
+// sees the head's floor above rows it never saw, calls them gone, the feed does not hold them
+// yet: Verify reports them Lost, though the stream table holds them and the dispatcher writes
+// them at its next step.
+func TestRemovalReviewVerifyLostWhileRowsExist(t *testing.T) {
+	ctx := context.Background()
+	var hook atomic.Pointer[func()]
+	var scans atomic.Int64
+	b := mem.New(&mem.Options{PageSize: 2, Faults: func(c mem.Call) mem.Fault {
+		if c.Method == mem.MethodScan && strings.HasSuffix(c.Table, "streams") && scans.Add(1) == 2 {
+			if f := hook.Swap(nil); f != nil {
+				(*f)()
+			}
+		}
+		return mem.NoFault
+	}})
+	s := openStore(t, b, nil)
+	appendN(t, s, "x", 5)
+	if _, err := s.SetMetadata(ctx, "x", estuite.StreamMetadata{MaxCount: ptr(int64(1))}, estuite.AnyMetadataVersion); err != nil {
+		t.Fatal(err)
+	}
+	d := estuite.NewDispatcher(s, nil)
+	stepUntilIdle(t, d)
+	mustScavenge(t, s)
+	race := func() {
+		appendN(t, s, "x", 5)
+		t.Logf("racing scavenge: %+v", mustScavenge(t, s))
+	}
+	hook.Store(&race)
+	rep, err := s.Verify(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("rows now: %v", eventRowVersions(t, s, nil, "x"))
+	t.Logf("report: lost=%v pending=%v missing=%v", rep.Lost, rep.Pending, rep.Missing)
+	stepUntilIdle(t, d)
+	rep2, _ := s.Verify(ctx, nil)
+	t.Logf("after dispatch: ok=%v lost=%v", rep2.OK(), rep2.Lost)
+	if len(rep.Lost) > 0 {
+		t.Fatalf("Verify reports %v lost; the stream table holds them and they are dispatched after", rep.Lost)
 	}
 }

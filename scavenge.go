@@ -43,6 +43,11 @@ const scavengePartition = "scavenge"
 const (
 	propScavengedFloor = "ScavengedFloor" // the removal floor every row below which is removed
 	propNextAgeCheck   = "NextAgeCheck"   // when the stream's oldest kept event may pass maxAge
+	// The head's MetadataVersion and DeletedBefore the pass judged by: a metadata change or a
+	// delete whose work-row upsert the pass listed, but whose head write came after the pass
+	// read the head, leaves them behind the head's, so the next pass does not skip.
+	propScavengedMeta    = "ScavengedMetadataVersion"
+	propScavengedDeleted = "ScavengedDeletedBefore"
 )
 
 // scavengeChunk is how many versions one round of a pass removes: one batch of event-row deletes.
@@ -113,8 +118,9 @@ func (s *Store) scavenge(ctx context.Context, deadline time.Time) (ScavengeStats
 		err := s.scavengeStream(ctx, stream, row, deadline, &stats)
 		var be *table.BatchError
 		switch {
-		case err == nil, errors.As(err, &be), errors.Is(err, ErrContention):
+		case err == nil, errors.As(err, &be) && !errors.Is(err, table.ErrInvalid), errors.Is(err, ErrContention):
 			// Done, or another writer or scavenger moved a row under it: the next pass looks again.
+			// (A write storage refused as invalid is no race: it is reported.)
 		case ctx.Err() != nil:
 			return stats, err
 		default:
@@ -136,14 +142,26 @@ func cmpErr(first, err error) error {
 func (s *Store) scavengeStream(ctx context.Context, stream string, work table.Entity, deadline time.Time, stats *ScavengeStats) error {
 	pk := streamKey(stream)
 	scavenged, hasScavenged := work.Properties[propScavengedFloor].(int64)
-	nextAge, _ := work.Properties[propNextAgeCheck].(time.Time)
-	checkAge := !hasScavenged || !s.now().Before(nextAge)
+	judgedMeta, _ := work.Properties[propScavengedMeta].(int64)
+	judgedDeleted, _ := work.Properties[propScavengedDeleted].(int64)
+	nextAge, hasNextAge := work.Properties[propNextAgeCheck].(time.Time)
+	now := s.now()
+	// maxAge needs a look unless the last pass that finished said when, and nothing changed the
+	// metadata or deleted since.
+	checkAge := func(h head) bool {
+		return !hasScavenged || !hasNextAge || !now.Before(nextAge) ||
+			h.meta.metaVersion != judgedMeta || h.meta.deletedBefore != judgedDeleted
+	}
 	h, ageDue, err := s.raiseFloor(ctx, pk, checkAge)
 	if err != nil {
 		return err
 	}
+	if !checkAge(h) {
+		ageDue = nextAge // not looked at: still due when it was
+	}
 	floor := h.meta.removedBefore
-	if hasScavenged && floor == scavenged && !h.meta.tombstone && (h.meta.hasMaxAge || h.meta.hasMaxCount) {
+	if hasScavenged && floor == scavenged && judgedMeta == h.meta.metaVersion && judgedDeleted == h.meta.deletedBefore &&
+		!h.meta.tombstone && (h.meta.hasMaxAge || h.meta.hasMaxCount) {
 		return nil // nothing hidden since the last pass that finished: one head read
 	}
 	dispatched, err := s.dispatchedVersion(ctx, pk)
@@ -192,8 +210,9 @@ func (s *Store) scavengeStream(ctx context.Context, stream string, work table.En
 		// Retention keeps the row: say on it how far this pass got, under the ETag it was
 		// listed with (a delete or metadata change since has upserted it: the next pass judges
 		// afresh).
-		props := map[string]any{propStream: stream, propScavengedFloor: floor}
-		if h.meta.hasMaxAge {
+		props := map[string]any{propStream: stream, propScavengedFloor: floor,
+			propScavengedMeta: h.meta.metaVersion, propScavengedDeleted: h.meta.deletedBefore}
+		if h.meta.hasMaxAge && !ageDue.IsZero() {
 			props[propNextAgeCheck] = ageDue
 		}
 		op := table.Op{Kind: table.Replace, Entity: table.Entity{PartitionKey: scavengePartition, RowKey: work.RowKey, Properties: props}, IfMatch: work.ETag}
@@ -231,9 +250,9 @@ func (s *Store) scavengeStream(ctx context.Context, stream string, work table.En
 // raiseFloor reads the head of partition pk and raises its removal floor to the first version
 // its reads may return now, under its ETag (again after a change in between). It returns the
 // head as it is then, and with maxAge when the first event it keeps may pass maxAge (and its
-// margin) — unless checkAge is false: then maxAge is not looked at (its events cannot be due
-// yet), and neither is the time.
-func (s *Store) raiseFloor(ctx context.Context, pk string, checkAge bool) (head, time.Time, error) {
+// margin) — unless checkAge(head) is false: then maxAge is not looked at (its events cannot be
+// due yet), and neither is the time.
+func (s *Store) raiseFloor(ctx context.Context, pk string, checkAge func(head) bool) (head, time.Time, error) {
 	var ageDue time.Time
 	for attempt := 0; ; attempt++ {
 		h, err := s.readHead(ctx, pk)
@@ -247,7 +266,7 @@ func (s *Store) raiseFloor(ctx context.Context, pk string, checkAge bool) (head,
 		// Never over versions not written yet: an append made once the metadata no longer hides
 		// it must stay visible.
 		floor = min(floor, h.version+1)
-		if h.meta.hasMaxAge && checkAge {
+		if h.meta.hasMaxAge && checkAge(h) {
 			if floor, ageDue, err = s.ageFloor(ctx, pk, h, floor); err != nil {
 				return head{}, ageDue, err
 			}

@@ -174,6 +174,7 @@ type verifyStream struct {
 	floor       int64            // the head's removal floor: versions below it may be gone
 	rowGaps     []vrange         // event rows missing between the rows seen, judged at the head
 	gone        []vrange         // event rows missing below the removal floor: scavenged, or lost
+	moved       bool             // appended behind the walk's cursor: judged at the rows it saw
 	eventPrints map[int64]uint64 // suspect streams only: fingerprint by version
 }
 
@@ -244,6 +245,9 @@ type recheck struct {
 	pk   string
 	st   *verifyStream
 	last int64 // the last event row seen
+	// belowFloor: the rows missing after it are below the head's removal floor — scavenged,
+	// lost, or appended behind the walk's cursor (and hidden by retention at once).
+	belowFloor bool
 }
 
 // Verify walks the stream table and the feed and compares them: every committed event should be
@@ -510,6 +514,25 @@ func (v *verifier) walkStreams(ctx context.Context) error {
 // the stream ends with the rows it saw. Otherwise rows are missing.
 func (v *verifier) recheckStream(ctx context.Context, rc recheck) error {
 	st, next := rc.st, rc.last+1
+	if st.moved {
+		return nil // judged at what the walk saw already
+	}
+	if rc.belowFloor {
+		to := min(st.floor-1, st.head)
+		found := false
+		q := table.Query{PartitionKey: rc.pk, From: eventKey(next), To: eventKey(to + 1), Limit: 1}
+		err := v.queryAll(ctx, v.s.streams, q, func(row table.Entity) { found = true })
+		if err != nil {
+			return err
+		}
+		if !found {
+			st.gone = append(st.gone, vrange{next, to})
+			return nil
+		}
+		// Appended behind the cursor: judge the stream at what the walk saw.
+		st.head, st.moved = rc.last, true
+		return nil
+	}
 	missing := int64(0)
 	q := table.Query{PartitionKey: rc.pk, From: eventKey(next), To: eventKey(st.head + 1)}
 	err := v.queryAll(ctx, v.s.streams, q, func(row table.Entity) {
@@ -533,7 +556,7 @@ func (v *verifier) recheckStream(ctx context.Context, rc recheck) error {
 			Reason: fmt.Sprintf("event row %d is missing below the head version %d", missing, st.head)})
 		return nil
 	}
-	st.head = rc.last
+	st.head, st.moved = rc.last, true
 	return nil
 }
 
@@ -627,10 +650,12 @@ func (v *verifier) endStream() {
 	}
 	last := st.nextEvent - 1
 	if st.hasHead && last < st.floor-1 {
-		last = min(st.floor-1, st.head) // every row below the floor may have been scavenged
-		if st.nextEvent <= last {
-			st.gone = append(st.gone, vrange{st.nextEvent, last})
+		if seen := last; seen < st.head {
+			// Rows below the floor are missing at the end: look again once the walk is done,
+			// whether they are gone or were appended behind the walk's cursor.
+			v.recheck = append(v.recheck, recheck{pk: v.pk, st: st, last: seen, belowFloor: true})
 		}
+		last = min(st.floor-1, st.head) // every row below the floor may have been scavenged
 	}
 	if st.redacted >= st.floor && st.redacted > 0 {
 		v.r.WrongRedactions = append(v.r.WrongRedactions, StreamRange{Stream: st.name, From: max(st.floor, 1), To: st.redacted})
