@@ -26,8 +26,9 @@
 // token; its cost is then taken, and a bucket may go into debt — a batch of 100 operations
 // admitted with one token left leaves the partition 99 entities short, and its next requests are
 // refused until the refill pays that back. Charging the entities a query returns after the fact
-// works the same way. Over time, no bucket admits more than its rate plus its burst. A refused
-// request costs nothing and is not forwarded.
+// works the same way. Over a span of T seconds a bucket admits at most its burst plus T times its
+// rate, plus what the last request admitted took beyond the tokens left. A refused request costs
+// nothing and is not forwarded.
 //
 // Azure spreads a hot partition over more servers as its load persists, and its targets are
 // targets rather than hard limits; the proxy models the targets only, as fixed limits. It knows
