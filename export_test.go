@@ -115,6 +115,6 @@ func (s *Store) ReadStored(ctx context.Context, stream string) (sh StoredHead, e
 
 // ReadFeedWithRedacted reads the feed with its redacted entries, which keep their stream and
 // version here (a public read shows a position alone): the simulation checks them.
-func (s *Store) ReadFeedWithRedacted(ctx context.Context, after int64) (FeedPage, error) {
-	return s.ReadFeed(ctx, &FeedOptions{After: after, IncludeRedacted: true, keepRedactedKeys: true})
+func (s *Store) ReadFeedWithRedacted(ctx context.Context, shard int, after int64) (FeedPage, error) {
+	return s.ReadFeed(ctx, &FeedOptions{Shard: shard, After: after, IncludeRedacted: true, keepRedactedKeys: true})
 }

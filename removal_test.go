@@ -581,3 +581,36 @@ func TestRemovalReviewVerifyLostWhileRowsExist(t *testing.T) {
 		t.Fatalf("Verify reports %v lost; the stream table holds them and they are dispatched after", rep.Lost)
 	}
 }
+
+// A work row whose stream has no head (a metadata change's head write failed): the pass that finds
+// nothing to remove must not write a head without a condition — an append that created the
+// stream after the pass read the head would be overwritten by a head at version 0 (the
+// simulation found it: seed 27, once it had feed shards).
+func TestRemovalPassWithoutAHeadNeverOverwritesOne(t *testing.T) {
+	ctx := context.Background()
+	var writer *estuite.Store
+	var failHead, raced atomic.Bool
+	b := mem.New(&mem.Options{Faults: func(c mem.Call) mem.Fault {
+		if c.Method != mem.MethodSubmit || !strings.HasSuffix(c.Table, "streams") || len(c.Ops) != 1 || c.Ops[0].Entity.RowKey != "H" {
+			return mem.NoFault
+		}
+		if failHead.Load() {
+			failHead.Store(false)
+			return mem.FailBefore // the delete's head write
+		}
+		if c.Ops[0].Entity.Properties["MaxCount"] == nil && c.Ops[0].Entity.Properties["Version"] == int64(0) && !raced.Swap(true) {
+			mustAppend(t, writer, "new", countedEvents(1, 2), nil) // lands between the pass's head read and its write
+		}
+		return mem.NoFault
+	}})
+	s := openStore(t, b, nil)
+	writer = openStore(t, b, nil)
+	failHead.Store(true)
+	if _, err := s.SetMetadata(ctx, "new", estuite.StreamMetadata{MaxCount: ptr(int64(5))}, estuite.AnyMetadataVersion); err == nil {
+		t.Fatal("the metadata's head write was to fail")
+	}
+	mustScavenge(t, s)
+	if v, err := writer.Version(ctx, "new"); err != nil || v != 2 {
+		t.Fatalf("after the pass the stream is at %d, %v; want 2 (the append that landed meanwhile)", v, err)
+	}
+}

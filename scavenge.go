@@ -229,6 +229,13 @@ func (s *Store) scavengeStream(ctx context.Context, stream string, work table.En
 		// is, under the ETag this pass judged it by, so that such a change fails on it, reads
 		// the head again and upserts the row again (after this delete of it).
 		touch := table.Op{Kind: table.Replace, Entity: headEntity(pk, h.version, h.meta), IfMatch: h.etag}
+		if h.etag == "" {
+			// No head (a delete or metadata change whose head write failed, or has not come
+			// yet): insert one at version 0, which reads as no stream — as a fence does — so
+			// that such a write fails on it and upserts the row again. Never a write without
+			// a condition: it would overwrite a head written meanwhile.
+			touch = table.Op{Kind: table.Insert, Entity: headEntity(pk, 0, headMeta{})}
+		}
 		_, err := s.streams.submitOnce(ctx, pk, []table.Op{touch})
 		s.heads.forget(pk)
 		var be *table.BatchError

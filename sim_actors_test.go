@@ -1,6 +1,7 @@
 package estuite_test
 
 import (
+	"slices"
 	"context"
 	"crypto/sha256"
 	"errors"
@@ -27,7 +28,8 @@ type simProc struct {
 	gen     int
 	name    string // "p1", then "p1.1", "p1.2" after restarts
 	owner   string // its dispatcher's Owner
-	disp    *simsched.Actor
+	disp    *simsched.Actor   // shard 0's dispatcher
+	disps   []*simsched.Actor // every shard's
 	store   *estuite.Store
 	actors  []*simsched.Actor
 	dead    bool
@@ -298,39 +300,56 @@ func (sim *simRun) spawnProcess(m *simMachine, delay time.Duration, resume bool)
 	// In quiet seeds the first machine only dispatches, and does not crash: it loses the lease when
 	// paused, and comes back to it later with what it knew of the feed.
 	sturdy := o.quiet && m.id == 1
-	a := sim.sched.Spawn(simsched.ActorOptions{Name: p.name + "/d", Kind: "dispatcher", Pausable: true, Weight: o.dispatcherWeight, Sturdy: sturdy}, func(ctx context.Context) {
-		if !up(ctx, 0) {
-			return
+	// One dispatcher per feed shard, each an actor of its own (shard 0's named as with one shard).
+	for shard := range o.feedShards {
+		name := p.name + "/d"
+		if shard > 0 {
+			name = fmt.Sprintf("%s/d%d", p.name, shard)
 		}
-		busy := &simBusy{name: p.name + "/d", world: sim.world, actor: simsched.ActorOf(ctx), clock: m.clock}
-		d := estuite.NewDispatcher(p.store, &estuite.DispatcherOptions{
-			Owner: m.owner, LeaseDuration: o.lease, FenceAfter: o.fenceAfter, ScavengeInterval: o.scavengeInterval,
-			PollInterval: o.poll, MaxPollInterval: o.maxPoll, Workers: 1, Clock: m.clock,
-			OnStep: busy.step,
-		})
-		if err := d.Start(ctx); err != nil {
-			sim.world.problem("%s: Start: %v", p.name, err)
-			return
-		}
-		sim.drain(ctx, writersGone)
-		if err := d.Stop(); err != nil && ctx.Err() == nil {
-			if errors.Is(err, estuite.ErrCorrupt) {
-				sim.world.problem("%s: dispatcher stopped with %v", p.name, err)
+		a := sim.sched.Spawn(simsched.ActorOptions{Name: name, Kind: "dispatcher", Pausable: true, Weight: o.dispatcherWeight, Sturdy: sturdy}, func(ctx context.Context) {
+			if !up(ctx, 0) {
+				return
 			}
+			busy := &simBusy{name: name, world: sim.world, actor: simsched.ActorOf(ctx), clock: m.clock}
+			d := estuite.NewDispatcher(p.store, &estuite.DispatcherOptions{
+				Shard: shard, Owner: m.owner, LeaseDuration: o.lease, FenceAfter: o.fenceAfter, ScavengeInterval: o.scavengeInterval,
+				PollInterval: o.poll, MaxPollInterval: o.maxPoll, Workers: 1, Clock: m.clock,
+				OnStep: busy.step,
+			})
+			if err := d.Start(ctx); err != nil {
+				sim.world.problem("%s: Start: %v", name, err)
+				return
+			}
+			sim.drain(ctx, writersGone)
+			if err := d.Stop(); err != nil && ctx.Err() == nil {
+				if errors.Is(err, estuite.ErrCorrupt) {
+					sim.world.problem("%s: dispatcher stopped with %v", name, err)
+				}
+			}
+		})
+		p.actors = append(p.actors, a)
+		if shard == 0 {
+			p.disp = a
 		}
-	})
-	p.actors = append(p.actors, a)
-	p.disp = a
-	sim.procOf[a] = p
+		p.disps = append(p.disps, a)
+		sim.procOf[a] = p
+	}
 	if sturdy {
 		sim.spawnStepper(p, writersGone)
 	}
-	if m.sub != "" && !sturdy {
-		a := sim.sched.Spawn(simsched.ActorOptions{Name: p.name + "/s", Kind: "subscriber"}, func(ctx context.Context) {
+	for shard := range o.feedShards {
+		if m.sub == "" || sturdy {
+			break
+		}
+		name := p.name + "/s"
+		if shard > 0 {
+			name = fmt.Sprintf("%s/s%d", p.name, shard)
+		}
+		a := sim.sched.Spawn(simsched.ActorOptions{Name: name, Kind: "subscriber"}, func(ctx context.Context) {
 			if !up(ctx, 99) {
 				return
 			}
-			sim.subscribe(ctx, p, m.sub, writersGone)
+			sim.subscribe(ctx, p, m.sub, shard, writersGone)
 		})
 		p.actors = append(p.actors, a)
 		sim.procOf[a] = p
@@ -366,7 +385,7 @@ func (sim *simRun) crashed(a *simsched.Actor) {
 		return
 	}
 	p.dead = true
-	if mon := sim.world.mon; p.owner == mon.owner {
+	if mon := sim.world.mon; p.owner == mon.owner || sim.p.feedShards > 1 && mon.holds(p.owner) {
 		mon.disrupt(sim.sched.Now(), mon.takeover+sim.p.restartDelay, "the lease holder "+p.name+" crashed")
 		mon.orphaned = true
 	} else if mon.orphaned {
@@ -432,7 +451,7 @@ func isClosed(ch <-chan struct{}) bool {
 // paused notes a pause of the lease holder's dispatcher, or of any dispatcher while the lease is
 // orphaned (its holder crashed): the one paused may be the one to take over.
 func (sim *simRun) paused(a *simsched.Actor, d time.Duration) {
-	if p := sim.procOf[a]; p != nil && p.disp == a && (p.owner == sim.world.mon.owner || sim.world.mon.orphaned) {
+	if p := sim.procOf[a]; p != nil && slices.Contains(p.disps, a) && (p.owner == sim.world.mon.owner || sim.world.mon.orphaned || sim.p.feedShards > 1) {
 		mon := sim.world.mon
 		extra := d // it holds its lease and goes on
 		if d >= mon.lease/2 {
@@ -494,11 +513,12 @@ func (b *simBusy) step(st estuite.DispatchStats, err error) {
 
 // subscribe runs a durable subscription until the writers are gone or the process dies. Its
 // handler records every position it finishes; the checks compare them with the checkpoint.
-func (sim *simRun) subscribe(ctx context.Context, p *simProc, name string, writersGone <-chan struct{}) {
+func (sim *simRun) subscribe(ctx context.Context, p *simProc, name string, shard int, writersGone <-chan struct{}) {
 	w := sim.world
-	inst := w.newInstance(name, p.name)
+	inst := w.newInstance(simSubKey(name, shard), p.name)
 	sub, err := p.store.Subscribe(ctx, estuite.SubscriptionOptions{
 		Name:               name,
+		Shard:              shard,
 		CheckpointEvery:    1 + int(p.gen%3),
 		CheckpointInterval: 50 * time.Millisecond,
 		PollInterval:       20 * time.Millisecond,
@@ -571,4 +591,12 @@ func simSnapshotOf(commitID string) *estuite.Snapshot {
 	}
 	schema := 1 + int(sum[1]%2)
 	return &estuite.Snapshot{Schema: schema, Data: fmt.Appendf(nil, "%s|%d", commitID, schema)}
+}
+
+// simSubKey names a durable subscription's run over one feed shard in the world's records.
+func simSubKey(name string, shard int) string {
+	if shard == 0 {
+		return name
+	}
+	return fmt.Sprintf("%s@%d", name, shard)
 }

@@ -276,7 +276,7 @@ type simMonitor struct {
 	heads    map[string]int64
 	history  map[string][]simHeadAt // each stream's head versions, by step
 	landed   map[string][]time.Time // stream → virtual time version v+1 was first seen stored
-	feedNext int64                  // the next feed position to read
+	feedNext map[int]int64          // feed shard → the next feed position to read
 	feedHeld map[string]int64       // the highest version of each stream in the feed
 	markers  map[int][]simMarker    // shard → live dirty markers
 	reported map[string]bool        // one report per kind and stream
@@ -286,7 +286,8 @@ type simMonitor struct {
 	perEvent time.Duration          // liveness: what each event of the backlog may add to a wait
 	peak     map[string]simPeak     // stream → the largest backlog since its oldest waiting event landed
 	maxPeak  int64                  // the largest backlog seen
-	owner    string                 // the lease row's owner
+	owner    string                 // shard 0's lease row's owner
+	owners   map[string]string      // every shard's: lease row → owner
 	ownerTag string                 // the lease row's ETag
 	orphaned bool                   // the lease holder crashed, and no one has written the lease since
 	disrupts []simDisruption        // the lease holder crashed or paused, or the lease changed hands
@@ -369,7 +370,7 @@ func newSimMonitor(w *simWorld, backend table.Backend, streams []string, shardOf
 	}
 	m := &simMonitor{world: w, streamsT: st, events: ev, streams: streams, shardOf: make(map[string]int),
 		heads: make(map[string]int64), history: make(map[string][]simHeadAt), landed: make(map[string][]time.Time),
-		feedNext: 1, feedHeld: make(map[string]int64), markers: make(map[int][]simMarker), reported: make(map[string]bool), changed: make(map[string]bool), peak: make(map[string]simPeak)}
+		feedNext: make(map[int]int64), owners: make(map[string]string), feedHeld: make(map[string]int64), markers: make(map[int][]simMarker), reported: make(map[string]bool), changed: make(map[string]bool), peak: make(map[string]simPeak)}
 	for _, s := range streams {
 		m.shardOf[s] = shardOf(s)
 	}
@@ -429,9 +430,11 @@ func (m *simMonitor) check(st simsched.Settled) {
 				}
 			}
 		case wr.Table == eventsName && strings.HasPrefix(wr.PartitionKey, "feed"):
-			m.readFeed(ctx)
-		case wr.Table == eventsName && wr.PartitionKey == "checkpoint":
-			m.checkCheckpoints(ctx)
+			var shard int
+			fmt.Sscanf(wr.PartitionKey, "feed%02d-", &shard)
+			m.readFeed(ctx, shard)
+		case wr.Table == eventsName && strings.HasPrefix(wr.PartitionKey, "checkpoint"):
+			m.checkCheckpoints(ctx, wr.PartitionKey)
 		case wr.Table == eventsName && wr.PartitionKey == "lease":
 			if row, err := m.events.Get(ctx, "lease", "dispatcher"); err == nil {
 				if row.ETag != m.ownerTag {
@@ -442,6 +445,17 @@ func (m *simMonitor) check(st simsched.Settled) {
 						m.disrupt(st.Now, m.handover, "the lease went from "+m.owner+" to "+o)
 					}
 					m.owner = o
+				}
+			}
+			// The other shards' leases (a store with several feed shards): a change of holder
+			// is a disruption of that shard's dispatch, allowed for everywhere.
+			if p, err := m.events.Query(ctx, table.Query{PartitionKey: "lease", From: "dispatcher0", To: "dispatcher:"}); err == nil {
+				for _, row := range p.Entities {
+					o, _ := row.Properties["Owner"].(string)
+					if old, ok := m.owners[row.RowKey]; ok && old != o {
+						m.disrupt(st.Now, m.handover, "the lease of "+row.RowKey+" went from "+old+" to "+o)
+					}
+					m.owners[row.RowKey] = o
 				}
 			}
 		}
@@ -572,35 +586,55 @@ func (m *simMonitor) readMarkers(ctx context.Context, pk string) []simMarker {
 }
 
 // readFeed reads the feed rows written since the last look.
-func (m *simMonitor) readFeed(ctx context.Context) {
+func (m *simMonitor) readFeed(ctx context.Context, shard int) {
 	for {
-		page := (m.feedNext - 1) / simFeedPageSize
-		row, err := m.events.Get(ctx, fmt.Sprintf("feed00-%012d", page), fmt.Sprintf("P%019d", m.feedNext))
+		next := max(m.feedNext[shard], 1)
+		page := (next - 1) / simFeedPageSize
+		row, err := m.events.Get(ctx, fmt.Sprintf("feed%02d-%012d", shard, page), fmt.Sprintf("P%019d", next))
 		if errors.Is(err, table.ErrNotFound) {
 			return
 		}
 		if err != nil {
-			m.world.problem("monitor: reading feed position %d: %v", m.feedNext, err)
+			m.world.problem("monitor: reading feed shard %d position %d: %v", shard, next, err)
 			return
 		}
 		s, _ := row.Properties["Stream"].(string)
 		v, _ := row.Properties["Version"].(int64)
 		if v != m.feedHeld[s]+1 {
-			m.problem("feed-order", s, "feed position %d holds %s version %d after version %d", m.feedNext, s, v, m.feedHeld[s])
+			m.problem("feed-order", s, "feed shard %d position %d holds %s version %d after version %d", shard, next, s, v, m.feedHeld[s])
+		}
+		if want := m.shardOf[s] / 4; shard != want {
+			m.problem("feed-shard", s, "feed shard %d position %d holds %s, a stream of shard %d", shard, next, s, want)
 		}
 		m.feedHeld[s] = max(m.feedHeld[s], v)
 		m.changed[s] = true
-		m.feedNext++
+		m.feedNext[shard] = next + 1
 	}
+}
+
+// holds reports whether owner holds the lease of some feed shard, as last seen.
+func (m *simMonitor) holds(owner string) bool {
+	if owner == m.owner {
+		return true
+	}
+	for _, o := range m.owners {
+		if o == owner {
+			return true
+		}
+	}
+	return false
 }
 
 // checkCheckpoints checks that no durable subscription's checkpoint has passed an event its
 // handler did not finish.
-func (m *simMonitor) checkCheckpoints(ctx context.Context) {
-	p, err := m.events.Query(ctx, table.Query{PartitionKey: "checkpoint"})
+func (m *simMonitor) checkCheckpoints(ctx context.Context, partition string) {
+	shard := 0
+	fmt.Sscanf(partition, "checkpoint%02d", &shard)
+	p, err := m.events.Query(ctx, table.Query{PartitionKey: partition})
 	for err == nil {
 		for _, row := range p.Entities {
 			name, _ := row.Properties["Stream"].(string)
+			name = simSubKey(name, shard)
 			pos, _ := row.Properties["Position"].(int64)
 			if done := m.world.handledUpTo(name); pos > done {
 				m.problem("checkpoint", name, "subscription %s: checkpoint at position %d, but its handlers finished every position only up to %d", name, pos, done)
@@ -609,7 +643,7 @@ func (m *simMonitor) checkCheckpoints(ctx context.Context) {
 		if p.Continuation == "" {
 			return
 		}
-		p, err = m.events.Query(ctx, table.Query{PartitionKey: "checkpoint", Continuation: p.Continuation})
+		p, err = m.events.Query(ctx, table.Query{PartitionKey: partition, Continuation: p.Continuation})
 	}
 	m.world.problem("monitor: reading checkpoints: %v", err)
 }

@@ -27,7 +27,7 @@ func simCheck(s *estuite.Store, backend table.Backend, world *simWorld, streams 
 		return []string{err.Error()}, 0
 	}
 	var left []string
-	for shard := 0; shard < 4; shard++ {
+	for shard := 0; shard < 4*s.FeedShards(); shard++ {
 		pk := fmt.Sprintf("dirty%02d", shard)
 		q := table.Query{PartitionKey: pk}
 		for {
@@ -211,28 +211,40 @@ func simCheck(s *estuite.Store, backend table.Backend, world *simWorld, streams 
 		}
 	}
 
-	// The feed: positions 1..n without a gap, every stored event exactly once, nothing else, each
-	// stream in version order.
+	// The feed, shard by shard: positions 1..n without a gap, every stored event of the shard's
+	// streams exactly once, nothing else, each stream in version order.
 	var feed []estuite.FeedEvent
-	after := int64(0)
-	for {
-		page, err := s.ReadFeedWithRedacted(ctx, after)
-		if err != nil {
-			bad("ReadFeed after %d: %v", after, err)
-			break
+	shardLen := make([]int64, s.FeedShards())
+	for shard := range s.FeedShards() {
+		after := int64(0)
+		for {
+			page, err := s.ReadFeedWithRedacted(ctx, shard, after)
+			if err != nil {
+				bad("ReadFeed(shard %d) after %d: %v", shard, after, err)
+				break
+			}
+			feed = append(feed, page.Events...)
+			shardLen[shard] += int64(len(page.Events))
+			if page.Next == after {
+				break
+			}
+			after = page.Next
 		}
-		feed = append(feed, page.Events...)
-		if page.Next == after {
-			break
-		}
-		after = page.Next
 	}
 	last := make(map[string]int64)
 	redacted := 0
+	var inShard int64
 	for i, ev := range feed {
-		if ev.Position != int64(i+1) {
-			bad("feed position %d holds position %d", i+1, ev.Position)
+		if i > 0 && ev.Shard != feed[i-1].Shard {
+			inShard = 0
+		}
+		inShard++
+		if ev.Position != inShard {
+			bad("feed shard %d position %d holds position %d", ev.Shard, inShard, ev.Position)
 			break
+		}
+		if want := simFeedShardOf(ev.Stream, s.FeedShards()); ev.Shard != want {
+			bad("feed shard %d position %d holds %s, a stream of shard %d", ev.Shard, ev.Position, ev.Stream, want)
 		}
 		if ev.Version != last[ev.Stream]+1 {
 			bad("feed position %d: %s version %d follows version %d", ev.Position, ev.Stream, ev.Version, last[ev.Stream])
@@ -275,8 +287,10 @@ func simCheck(s *estuite.Store, backend table.Backend, world *simWorld, streams 
 	if total != len(feed) {
 		bad("the feed holds %d events, the streams %d", len(feed), total)
 	}
-	if head, err := s.FeedHead(ctx); err != nil || head != int64(len(feed)) {
-		bad("FeedHead = %d, %v; the feed holds %d events", head, err, len(feed))
+	for shard, n := range shardLen {
+		if head, err := s.FeedHeadOf(ctx, shard); err != nil || head != n {
+			bad("FeedHeadOf(%d) = %d, %v; the shard holds %d events", shard, head, err, n)
+		}
 	}
 	// WaitDispatched, from storage alone (the store dispatched nothing itself), finds each
 	// stream's every 7th version and its last at their positions.
@@ -298,17 +312,24 @@ func simCheck(s *estuite.Store, backend table.Backend, world *simWorld, streams 
 	}
 
 	// Durable subscriptions: every position up to the stored checkpoint was handled.
-	for name := range world.subs {
-		row, err := events.Get(ctx, "checkpoint", name)
+	for key := range world.subs {
+		name, shard := key, 0
+		partition := "checkpoint"
+		if i := strings.LastIndexByte(key, '@'); i >= 0 {
+			name = key[:i]
+			fmt.Sscanf(key[i+1:], "%d", &shard)
+			partition = fmt.Sprintf("checkpoint%02d", shard)
+		}
+		row, err := events.Get(ctx, partition, name)
 		if err != nil {
 			continue
 		}
 		pos, _ := row.Properties["Position"].(int64)
-		if done := world.handledUpTo(name); pos > done {
-			bad("subscription %s: final checkpoint at %d, but its handlers finished every position only up to %d", name, pos, done)
+		if done := world.handledUpTo(key); pos > done {
+			bad("subscription %s: final checkpoint at %d, but its handlers finished every position only up to %d", key, pos, done)
 		}
-		if pos > int64(len(feed)) {
-			bad("subscription %s: checkpoint at %d past the feed's end %d", name, pos, len(feed))
+		if pos > shardLen[shard] {
+			bad("subscription %s: checkpoint at %d past the shard's end %d", key, pos, shardLen[shard])
 		}
 	}
 	return problems, len(feed)

@@ -114,6 +114,9 @@ func simStreams(spread bool) []string {
 // simParams are what a seed decides about a schedule before it starts.
 type simParams struct {
 	machines   int
+	// feedShards is the store's number of feed shards (1, or 2 or 3 in the shard seeds): each
+	// process runs a dispatcher and a subscription per shard.
+	feedShards int
 	writersOn  []int // machine of each writer
 	steady     []bool
 	appends    []int
@@ -290,7 +293,23 @@ func simParamsFor(seed uint64, big bool) simParams {
 	if simDeletes(seed) {
 		p.scavengeInterval = dur(30*time.Millisecond, 300*time.Millisecond)
 	}
+	p.feedShards = 1
+	if simShards(seed) {
+		p.feedShards = 2 + int(seed/5)%2
+	}
 	return p
+}
+
+// simShards reports whether a seed runs a store of several feed shards (a fifth of the seeds).
+func simShards(seed uint64) bool { return seed%5 == 2 }
+
+// simFeedShardOf is the store's feed shard function (feedShardOf), repeated as simShardOf is.
+func simFeedShardOf(name string, shards int) int {
+	if shards <= 1 {
+		return 0
+	}
+	sum := sha256.Sum256([]byte(name))
+	return int((uint32(sum[4])<<24 | uint32(sum[5])<<16 | uint32(sum[6])<<8 | uint32(sum[7])) % uint32(shards))
 }
 
 // simLiveness returns how long, in virtual time, a stored event may wait for the feed while the
@@ -368,7 +387,7 @@ func (sim *simRun) open(clock *simsched.Clock) *estuite.Store {
 	// global source; the scheduler decides what happens between the tries anyway.
 	retry := estuite.RetryPolicy{MaxAttempts: 3}
 	o := &estuite.Options{Retry: retry, Now: clock.Now, AnnounceWindow: sim.p.announceWindow, KeyCacheLifetime: simKeyCacheLifetime}
-	s, err := estuite.Open(context.Background(), sim.gated, estuite.WithKnownFeedShards(o, 1))
+	s, err := estuite.Open(context.Background(), sim.gated, estuite.WithKnownFeedShards(o, sim.p.feedShards))
 	if err != nil {
 		panic(err) // opening makes no scheduled calls
 	}
@@ -414,6 +433,12 @@ func runSimulationInBubble(p simParams, dir string) (res simResult) {
 		backend = mem.New(&mem.Options{PageSize: p.pageSize, EmptyPages: p.emptyPages})
 	}
 	streams := simStreams(p.spread)
+	if p.feedShards > 1 {
+		// The store is created with its shards before the schedule starts.
+		if _, err := estuite.Open(context.Background(), sharedSimBackend{backend}, &estuite.Options{FeedShards: p.feedShards}); err != nil {
+			return simResult{problems: []string{err.Error()}}
+		}
+	}
 	sched := simsched.New(p.cfg)
 	sim := &simRun{p: p, sched: sched, gated: simsched.Wrap(backend, sched), procOf: make(map[*simsched.Actor]*simProc),
 		crashRNG: rand.New(rand.NewPCG(p.cfg.Seed, 0xc4a54))}
@@ -422,7 +447,7 @@ func runSimulationInBubble(p simParams, dir string) (res simResult) {
 	world.erase = newSimErasure(p.cfg.Seed)
 	del, deleter, deleterOn := newSimDeleter(p, streams)
 	world.del = del
-	mon, err := newSimMonitor(world, backend, streams, simShardOf)
+	mon, err := newSimMonitor(world, backend, streams, func(s string) int { return simFeedShardOf(s, p.feedShards)*4 + simShardOf(s) })
 	if err != nil {
 		return simResult{problems: []string{err.Error()}}
 	}
@@ -485,18 +510,26 @@ func runSimulationInBubble(p simParams, dir string) (res simResult) {
 		return res
 	}
 	clock := sched.Clock(0, 0)
-	d := estuite.NewDispatcher(final, &estuite.DispatcherOptions{Clock: clock, FenceAfter: p.fenceAfter})
+	var ds []*estuite.Dispatcher // one per feed shard
+	for shard := range p.feedShards {
+		ds = append(ds, estuite.NewDispatcher(final, &estuite.DispatcherOptions{Shard: shard, Clock: clock, FenceAfter: p.fenceAfter}))
+	}
 	idle, finalEvents := false, 0
 	var finalSteps []string
 	for i := 0; i < 30 && !idle; i++ {
-		st, err := d.Step(context.Background())
-		finalEvents += st.Events
-		finalSteps = append(finalSteps, fmt.Sprintf("%+v", st))
-		if err != nil {
-			res.problems = append(res.problems, fmt.Sprintf("final dispatcher step %d: %v", i+1, err))
-			break
+		idle = true
+		for shard, d := range ds {
+			st, err := d.Step(context.Background())
+			finalEvents += st.Events
+			finalSteps = append(finalSteps, fmt.Sprintf("%+v", st))
+			if err != nil {
+				res.problems = append(res.problems, fmt.Sprintf("final dispatcher of shard %d, step %d: %v", shard, i+1, err))
+				idle = true
+				i = 30
+				break
+			}
+			idle = idle && st.Streams == 0
 		}
-		idle = st.Streams == 0
 		sched.Advance(p.fenceAfter + time.Millisecond) // let announced appends that never landed be fenced
 	}
 	if !idle {
@@ -523,8 +556,8 @@ func runSimulationInBubble(p simParams, dir string) (res simResult) {
 	} else if p.pageSize > 0 || p.emptyPages {
 		store = fmt.Sprintf("mem(pages of %d, empty pages %v)", p.pageSize, p.emptyPages)
 	}
-	res.summary = fmt.Sprintf("%s on %s, feed pages of %d; %d machines (clocks %v), %d writers, %d crashes, %d restarts; %d steps in %v virtual; appends: %d ok, %d duplicate, %d wrong version, %d unavailable, %d crashed, %d with their snapshot saved (%d streams end with one), %d commands withdrawn (of those announced early, %.0f%% of all), %d feed entries redacted by the scavenger; subscriptions handled %d positions (%d redelivered); feed %d events (%d by the final dispatcher); longest wait for the feed %v (calm %v, base allowance %v); backlog up to %d events (%v each)",
-		kind, store, p.feedPageSize, p.machines, p.offsets, len(p.writersOn), sim.crashes, sim.restarts, res.steps, virtual.Round(time.Millisecond),
+	res.summary = fmt.Sprintf("%s on %s, %d feed shard(s), feed pages of %d; %d machines (clocks %v), %d writers, %d crashes, %d restarts; %d steps in %v virtual; appends: %d ok, %d duplicate, %d wrong version, %d unavailable, %d crashed, %d with their snapshot saved (%d streams end with one), %d commands withdrawn (of those announced early, %.0f%% of all), %d feed entries redacted by the scavenger; subscriptions handled %d positions (%d redelivered); feed %d events (%d by the final dispatcher); longest wait for the feed %v (calm %v, base allowance %v); backlog up to %d events (%v each)",
+		kind, store, p.feedShards, p.feedPageSize, p.machines, p.offsets, len(p.writersOn), sim.crashes, sim.restarts, res.steps, virtual.Round(time.Millisecond),
 		s.ok, s.dup, s.wev, s.unavailable, s.crashed, s.snapSaved, s.snapshots, s.withdrawn, 100*p.announce, s.redacted, world.handledTotal(), s.redelivered, feedLen, finalEvents, mon.maxWait.Round(time.Millisecond), mon.maxCalm.Round(time.Millisecond), mon.base.Round(time.Millisecond), mon.maxPeak, mon.perEvent) + erasure + del.summary(world)
 	return res
 }
@@ -613,3 +646,8 @@ func TestSimulationIsDeterministic(t *testing.T) {
 		}
 	}
 }
+
+// sharedSimBackend lets a Store be opened on the schedule's backend without owning it.
+type sharedSimBackend struct{ table.Backend }
+
+func (sharedSimBackend) Close() error { return nil }
