@@ -48,7 +48,8 @@ type StreamRead struct {
 // query runs from the version after it to the head (for a stream the store knows to be long, a
 // point read of the snapshot row comes first instead of the probe). So a read with a snapshot
 // costs at most two requests while the events after the snapshot fit one page, and decodes only
-// those.
+// those. A sealed snapshot (Snapshot.Subjects) adds its subjects' key lookups, through the key
+// cache as a sealed event's: none while they are cached.
 //
 // The first pass over Events yields the rows the first query read before it reads on; later
 // passes read storage again. The context is used by the iteration too: cancel it to stop a read.

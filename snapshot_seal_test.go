@@ -209,6 +209,19 @@ func TestSnapshotOfAForgottenSubjectIsRefused(t *testing.T) {
 		if sn, _, _ := readWithSnapshot(t, env.open(t, nil), "acct", 0, estuite.ReadOptions{}); sn == nil || string(sn.Data) != "v2" {
 			t.Fatalf("after the refused append: %+v; want the snapshot at 2", sn)
 		}
+		// A retry of a commit that landed before its snapshot's subject was forgotten is its
+		// duplicate, as for sealed events; the same commit ID with other events is a conflict.
+		opts := &estuite.AppendOptions{CommitID: "c-hal", Snapshot: &estuite.Snapshot{Data: []byte("h"), Subjects: []string{"hal"}}}
+		mustAppend(t, s, "acct", countedEvents(3, 1), opts)
+		if err := s.Forget(ctx, "hal"); err != nil {
+			t.Fatal(err)
+		}
+		if res, err := s.Append(ctx, "acct", countedEvents(3, 1), opts); err != nil || !res.Duplicate || res.LastVersion != 3 {
+			t.Fatalf("retry after Forget: %+v, %v; want the duplicate at 3", res, err)
+		}
+		if _, err := s.Append(ctx, "acct", countedEvents(9, 1), opts); !errors.Is(err, estuite.ErrCommitConflict) {
+			t.Fatalf("same commit ID, other events, after Forget: %v; want ErrCommitConflict", err)
+		}
 	})
 }
 

@@ -34,8 +34,9 @@ const (
 	masterKeyIDBytes = 8
 )
 
-// ErrSubjectForgotten: the append names a subject that was forgotten (Store.Forget). Nothing was
-// written. The error is a *SubjectForgottenError.
+// ErrSubjectForgotten: the append names a subject that was forgotten (Store.Forget), in an event
+// or in its snapshot (Snapshot.Subjects). Nothing was written. The error is a
+// *SubjectForgottenError.
 var ErrSubjectForgotten = errors.New("estuite: subject forgotten")
 
 // SubjectForgottenError names the forgotten subject an append named.
@@ -272,6 +273,10 @@ func (st storage) submit(ctx context.Context, pk string, ops []table.Op) error {
 // it reads as Erased, without data and metadata. Forgetting is final and idempotent (forgetting
 // a subject again, or one never used, succeeds and leaves a tombstone), and an append that names
 // a forgotten subject is refused with a *SubjectForgottenError.
+//
+// Snapshots that name the subject (Snapshot.Subjects) are sealed under a key derived from its
+// data key too: they become unreadable with it, and a read of their stream returns no snapshot
+// and replays the events. No snapshot row is scanned or rewritten.
 //
 // The bound: this Store stops decrypting the subject's events at once. Another Store (in this
 // process or another) keeps using a key it cached for at most its Options.KeyCacheLifetime after
