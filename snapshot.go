@@ -36,7 +36,8 @@ type Snapshot struct {
 	// append's LastVersion (a caller-given value is ignored).
 	Version int64
 	// Schema is the caller's snapshot schema version: a read asks for one schema
-	// (ReadOptions.SnapshotSchema) and ignores a snapshot of any other.
+	// (ReadOptions.SnapshotSchema) and ignores a snapshot of any other. math.MinInt64 is
+	// reserved (it marks sealed snapshot rows: docs/storage-format.md).
 	Schema int
 	// Data is the state, opaque to the store: at most MaxSnapshotBytes.
 	Data []byte
@@ -93,6 +94,9 @@ func validateSnapshot(sn *Snapshot) (*Snapshot, error) {
 	if n := len(sn.Data); n > MaxSnapshotBytes {
 		return nil, invalid("snapshot.data", "is %d bytes long, at most MaxSnapshotBytes (%d) are allowed", n, MaxSnapshotBytes)
 	}
+	if int64(sn.Schema) == sealedSnapshotSchema {
+		return nil, invalid("snapshot.schema", "%d is reserved (it marks sealed snapshot rows)", sn.Schema)
+	}
 	for i, subject := range sn.Subjects {
 		if err := validateSubject(fmt.Sprintf("snapshot.subjects[%d]", i), subject); err != nil {
 			return nil, err
@@ -138,30 +142,25 @@ func snapshotEntity(stream, pk string, sn *Snapshot, key cipher.AEAD, version in
 func decodeSnapshot(row table.Entity) (*Snapshot, error) {
 	v, ok1 := row.Properties[propVersion].(int64)
 	schema, ok2 := row.Properties[propSchema].(int64)
+	subjects, sealed := row.Properties[propSubjects].(string)
+	if sealed {
+		// The real schema is SealedSchema; Schema holds the marker.
+		inner, ok := row.Properties[propSealedSchema].(int64)
+		ok2 = ok2 && ok && schema == sealedSnapshotSchema
+		schema = inner
+	}
 	if !ok1 || !ok2 || v < 1 || int64(int(schema)) != schema {
 		return nil, corrupt(row.PartitionKey, row.RowKey, "malformed snapshot row")
 	}
 	sn := &Snapshot{Version: v, Schema: int(schema)}
-	subjects, sealed := row.Properties[propSubjects].(string)
 	if !sealed {
-		if schema == sealedSnapshotSchema {
-			return nil, corrupt(row.PartitionKey, row.RowKey, "sealed snapshot row without subjects")
-		}
 		sn.Data = chunks(row.Properties, dataChunkName)
 		return sn, nil
 	}
-	inner, ok := row.Properties[propSealedSchema].(int64)
-	if schema != sealedSnapshotSchema || !ok || int64(int(inner)) != inner {
-		return nil, corrupt(row.PartitionKey, row.RowKey, "malformed sealed snapshot row")
-	}
-	sn.Schema, sn.Subjects = int(inner), strings.Split(subjects, "\n")
-	if len(sn.Subjects) > MaxSnapshotSubjects || !slices.IsSorted(sn.Subjects) || len(slices.Compact(slices.Clone(sn.Subjects))) != len(sn.Subjects) {
+	sn.Subjects = strings.Split(subjects, "\n")
+	if len(sn.Subjects) > MaxSnapshotSubjects || !slices.IsSorted(sn.Subjects) || len(slices.Compact(slices.Clone(sn.Subjects))) != len(sn.Subjects) ||
+		slices.ContainsFunc(sn.Subjects, func(s string) bool { return validateSubject("subject", s) != nil }) {
 		return nil, corrupt(row.PartitionKey, row.RowKey, "malformed subjects of a sealed snapshot")
-	}
-	for _, s := range sn.Subjects {
-		if validateSubject("subject", s) != nil {
-			return nil, corrupt(row.PartitionKey, row.RowKey, "malformed subjects of a sealed snapshot")
-		}
 	}
 	sn.sealed = chunks(row.Properties, sealedChunkName)
 	if len(sn.sealed) < sealOverhead || sn.sealed[0] != sealScheme {

@@ -122,6 +122,11 @@ func TestSnapshotSubjectsAreValidated(t *testing.T) {
 			t.Errorf("subjects %q: %v; want an *InvalidInputError for %s", c.subjects, err, c.field)
 		}
 	}
+	var reserved int64 = math.MinInt64 // the marker of sealed rows
+	_, err := s.Append(ctx, "v", countedEvents(1, 1), &estuite.AppendOptions{Snapshot: &estuite.Snapshot{Schema: int(reserved)}})
+	if ie := (*estuite.InvalidInputError)(nil); !errors.As(err, &ie) || ie.Field != "snapshot.schema" {
+		t.Errorf("snapshot of the reserved schema: %v; want an *InvalidInputError for snapshot.schema", err)
+	}
 	if _, err := s.Version(ctx, "v"); !errors.Is(err, estuite.ErrStreamNotFound) {
 		t.Fatalf("refused appends wrote the stream: %v", err)
 	}
