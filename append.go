@@ -3,6 +3,7 @@ package estuite
 import (
 	"bytes"
 	"context"
+	"crypto/cipher"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -62,7 +63,7 @@ func (s *Store) Append(ctx context.Context, stream string, events []EventData, o
 	if err != nil {
 		return AppendResult{}, err
 	}
-	if a.sealed != nil {
+	if a.sealed != nil || a.snapshot != nil && len(a.snapshot.Subjects) > 0 {
 		if err := s.sealAppend(ctx, a, events); err != nil {
 			return s.refusedSealed(ctx, a, err)
 		}
@@ -95,10 +96,12 @@ type appendPlan struct {
 	headBytes, bodyBytes int
 	rowKeys              []string
 
-	// snapshot is the caller's AppendOptions.Snapshot (nil: none); snapshotBytes is its upsert's
-	// size as table.BatchSize counts it, at the largest version.
+	// snapshot is the caller's AppendOptions.Snapshot (nil: none), its subjects sorted;
+	// snapshotBytes is its upsert's size as table.BatchSize counts it, at the largest version;
+	// snapshotKey seals it when it names subjects (set by sealAppend).
 	snapshot      *Snapshot
 	snapshotBytes int
+	snapshotKey   cipher.AEAD
 
 	// ann is the caller's AppendOptions.Announcement (nil: none).
 	ann *Announcement
@@ -138,9 +141,11 @@ func (s *Store) prepareAppend(stream string, events []EventData, o AppendOptions
 		return nil, invalid("expected version", "%d is negative", v)
 	}
 	if o.Snapshot != nil {
-		if err := validateSnapshot(o.Snapshot); err != nil {
+		sn, err := validateSnapshot(o.Snapshot)
+		if err != nil {
 			return nil, err
 		}
+		o.Snapshot = sn
 	}
 	a := &appendPlan{
 		stream:   stream,
@@ -302,9 +307,10 @@ func (a *appendPlan) appendRowOps(ops []table.Op, first int64) []table.Op {
 	return ops
 }
 
-// snapshotOp upserts the append's snapshot, at version (the batch's last).
+// snapshotOp upserts the append's snapshot, at version (the batch's last). A sealed snapshot is
+// sealed here, where the version is known: it is part of the additional data.
 func (a *appendPlan) snapshotOp(version int64) table.Op {
-	return table.Op{Kind: table.Upsert, Entity: snapshotEntity(a.pk, a.snapshot, version, a.commitID, a.recorded)}
+	return table.Op{Kind: table.Upsert, Entity: snapshotEntity(a.stream, a.pk, a.snapshot, a.snapshotKey, version, a.commitID, a.recorded)}
 }
 
 // readHead reads the head row from storage and caches it.

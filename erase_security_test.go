@@ -61,8 +61,9 @@ func TestWrongMasterKeyIsAClearError(t *testing.T) {
 }
 
 // No plaintext of a subject's data or metadata reaches any table, nor the bbolt file: neither
-// before nor after Forget, with or without a master key. A plain event's data, written the same
-// way, is found by the same scan (the scan can fail).
+// before nor after Forget, with or without a master key — nor of a snapshot that names the
+// subject. A plain event's data and a plain snapshot's, written the same way, are found by the
+// same scan (the scan can fail).
 func TestNoSubjectPlaintextInStorage(t *testing.T) {
 	for _, master := range [][]byte{nil, masterKeyA} {
 		t.Run(fmt.Sprintf("master key %v", master != nil), func(t *testing.T) {
@@ -75,12 +76,21 @@ func TestNoSubjectPlaintextInStorage(t *testing.T) {
 						{Type: "B", Subject: who, Format: estuite.Binary, Data: []byte("CANARYBIN" + who)},
 					}
 				}
+				// Each subject's stream carries a snapshot of its state, sealed under the subject
+				// (and a second stream one of both subjects' states); the public stream a plain
+				// snapshot, which the scan must find.
 				for _, who := range []string{"kept", "gone"} {
-					if _, err := s.Append(ctx, "p-"+who, secret(who), nil); err != nil {
+					sn := &estuite.Snapshot{Data: []byte("CANARYSNAP" + who), Subjects: []string{who}}
+					if _, err := s.Append(ctx, "p-"+who, secret(who), &estuite.AppendOptions{Snapshot: sn}); err != nil {
 						t.Fatal(err)
 					}
 				}
-				if _, err := s.Append(ctx, "public", []estuite.EventData{{Type: "T", Data: []byte(`{"c":"CONTROLPLAIN"}`)}}, nil); err != nil {
+				both := &estuite.Snapshot{Schema: 2, Data: []byte(`{"s":"CANARYSNAPboth"}`), Subjects: []string{"kept", "gone"}}
+				if _, err := s.Append(ctx, "p-both", secret("kept"), &estuite.AppendOptions{Snapshot: both}); err != nil {
+					t.Fatal(err)
+				}
+				public := &estuite.Snapshot{Data: []byte("CONTROLSNAP")}
+				if _, err := s.Append(ctx, "public", []estuite.EventData{{Type: "T", Data: []byte(`{"c":"CONTROLPLAIN"}`)}}, &estuite.AppendOptions{Snapshot: public}); err != nil {
 					t.Fatal(err)
 				}
 				stepUntilIdle(t, estuite.NewDispatcher(s, nil))
@@ -88,7 +98,8 @@ func TestNoSubjectPlaintextInStorage(t *testing.T) {
 					t.Fatal(err)
 				}
 				stepUntilIdle(t, estuite.NewDispatcher(s, nil))
-				canaries := []string{"CANARYDATA", "CANARYMETA", "CANARYBIN"}
+				canaries := []string{"CANARYDATA", "CANARYMETA", "CANARYBIN", "CANARYSNAP"}
+				controls := []string{"CONTROLPLAIN", "CONTROLSNAP"}
 				found := map[string]bool{}
 				for _, suffix := range []string{"streams", "events", "keys"} {
 					tab, err := env.backend.OpenTable(ctx, env.prefix+suffix)
@@ -106,7 +117,7 @@ func TestNoSubjectPlaintextInStorage(t *testing.T) {
 							for k, v := range e.Properties {
 								all += k + fmt.Sprintf("%s", v)
 							}
-							for _, c := range append(canaries, "CONTROLPLAIN") {
+							for _, c := range append(canaries, controls...) {
 								if strings.Contains(all, c) {
 									found[c] = true
 								}
@@ -118,8 +129,10 @@ func TestNoSubjectPlaintextInStorage(t *testing.T) {
 						q.Continuation = page.Continuation
 					}
 				}
-				if !found["CONTROLPLAIN"] {
-					t.Fatal("the scan did not find a plain event's data: it cannot find anything")
+				for _, c := range controls {
+					if !found[c] {
+						t.Fatalf("the scan did not find the plain %s: it cannot find anything", c)
+					}
 				}
 				for _, c := range canaries {
 					if found[c] {
@@ -135,8 +148,10 @@ func TestNoSubjectPlaintextInStorage(t *testing.T) {
 					if err != nil {
 						t.Fatal(err)
 					}
-					if !bytes.Contains(raw, []byte("CONTROLPLAIN")) {
-						t.Fatal("the bbolt file does not hold a plain event's data: the scan cannot find anything")
+					for _, c := range controls {
+						if !bytes.Contains(raw, []byte(c)) {
+							t.Fatalf("the bbolt file does not hold the plain %s: the scan cannot find anything", c)
+						}
 					}
 					for _, c := range canaries {
 						if bytes.Contains(raw, []byte(c)) {

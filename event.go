@@ -172,8 +172,9 @@ type AppendOptions struct {
 	CommitID string
 	// Snapshot, when set, is written in the same storage batch as the append's events, replacing
 	// the stream's previous snapshot: no extra storage request, atomic with the events. Its
-	// Version is set to the append's LastVersion. Data over MaxSnapshotBytes is an
-	// *InvalidInputError (nothing is written). When the batch cannot carry it — the append's rows
+	// Version is set to the append's LastVersion. Data over MaxSnapshotBytes, or bad Subjects,
+	// is an *InvalidInputError; Subjects naming a forgotten subject an ErrSubjectForgotten
+	// (nothing is written either way). When the batch cannot carry it — the append's rows
 	// leave no operation for it, or its bytes would pass MaxAppendBytes, or the append shares a
 	// combined batch (see Store.Append) with later appends to the stream — the append still
 	// succeeds, without it: AppendResult.SnapshotSaved says which.

@@ -21,7 +21,8 @@ type StreamRead struct {
 	Version int64
 	// Snapshot is the stream's snapshot of ReadOptions.SnapshotSchema, when the read asked for
 	// one (WithSnapshot) and the stream has one; nil otherwise (also for a snapshot written before
-	// the stream was deleted). Events then starts after its Version.
+	// the stream was deleted, and for a sealed one of a forgotten subject: see Snapshot.Subjects).
+	// Events then starts after its Version.
 	Snapshot *Snapshot
 	// Events yields the events read, in the read's direction. It stops at the first error,
 	// yielding it with a zero event. It may be iterated more than once; each pass after the
@@ -47,7 +48,8 @@ type StreamRead struct {
 // query runs from the version after it to the head (for a stream the store knows to be long, a
 // point read of the snapshot row comes first instead of the probe). So a read with a snapshot
 // costs at most two requests while the events after the snapshot fit one page, and decodes only
-// those.
+// those. A sealed snapshot (Snapshot.Subjects) adds its subjects' key lookups, through the key
+// cache as a sealed event's: none while they are cached.
 //
 // The first pass over Events yields the rows the first query read before it reads on; later
 // passes read storage again. The context is used by the iteration too: cancel it to stop a read.
@@ -94,7 +96,7 @@ func (s *Store) Read(ctx context.Context, stream string, opts *ReadOptions) (*St
 		return &StreamRead{Stream: stream, Version: h.version, Events: firstN(events, o.Limit, notBefore)}, nil
 	}
 	sz := newPageSizer(s.streams)
-	op, err := s.openRead(ctx, pk, o, sz)
+	op, err := s.openRead(ctx, stream, pk, o, sz)
 	if err != nil {
 		return nil, err
 	}
@@ -296,11 +298,30 @@ const snapshotProbeRows = 100
 // them, or only a probe's worth, runs one more query from the next version it wants; then the
 // head is read directly. A read with a snapshot of a stream the store knows to be longer than a
 // page reads the snapshot row alone first (a point read), so that no event before it is read.
-func (s *Store) openRead(ctx context.Context, pk string, o ReadOptions, sz *pageSizer) (openedRead, error) {
+//
+// A sealed snapshot (one naming subjects) is opened as soon as its row is read, before any event
+// is skipped for it: one whose subject was forgotten is no snapshot, and the read keeps the
+// events from its first version. Opening it looks up its subjects' keys through the key cache:
+// the lookups the sealed events after it would make anyway, and no request while they are
+// cached.
+func (s *Store) openRead(ctx context.Context, stream, pk string, o ReadOptions, sz *pageSizer) (openedRead, error) {
 	var op openedRead
 	first := max(o.From, 1)
 	if o.Direction == Backward {
 		first = 1
+	}
+	// takeSnapshot keeps the snapshot of row when it is of the schema asked for and readable.
+	takeSnapshot := func(row table.Entity) error {
+		sn, err := decodeSnapshot(row)
+		if err != nil || sn.Schema != o.SnapshotSchema {
+			return err
+		}
+		if sn, err = s.openSnapshot(ctx, stream, sn); err != nil || sn == nil {
+			return err
+		}
+		op.snapshot = sn
+		first = max(first, sn.Version+1)
+		return nil
 	}
 	from := eventKey(first)
 	limit := table.MaxPageSize
@@ -317,13 +338,8 @@ func (s *Store) openRead(ctx context.Context, pk string, o ReadOptions, sz *page
 			row, err := s.streams.get(ctx, pk, snapshotRowKey)
 			switch {
 			case err == nil:
-				sn, err := decodeSnapshot(row)
-				if err != nil {
+				if err := takeSnapshot(row); err != nil {
 					return op, err
-				}
-				if sn.Schema == o.SnapshotSchema {
-					op.snapshot = sn
-					first = max(first, sn.Version+1)
 				}
 			case !errors.Is(err, table.ErrNotFound):
 				return op, err
@@ -364,13 +380,8 @@ func (s *Store) openRead(ctx context.Context, pk string, o ReadOptions, sz *page
 					op.head = h
 					return op, nil
 				case rk == snapshotRowKey:
-					sn, err := decodeSnapshot(row)
-					if err != nil {
+					if err := takeSnapshot(row); err != nil {
 						return op, err
-					}
-					if sn.Schema == o.SnapshotSchema {
-						op.snapshot = sn
-						first = max(first, sn.Version+1)
 					}
 				case strings.HasPrefix(rk, eventKeyPrefix):
 					if v, ok := parseEventKey(rk); ok && v < first {

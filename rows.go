@@ -63,7 +63,7 @@ func eventProperties(e *EventData, id uuid.UUID, commitID string, recorded time.
 	if len(e.Metadata) > 0 {
 		props[propMeta] = string(e.Metadata)
 	}
-	putDataChunks(props, e.Data)
+	putChunks(props, dataChunkName, e.Data)
 	return props
 }
 

@@ -36,8 +36,9 @@ const (
 
 // dataKey is a subject's data key, ready to use.
 type dataKey struct {
-	aead cipher.AEAD
-	mac  []byte // key of the HMAC that stands for the sealed plaintext in the commit hash
+	aead     cipher.AEAD
+	mac      []byte // key of the HMAC that stands for the sealed plaintext in the commit hash
+	snapshot []byte // the subject's share of the key of a snapshot naming it (snapshot.go)
 }
 
 func newDataKey(raw []byte) (*dataKey, error) {
@@ -47,7 +48,9 @@ func newDataKey(raw []byte) (*dataKey, error) {
 	}
 	m := hmac.New(sha256.New, raw)
 	m.Write([]byte("estuite/commit-hash/v1"))
-	return &dataKey{aead: aead, mac: m.Sum(nil)}, nil
+	sm := hmac.New(sha256.New, raw)
+	sm.Write([]byte("estuite/snapshot-subject-key/v1"))
+	return &dataKey{aead: aead, mac: m.Sum(nil), snapshot: sm.Sum(nil)}, nil
 }
 
 func newGCM(key []byte) (cipher.AEAD, error) {
@@ -123,15 +126,15 @@ func (se *sealedEvent) rowProperties(props map[string]any, stream string, versio
 		out[k] = v
 	}
 	eventType, _ := props[propType].(string)
-	putDataChunks(out, se.seal(stream, version, eventType))
+	putChunks(out, dataChunkName, se.seal(stream, version, eventType))
 	return out
 }
 
-// putDataChunks stores data in props as chunks of at most one property each.
-func putDataChunks(props map[string]any, data []byte) {
+// putChunks stores data in props as chunks of at most one property each, named by name.
+func putChunks(props map[string]any, name func(int) string, data []byte) {
 	for i, off := 0, 0; off < len(data); i++ {
 		end := min(off+table.MaxPropertyBytes, len(data))
-		props[dataChunkName(i)] = data[off:end]
+		props[name(i)] = data[off:end]
 		off = end
 	}
 }

@@ -121,15 +121,21 @@ func TestSnapshotBadInputIsRefused(t *testing.T) {
 	})
 }
 
+// largestSnapshot returns the longest stream name whose every character is escaped, and
+// MaxSnapshotBytes of patterned data.
+func largestSnapshot() (stream string, data []byte) {
+	data = make([]byte, estuite.MaxSnapshotBytes)
+	for i := range data {
+		data[i] = byte(i * 7)
+	}
+	return strings.Repeat("/", estuite.MaxStreamNameLength), data
+}
+
 // The largest snapshot fits one entity even for the longest stream name whose every character is
 // escaped, and reads back intact.
 func TestLargestSnapshotRoundTrips(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, s *estuite.Store) {
-		stream := strings.Repeat("/", estuite.MaxStreamNameLength)
-		data := make([]byte, estuite.MaxSnapshotBytes)
-		for i := range data {
-			data[i] = byte(i * 7)
-		}
+		stream, data := largestSnapshot()
 		res := mustAppend(t, s, stream, countedEvents(1, 1), &estuite.AppendOptions{Snapshot: &estuite.Snapshot{Schema: 3, Data: data}})
 		if !res.SnapshotSaved {
 			t.Fatalf("largest snapshot not saved: %+v", res)

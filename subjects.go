@@ -34,8 +34,9 @@ const (
 	masterKeyIDBytes = 8
 )
 
-// ErrSubjectForgotten: the append names a subject that was forgotten (Store.Forget). Nothing was
-// written. The error is a *SubjectForgottenError.
+// ErrSubjectForgotten: the append names a subject that was forgotten (Store.Forget), in an event
+// or in its snapshot (Snapshot.Subjects). Nothing was written. The error is a
+// *SubjectForgottenError.
 var ErrSubjectForgotten = errors.New("estuite: subject forgotten")
 
 // SubjectForgottenError names the forgotten subject an append named.
@@ -293,6 +294,10 @@ func (st storage) submit(ctx context.Context, pk string, ops []table.Op) error {
 // a subject again, or one never used, succeeds and leaves a tombstone), and an append that names
 // a forgotten subject is refused with a *SubjectForgottenError.
 //
+// Snapshots that name the subject (Snapshot.Subjects) are sealed under a key derived from its
+// data key too: they become unreadable with it, and a read of their stream returns no snapshot
+// and replays the events. No snapshot row is scanned or rewritten.
+//
 // The bound: this Store stops decrypting the subject's events at once. Another Store (in this
 // process or another) keeps using a key it cached for at most its Options.KeyCacheLifetime after
 // it read the key row (DefaultKeyCacheLifetime, 10 s) — so for at most that long after Forget
@@ -342,31 +347,60 @@ func (s *Store) SubjectForgotten(ctx context.Context, subject string) (bool, err
 	return forgotten, nil
 }
 
-// sealAppend fetches (or creates) the keys of the subjects an append names, and computes the
-// append's commit hash with them. A forgotten subject refuses the append before anything of it
-// is written; creating a key is the only write before the append's batch.
+// sealAppend fetches (or creates) the keys of the subjects an append names — its events' and its
+// snapshot's — and computes the append's commit hash with them. A forgotten subject refuses the
+// append before anything of it is written; creating a key is the only write before the append's
+// batch. Each subject is looked up once per append (and through the key cache): a snapshot that
+// names the events' subjects adds no lookup.
 func (s *Store) sealAppend(ctx context.Context, a *appendPlan, events []EventData) error {
-	keys := make(map[string]*dataKey)
+	var subjects []string
 	for _, se := range a.sealed {
-		if se == nil {
+		if se != nil {
+			subjects = append(subjects, se.subject)
+		}
+	}
+	if a.snapshot != nil {
+		subjects = append(subjects, a.snapshot.Subjects...)
+	}
+	keys, err := s.subjectKeys(ctx, subjects, true)
+	if err != nil {
+		return err
+	}
+	for _, se := range a.sealed {
+		if se != nil {
+			se.key = keys[se.subject]
+		}
+	}
+	if sn := a.snapshot; sn != nil && len(sn.Subjects) > 0 {
+		if a.snapshotKey, err = snapshotKey(sn.Subjects, keys); err != nil {
+			return err
+		}
+	}
+	if a.sealed != nil {
+		a.hash = commitHash(events, a.sealed)
+	}
+	return nil
+}
+
+// subjectKeys returns the data keys of subjects, each looked up once, through the key cache;
+// with create, a subject without a key row gets one. A subject without a key — forgotten, or
+// (without create) without a key row — is a *SubjectForgottenError.
+func (s *Store) subjectKeys(ctx context.Context, subjects []string, create bool) (map[string]*dataKey, error) {
+	keys := make(map[string]*dataKey, len(subjects))
+	for _, subject := range subjects {
+		if _, ok := keys[subject]; ok {
 			continue
 		}
-		k, ok := keys[se.subject]
-		if !ok {
-			st, err := s.subjectKey(ctx, se.subject, true)
-			if err != nil {
-				return err
-			}
-			if st.key == nil {
-				return &SubjectForgottenError{Subject: se.subject}
-			}
-			k = st.key
-			keys[se.subject] = k
+		st, err := s.subjectKey(ctx, subject, create)
+		if err != nil {
+			return nil, err
 		}
-		se.key = k
+		if st.key == nil {
+			return nil, &SubjectForgottenError{Subject: subject}
+		}
+		keys[subject] = st.key
 	}
-	a.hash = commitHash(events, a.sealed)
-	return nil
+	return keys, nil
 }
 
 // refusedSealed answers an append that sealAppend refused. A retry of a commit that landed
@@ -377,7 +411,9 @@ func (s *Store) refusedSealed(ctx context.Context, a *appendPlan, err error) (Ap
 	if !errors.Is(err, ErrSubjectForgotten) {
 		return AppendResult{}, err
 	}
-	a.hash = ""
+	if a.sealed != nil {
+		a.hash = "" // otherwise the events are plain, and their hash is known
+	}
 	res, found, ferr := s.findCommit(ctx, a)
 	switch {
 	case ferr != nil:

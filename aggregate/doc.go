@@ -77,6 +77,15 @@
 // too full for the snapshot, or a state over estuite.MaxSnapshotBytes, saves without one; the
 // next save catches up. Snapshots never appear in stream reads or the feed.
 //
+// # Personal data
+//
+// An event type that implements PersonalData names its data subject: the store seals the event
+// under the subject's key, and estuite.Store.Forget erases it (an erased event decodes as the
+// zero value of its type, with Event.Erased). A snapshot names every subject its state was
+// folded from and is sealed under all of them: once any one is forgotten the snapshot is gone,
+// and a load replays the events, the forgotten subject's erased. An aggregate whose events name
+// more than estuite.MaxSnapshotSubjects subjects takes no snapshots.
+//
 // # Caveats
 //
 //   - One Save is one atomic append: at most estuite.MaxAppendRows events.

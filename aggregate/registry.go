@@ -170,10 +170,22 @@ func decodeAs[E any](c Codec, data []byte) (any, error) {
 	return v, nil
 }
 
+// PersonalData is implemented by an event that holds personal data of a data subject:
+// Encode sets its estuite.EventData.Subject to DataSubject(), so that the store seals the event
+// under the subject's key and Store.Forget erases it (see estuite.EventData.Subject; an empty
+// result names no subject). A Repository also names the subjects of the events a snapshot's
+// state was folded from on the snapshot (see SnapshotPolicy).
+//
+//	func (e Registered) DataSubject() string { return e.UserID }
+type PersonalData interface {
+	DataSubject() string
+}
+
 // Encode turns an event value into the event data to append: its registered type name, its
 // encoding by the codec, and metadata — the given metadata (empty or a JSON object) with the
-// event's schema recorded under SchemaKey when it is 2 or more. An event whose Go type is not
-// the current form of a type name is an *UnregisteredTypeError.
+// event's schema recorded under SchemaKey when it is 2 or more — and, for a PersonalData event,
+// its subject. An event whose Go type is not the current form of a type name is an
+// *UnregisteredTypeError.
 func (r *Registry) Encode(event any, metadata json.RawMessage) (estuite.EventData, error) {
 	r.mu.RLock()
 	c, ok := r.byGoType[reflect.TypeOf(event)]
@@ -189,7 +201,11 @@ func (r *Registry) Encode(event any, metadata json.RawMessage) (estuite.EventDat
 	if err != nil {
 		return estuite.EventData{}, err
 	}
-	return estuite.EventData{Type: c.name, Data: data, Format: r.codec.Format(), Metadata: meta}, nil
+	d := estuite.EventData{Type: c.name, Data: data, Format: r.codec.Format(), Metadata: meta}
+	if p, ok := event.(PersonalData); ok {
+		d.Subject = p.DataSubject()
+	}
+	return d, nil
 }
 
 var schemaKeyJSON = []byte(`"` + SchemaKey + `"`)

@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 
 	"github.com/estuite/estuite"
 )
@@ -112,6 +114,9 @@ func (r *Repository[A]) load(ctx context.Context, id string) (A, error) {
 			}
 		} else {
 			b.version, b.snapshotVersion = sn.Version, sn.Version
+			for _, subject := range sn.Subjects {
+				b.subjects = addSubject(b.subjects, subject, false)
+			}
 		}
 	}
 	for rec, err := range read.Events {
@@ -125,6 +130,7 @@ func (r *Repository[A]) load(ctx context.Context, id string) (A, error) {
 		a.Apply(ev.Value)
 		b.version = rec.Version
 		b.bytesSince += eventBytes(rec.Data, rec.Metadata)
+		b.subjects = addSubject(b.subjects, rec.Subject, rec.Erased) // an erased event counts too
 	}
 	if b.version != read.Version {
 		return zero, fmt.Errorf("aggregate: stream %q read up to version %d of %d", read.Stream, b.version, read.Version)
@@ -163,7 +169,9 @@ type SaveOptions struct {
 // the aggregate's state after its events, written by the store in the same batch: no extra
 // request. The store leaves it out when the batch cannot carry it (the result's SnapshotSaved is
 // false), and so does Save when the encoded state is over estuite.MaxSnapshotBytes; the save
-// succeeds all the same, and a later save takes the snapshot.
+// succeeds all the same, and a later save takes the snapshot. The snapshot names the data
+// subjects of every event its state was folded from (see SnapshotPolicy): it is sealed under
+// them, and goes when one of them is forgotten.
 func (r *Repository[A]) Save(ctx context.Context, a A, opts *SaveOptions) (estuite.AppendResult, error) {
 	return r.save(ctx, a, opts, nil)
 }
@@ -180,6 +188,7 @@ func (r *Repository[A]) save(ctx context.Context, a A, opts *SaveOptions, an *es
 	}
 	events := make([]estuite.EventData, len(b.changes))
 	var size int64
+	subjects := maps.Clone(b.subjects) // the state's subjects once the events are stored
 	for i, ev := range b.changes {
 		d, err := r.registry.Encode(ev, o.Metadata)
 		if err != nil {
@@ -187,6 +196,7 @@ func (r *Repository[A]) save(ctx context.Context, a A, opts *SaveOptions, an *es
 		}
 		events[i] = d
 		size += eventBytes(d.Data, d.Metadata)
+		subjects = addSubject(subjects, d.Subject, false)
 	}
 	expected := estuite.Exactly(b.version)
 	if b.version == 0 {
@@ -194,18 +204,32 @@ func (r *Repository[A]) save(ctx context.Context, a A, opts *SaveOptions, an *es
 	}
 	ao := &estuite.AppendOptions{Expected: expected, CommitID: o.CommitID, Announcement: an}
 	if p := r.opts.Snapshots; p != nil && p.due(b.version+int64(len(events)), b.snapshotVersion, b.bytesSince+size) {
-		sn, err := r.encodeSnapshot(a)
-		if err != nil {
-			return estuite.AppendResult{}, err
+		if names, ok := snapshotSubjects(subjects); ok {
+			sn, err := r.encodeSnapshot(a)
+			if err != nil {
+				return estuite.AppendResult{}, err
+			}
+			if sn != nil {
+				sn.Subjects = names
+			}
+			ao.Snapshot = sn
 		}
-		ao.Snapshot = sn
 	}
 	res, err := r.store.Append(ctx, r.Stream(b.id), events, ao)
+	var fe *estuite.SubjectForgottenError
+	if ao.Snapshot != nil && errors.As(err, &fe) && !slices.ContainsFunc(events, func(e estuite.EventData) bool { return e.Subject == fe.Subject }) {
+		// A subject of the state, named by no event of the save, was forgotten since the load:
+		// the refused append wrote nothing, and the events go without the snapshot.
+		ao.Snapshot = nil
+		subjects = addSubject(subjects, fe.Subject, true)
+		res, err = r.store.Append(ctx, r.Stream(b.id), events, ao)
+	}
 	if err != nil || res.Duplicate {
 		return res, err
 	}
 	b.version = res.LastVersion
 	b.changes = nil
+	b.subjects = subjects
 	if res.SnapshotSaved {
 		b.snapshotVersion, b.bytesSince = res.LastVersion, 0
 	} else {

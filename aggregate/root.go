@@ -1,5 +1,11 @@
 package aggregate
 
+import (
+	"slices"
+
+	"github.com/estuite/estuite"
+)
+
 // Root is what a Repository needs of an aggregate: a pointer to a struct that embeds Base and
 // folds events into its state with Apply.
 //
@@ -32,12 +38,48 @@ type Base struct {
 	changes []any
 
 	// Snapshot bookkeeping: the version of the latest snapshot of the aggregate known to be
-	// stored (0: none), and the bytes of the events stored after it that were folded.
+	// stored (0: none), and the bytes of the events stored after it that were folded; the data
+	// subjects of every stored event folded into the state (through the snapshot it was loaded
+	// from, or read or saved since), which the snapshots a save takes name, each true when an
+	// erased event shows it forgotten. It stops growing past estuite.MaxSnapshotSubjects: no
+	// snapshot can name them all.
 	snapshotVersion int64
 	bytesSince      int64
+	subjects        map[string]bool
 }
 
 func (b *Base) base() *Base { return b }
+
+// addSubject counts subject ("" for none) among the subjects of the state in set, forgotten or
+// not, and returns set (made when nil).
+func addSubject(set map[string]bool, subject string, forgotten bool) map[string]bool {
+	if _, ok := set[subject]; subject == "" || !ok && len(set) > estuite.MaxSnapshotSubjects {
+		return set
+	}
+	if set == nil {
+		set = make(map[string]bool)
+	}
+	set[subject] = set[subject] || forgotten
+	return set
+}
+
+// snapshotSubjects returns the subjects a snapshot of a state of subjects set names (nil for
+// none), sorted; ok is false when no snapshot can be taken: there are more than
+// estuite.MaxSnapshotSubjects, or one is known to be forgotten (the store refuses a snapshot
+// that names it).
+func snapshotSubjects(set map[string]bool) (subjects []string, ok bool) {
+	if len(set) > estuite.MaxSnapshotSubjects {
+		return nil, false
+	}
+	for subject, forgotten := range set {
+		if forgotten {
+			return nil, false
+		}
+		subjects = append(subjects, subject)
+	}
+	slices.Sort(subjects)
+	return subjects, true
+}
 
 // ID returns the aggregate's ID, set by the Repository that created or loaded it.
 func (b *Base) ID() string { return b.id }

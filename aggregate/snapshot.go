@@ -32,6 +32,16 @@ type Snapshotter interface {
 // could not carry its snapshot (the store leaves it out when the batch is full, see
 // estuite.AppendOptions.Snapshot) leaves the aggregate behind its multiple of Every, and the
 // next save takes one.
+//
+// Subjects: a snapshot names (estuite.Snapshot.Subjects) the data subjects of every event its
+// state was folded from — those the loaded snapshot named, those of the events read after it
+// (erased ones included), those of the saved events (see PersonalData) — so the store seals it
+// under all of them, and forgetting any one makes the next load replay the events instead. No
+// snapshot is taken of an aggregate whose events name more than estuite.MaxSnapshotSubjects
+// subjects, nor of one that folded an erased event (the store refuses a snapshot that names a
+// forgotten subject): its saves carry none, and its loads replay from its last readable
+// snapshot, or from the start. A save whose snapshot names a subject forgotten since the load
+// (and which none of its events names) is appended again without the snapshot.
 type SnapshotPolicy struct {
 	// Schema is the version of the snapshot state's shape (1, 2, …). Change it whenever the
 	// state's type changes in a way the codec cannot read back: a load then ignores the
