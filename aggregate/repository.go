@@ -130,7 +130,11 @@ func (r *Repository[A]) load(ctx context.Context, id string) (A, error) {
 		a.Apply(ev.Value)
 		b.version = rec.Version
 		b.bytesSince += eventBytes(rec.Data, rec.Metadata)
-		b.subjects = addSubject(b.subjects, rec.Subject, rec.Erased) // an erased event counts too
+		if !rec.Erased {
+			// An erased event gave Apply no data of its subject (the zero value of its type):
+			// the state holds none, and a snapshot need not name the subject.
+			b.subjects = addSubject(b.subjects, rec.Subject, false)
+		}
 	}
 	if b.version != read.Version {
 		return zero, fmt.Errorf("aggregate: stream %q read up to version %d of %d", read.Stream, b.version, read.Version)

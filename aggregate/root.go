@@ -40,9 +40,10 @@ type Base struct {
 	// Snapshot bookkeeping: the version of the latest snapshot of the aggregate known to be
 	// stored (0: none), and the bytes of the events stored after it that were folded; the data
 	// subjects of every stored event folded into the state (through the snapshot it was loaded
-	// from, or read or saved since), which the snapshots a save takes name, each true when an
-	// erased event shows it forgotten. It stops growing past estuite.MaxSnapshotSubjects: no
-	// snapshot can name them all.
+	// from, or read or saved since; erased events hold no data and do not count), which the
+	// snapshots a save takes name, each true when a save found it forgotten since the state was
+	// folded (the state in memory holds its data: no snapshot of it). It stops growing past
+	// estuite.MaxSnapshotSubjects: no snapshot can name them all.
 	snapshotVersion int64
 	bytesSince      int64
 	subjects        map[string]bool

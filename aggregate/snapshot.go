@@ -34,14 +34,15 @@ type Snapshotter interface {
 // next save takes one.
 //
 // Subjects: a snapshot names (estuite.Snapshot.Subjects) the data subjects of every event its
-// state was folded from — those the loaded snapshot named, those of the events read after it
-// (erased ones included), those of the saved events (see PersonalData) — so the store seals it
-// under all of them, and forgetting any one makes the next load replay the events instead. No
-// snapshot is taken of an aggregate whose events name more than estuite.MaxSnapshotSubjects
-// subjects, nor of one that folded an erased event (the store refuses a snapshot that names a
-// forgotten subject): its saves carry none, and its loads replay from its last readable
-// snapshot, or from the start. A save whose snapshot names a subject forgotten since the load
-// (and which none of its events names) is appended again without the snapshot.
+// state was folded from — those the loaded snapshot named, those of the events read after it,
+// those of the saved events (see PersonalData) — so the store seals it under all of them, and
+// forgetting any one makes the next load replay the events instead. An erased event (its subject
+// forgotten) gave Apply only the zero value of its type, so the state holds nothing of its
+// subject and the snapshot does not name it: after a Forget, the first save takes a snapshot
+// again. No snapshot is taken of an aggregate whose events name more than
+// estuite.MaxSnapshotSubjects subjects: its saves carry none, and its loads replay from its last
+// readable snapshot, or from the start. A save whose snapshot names a subject forgotten since
+// the load (and which none of its events names) is appended again without the snapshot.
 type SnapshotPolicy struct {
 	// Schema is the version of the snapshot state's shape (1, 2, …). Change it whenever the
 	// state's type changes in a way the codec cannot read back: a load then ignores the
