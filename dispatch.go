@@ -123,8 +123,8 @@ type Dispatcher struct {
 	// (on d.o.Clock). Only a marker seen for FenceAfter may go without its commit row (early.go).
 	earlySeen map[string]waitInfo
 	cursors   map[int]string // per dirty-marker partition: the stream hash the next step starts at ("": the first)
-	shardTurn int                 // which of the scanned shards goes first
-	writeTurn int                 // which of a step's streams is written into the feed first
+	shardTurn int            // which of the scanned shards goes first
+	writeTurn int            // which of a step's streams is written into the feed first
 	// gone: stream pk → how many steps in a row, each on a view of the feed read afresh, found
 	// its next rows gone below the removal floor though the feed does not hold them.
 	gone map[string]int

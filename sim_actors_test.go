@@ -1,12 +1,12 @@
 package estuite_test
 
 import (
-	"slices"
 	"context"
 	"crypto/sha256"
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"time"
 
 	"github.com/estuite/estuite"
@@ -26,8 +26,8 @@ import (
 type simProc struct {
 	machine *simMachine
 	gen     int
-	name    string // "p1", then "p1.1", "p1.2" after restarts
-	owner   string // its dispatcher's Owner
+	name    string            // "p1", then "p1.1", "p1.2" after restarts
+	owner   string            // its dispatcher's Owner
 	disp    *simsched.Actor   // shard 0's dispatcher
 	disps   []*simsched.Actor // every shard's
 	store   *estuite.Store

@@ -113,7 +113,7 @@ func simStreams(spread bool) []string {
 
 // simParams are what a seed decides about a schedule before it starts.
 type simParams struct {
-	machines   int
+	machines int
 	// feedShards is the store's number of feed shards (1, or 2 or 3 in the shard seeds): each
 	// process runs a dispatcher and a subscription per shard.
 	feedShards int
