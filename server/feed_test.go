@@ -394,3 +394,51 @@ func TestCorruptStorageAnswers500(t *testing.T) {
 		t.Errorf("500 body: %s", got)
 	}
 }
+
+// A store of several feed shards: GET /feed?shard=k reads shard k, with its own positions and
+// head and the shard in the page; a shard the store does not have is a 400; the live feed
+// follows one shard.
+func TestFeedShardsOverHTTP(t *testing.T) {
+	h := newHarness(t, withStoreOptions(&estuite.Options{FeedShards: 3}))
+	for i := range 9 {
+		h.appendEvents(fmt.Sprintf("acct-%d", i), "Opened", 2)
+	}
+	for shard := range 3 {
+		d := estuite.NewDispatcher(h.store, &estuite.DispatcherOptions{Shard: shard})
+		for {
+			st, err := d.Step(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if st.Streams == 0 {
+				break
+			}
+		}
+	}
+	total := 0
+	for shard := range 3 {
+		r := h.do("GET", fmt.Sprintf("/feed?shard=%d", shard), nil)
+		mustStatus(t, r, http.StatusOK)
+		var page struct {
+			feedResult
+			Shard *int `json:"shard"`
+		}
+		r.decode(t, &page)
+		if page.Shard == nil || *page.Shard != shard || page.Head != int64(len(page.Events)) {
+			t.Fatalf("shard %d: shard %v, head %d, %d events", shard, page.Shard, page.Head, len(page.Events))
+		}
+		for i, ev := range page.Events {
+			if ev.Position != int64(i+1) {
+				t.Fatalf("shard %d entry %d at position %d", shard, i, ev.Position)
+			}
+		}
+		total += len(page.Events)
+	}
+	if total != 18 {
+		t.Fatalf("the shards hold %d events, want 18", total)
+	}
+	for _, path := range []string{"/feed?shard=3", "/feed?shard=-1", "/feed?shard=x", "/feed/live?shard=3"} {
+		r := h.do("GET", path, nil)
+		mustStatus(t, r, http.StatusBadRequest)
+	}
+}

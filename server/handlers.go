@@ -160,13 +160,17 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 
 // handleFeed serves GET /feed.
 func (s *Server) handleFeed(w http.ResponseWriter, r *http.Request) {
-	q, err := parseQuery(r, []string{"after", "limit", "prefix", "redacted"}, []string{"type"})
+	q, err := parseQuery(r, []string{"after", "limit", "prefix", "redacted", "shard"}, []string{"type"})
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
 	opts, err := feedFilter(q)
 	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if opts.Shard, err = s.shardParam(q); err != nil {
 		s.fail(w, r, err)
 		return
 	}
@@ -196,12 +200,14 @@ func (s *Server) handleFeed(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	head, err := s.store.FeedHead(r.Context())
+	head, err := s.store.FeedHeadOf(r.Context(), opts.Shard)
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	s.metrics.observeFeedHead(head)
+	if opts.Shard == 0 {
+		s.metrics.observeFeedHead(head)
+	}
 	j := newJSONWriter(w, http.StatusOK)
 	if r.Method == http.MethodHead {
 		j.close()
@@ -225,8 +231,21 @@ func (s *Server) handleFeed(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	j.raw(`],"next":` + strconv.FormatInt(page.Next, 10) + `,"head":` + strconv.FormatInt(head, 10) + "}\n")
+	shard := ""
+	if s.store.FeedShards() > 1 {
+		shard = `,"shard":` + strconv.Itoa(opts.Shard)
+	}
+	j.raw(`],"next":` + strconv.FormatInt(page.Next, 10) + `,"head":` + strconv.FormatInt(head, 10) + shard + "}\n")
 	j.close()
+}
+
+// shardParam is the request's feed shard: 0 without the parameter, else one of the store's.
+func (s *Server) shardParam(q url.Values) (int, error) {
+	if !q.Has("shard") {
+		return 0, nil
+	}
+	v, err := intParam(q, "shard", 0, int64(s.store.FeedShards()-1))
+	return int(v), err
 }
 
 // handleHealth serves GET /healthz.

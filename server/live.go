@@ -25,13 +25,17 @@ type liveConn struct {
 // handleLive serves GET /feed/live: the feed as Server-Sent Events, from a non-durable
 // subscription, until the client goes away, the subscription fails, or the server is closed.
 func (s *Server) handleLive(w http.ResponseWriter, r *http.Request) {
-	q, err := parseQuery(r, []string{"after", "prefix"}, []string{"type"})
+	q, err := parseQuery(r, []string{"after", "prefix", "shard"}, []string{"type"})
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
 	opts, err := feedFilter(q)
 	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if opts.Shard, err = s.shardParam(q); err != nil {
 		s.fail(w, r, err)
 		return
 	}
@@ -77,6 +81,7 @@ func (s *Server) handleLive(w http.ResponseWriter, r *http.Request) {
 	// subscription holds one batch of at most about liveBatchBytes.
 	events := make(chan estuite.FeedEvent)
 	sub, err := s.store.Subscribe(ctx, estuite.SubscriptionOptions{
+		Shard:         opts.Shard,
 		After:         after,
 		Types:         opts.Types,
 		StreamPrefix:  opts.StreamPrefix,

@@ -202,13 +202,30 @@ func (c *stateCollector) collectCheckpoints(ch chan<- prometheus.Metric) {
 	if len(cps) == 0 {
 		return
 	}
-	head, err := c.s.store.FeedHead(ctx)
-	if err != nil {
-		c.s.log.LogAttrs(ctx, slog.LevelWarn, "metrics: reading the feed head failed", slog.String("err", err.Error()))
-		return
+	heads := make([]int64, c.s.store.FeedShards())
+	for shard := range heads {
+		head, err := c.s.store.FeedHeadOf(ctx, shard)
+		if err != nil {
+			c.s.log.LogAttrs(ctx, slog.LevelWarn, "metrics: reading the feed head failed", slog.String("err", err.Error()))
+			return
+		}
+		heads[shard] = head
 	}
-	c.s.metrics.observeFeedHead(head)
+	c.s.metrics.observeFeedHead(heads[0])
+	// Per subscription, the distance summed over the shards it has checkpoints in (one with a
+	// single shard).
+	distance := make(map[string]int64)
+	var names []string
 	for _, cp := range cps {
-		ch <- prometheus.MustNewConstMetric(descCheckpointDistance, prometheus.GaugeValue, float64(max(head-cp.Position, 0)), cp.Name)
+		if cp.Shard >= len(heads) {
+			continue
+		}
+		if _, ok := distance[cp.Name]; !ok {
+			names = append(names, cp.Name)
+		}
+		distance[cp.Name] += max(heads[cp.Shard]-cp.Position, 0)
+	}
+	for _, name := range names {
+		ch <- prometheus.MustNewConstMetric(descCheckpointDistance, prometheus.GaugeValue, float64(distance[name]), name)
 	}
 }

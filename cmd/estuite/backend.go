@@ -31,6 +31,7 @@ type backendFlags struct {
 	masterKeyFile string        // --master-key-file; else $ESTUITE_MASTER_KEY
 	previousKeys  []string      // --previous-master-key-file, repeated
 	keyCache      time.Duration // --key-cache: Options.KeyCacheLifetime
+	feedShards    int           // --feed-shards: Options.FeedShards
 	wrapped       bool          // open found a master key
 }
 
@@ -54,6 +55,7 @@ func (b *backendFlags) register(fs *flag.FlagSet) {
 		b.previousKeys = append(b.previousKeys, v)
 		return nil
 	})
+	fs.IntVar(&b.feedShards, "feed-shards", 0, "feed shards of a new store (default: what the store has; a new one gets 1): a store's count never changes")
 	fs.DurationVar(&b.keyCache, "key-cache", estuite.DefaultKeyCacheLifetime, "how long a subject's data key is used from memory before it is read again:\n"+
 		"the longest this process goes on decrypting a subject another process forgot")
 }
@@ -165,7 +167,7 @@ func (b *backendFlags) open(ctx context.Context) (*estuite.Store, error) {
 		}
 		backend = ab
 	}
-	store, err := estuite.Open(ctx, backend, &estuite.Options{TablePrefix: b.tablePrefix, MasterKey: master, PreviousMasterKeys: previous, KeyCacheLifetime: b.keyCache})
+	store, err := estuite.Open(ctx, backend, &estuite.Options{TablePrefix: b.tablePrefix, MasterKey: master, PreviousMasterKeys: previous, KeyCacheLifetime: b.keyCache, FeedShards: b.feedShards})
 	if err != nil {
 		backend.Close()
 		return nil, fmt.Errorf("opening the %s: %w", b.describe(), err)

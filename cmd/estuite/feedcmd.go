@@ -21,6 +21,7 @@ func init() {
 			follow := fs.Bool("follow", false, "keep following the feed")
 			types := fs.String("types", "", "comma-separated event types to keep")
 			prefix := fs.String("prefix", "", "keep only streams whose names start with this")
+			shard := fs.Int("shard", 0, "the feed shard to read (a store with several; positions are the shard's)")
 			return func(ctx context.Context, e *env, args []string) error {
 				if len(args) != 0 {
 					return usagef("feed takes no arguments")
@@ -35,11 +36,11 @@ func init() {
 				}
 				defer store.Close()
 				if *follow {
-					return followFeed(ctx, e, store, *after, typeList, *prefix)
+					return followFeed(ctx, e, store, *shard, *after, typeList, *prefix)
 				}
 				printed := 0
 				for pos := *after; *limit == 0 || printed < *limit; {
-					page, err := store.ReadFeed(ctx, &estuite.FeedOptions{After: pos, Types: typeList, StreamPrefix: *prefix, MaxBytes: readBytes})
+					page, err := store.ReadFeed(ctx, &estuite.FeedOptions{Shard: *shard, After: pos, Types: typeList, StreamPrefix: *prefix, MaxBytes: readBytes})
 					if err != nil {
 						return err
 					}
@@ -67,9 +68,9 @@ func init() {
 // many bytes of events per feed page or storage request.
 const readBytes = 4 << 20
 
-func followFeed(ctx context.Context, e *env, store *estuite.Store, after int64, types []string, prefix string) error {
+func followFeed(ctx context.Context, e *env, store *estuite.Store, shard int, after int64, types []string, prefix string) error {
 	sub, err := store.Subscribe(ctx, estuite.SubscriptionOptions{
-		After: after, Types: types, StreamPrefix: prefix, MaxBatchBytes: readBytes,
+		Shard: shard, After: after, Types: types, StreamPrefix: prefix, MaxBatchBytes: readBytes,
 		Handler: func(_ context.Context, ev estuite.FeedEvent) error {
 			return writeFeedEvent(e.stdout, ev)
 		},

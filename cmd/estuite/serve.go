@@ -289,7 +289,7 @@ func serve(ctx context.Context, logger *slog.Logger, b *backendFlags, o serveOpt
 		}
 	}
 	var srv *server.Server
-	dispatcher := estuite.NewDispatcher(store, &estuite.DispatcherOptions{
+	dispatchOpts := estuite.DispatcherOptions{
 		Owner:            instance,
 		LeaseDuration:    o.leaseDuration,
 		Linger:           o.linger,
@@ -308,7 +308,23 @@ func serve(ctx context.Context, logger *slog.Logger, b *backendFlags, o serveOpt
 				logger.Warn("dispatch step failed", "error", err)
 			}
 		},
-	})
+	}
+	// One dispatcher per feed shard, each competing for its shard's lease: several servers
+	// share the shards' dispatch work. /metrics and /healthz report shard 0's.
+	var dispatchers []*estuite.Dispatcher
+	for shard := range store.FeedShards() {
+		o := dispatchOpts
+		o.Shard = shard
+		if shard > 0 {
+			o.OnStep = func(st estuite.DispatchStats, err error) {
+				if err != nil && ctx.Err() == nil {
+					logger.Warn("dispatch step failed", "shard", shard, "error", err)
+				}
+			}
+		}
+		dispatchers = append(dispatchers, estuite.NewDispatcher(store, &o))
+	}
+	dispatcher := dispatchers[0]
 	srv, err = server.New(server.Options{Store: store, Token: o.token, Logger: logger, Dispatcher: dispatcher,
 		AllowedHosts: append(addrHost(o.addr), o.allowedHosts...), CORSOrigins: o.corsOrigins,
 		MaxLiveStreams: o.maxLiveStreams, LiveWriteTimeout: o.liveWriteTimeout})
@@ -324,8 +340,10 @@ func serve(ctx context.Context, logger *slog.Logger, b *backendFlags, o serveOpt
 		IdleTimeout:       o.idleTimeout,
 		ErrorLog:          httpErrorLog(logger),
 	}
-	if err := dispatcher.Start(context.WithoutCancel(ctx)); err != nil {
-		return err
+	for _, d := range dispatchers {
+		if err := d.Start(context.WithoutCancel(ctx)); err != nil {
+			return err
+		}
 	}
 	served := make(chan error, 1)
 	go func() {
@@ -350,8 +368,10 @@ func serve(ctx context.Context, logger *slog.Logger, b *backendFlags, o serveOpt
 	if serr := httpServer.Shutdown(sctx); serr != nil && err == nil {
 		err = fmt.Errorf("shutting down the HTTP server: %w", serr)
 	}
-	if derr := dispatcher.Stop(); derr != nil && err == nil {
-		err = fmt.Errorf("stopping the dispatcher: %w", derr)
+	for _, d := range dispatchers {
+		if derr := d.Stop(); derr != nil && err == nil {
+			err = fmt.Errorf("stopping the dispatcher: %w", derr)
+		}
 	}
 	if errors.Is(err, http.ErrServerClosed) {
 		err = nil
