@@ -146,6 +146,16 @@ import (
 //     hiding one event too many (`version-m.maxCount+2` in visibleFrom) — "sim-5: removal floor
 //     192, but no delete or retention tried on it hides more than the versions below 191". maxAge
 //     is not simulated: the scavenger's hour of margin is longer than a schedule.
+// 12. Feed shards (shards.go): a fifth of the seeds (seed%5 == 2) run a store of 2 or 3 feed
+//     shards, with a dispatcher and a durable subscription per shard in every process; the
+//     monitor reads every shard's feed (each stream only in its own shard, in order) and lease,
+//     and the final checks go shard by shard. Put back (2026-12-01, 40 seeds): dirty markers
+//     written to the partitions of a store of one shard (`dirtyIndex` without the feed shard) —
+//     "feed shard 0 position 13 holds sim-0, a stream of shard 1", and the write-ahead check
+//     ("no dirty marker covers it (markers of shard 7: [])"). Running it found a scavenger bug
+//     that one shard's schedules had not met: a pass over a work row whose stream had no head
+//     replaced the head without a condition, overwriting one an append had just written (seed
+//     27; TestRemovalPassWithoutAHeadNeverOverwritesOne).
 //
 // The same check found a bug of group commit (appendqueue.go) when the two met: an append refused
 // part-way through a combined batch was answered with a version the head never had (the version
