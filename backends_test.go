@@ -32,7 +32,7 @@ func init() {
 }
 
 // uniquePrefix returns a table prefix no other test uses, short enough for "streams" to follow.
-func uniquePrefix(t *testing.T) string {
+func uniquePrefix(t testing.TB) string {
 	name := azuritetest.NewTableName(t)
 	if max := 63 - len("streams") - 1; len(name) > max {
 		name = name[len(name)-max:]

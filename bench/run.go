@@ -218,6 +218,9 @@ func (r *runner) run() (res Result, err error) {
 	if err != nil {
 		return res, err
 	}
+	// What opening cost (reading the store's feed shard count) is not the workload's.
+	openCounts := Roles[estuite.RequestCounts]{Write: writer.RequestCounts(), Dispatch: dispatcher.RequestCounts(), Read: reader.RequestCounts()}
+	openRU := Roles[float64]{Write: wm.snapshot(), Dispatch: dm.snapshot(), Read: rm.snapshot()}
 	res.Workload, res.TablePrefix = w, r.prefix
 	total := w.Events()
 
@@ -347,8 +350,9 @@ func (r *runner) run() (res Result, err error) {
 	}
 
 	// Counts first: measuring the size makes requests of its own, on a store of its own.
-	res.Requests = Roles[estuite.RequestCounts]{Write: writer.RequestCounts(), Dispatch: dispatcher.RequestCounts(), Read: reader.RequestCounts()}
-	res.CosmosRU = Roles[float64]{Write: wm.snapshot(), Dispatch: dm.snapshot(), Read: rm.snapshot()}
+	res.Requests = Roles[estuite.RequestCounts]{Write: writer.RequestCounts().Sub(openCounts.Write), Dispatch: dispatcher.RequestCounts().Sub(openCounts.Dispatch),
+		Read: reader.RequestCounts().Sub(openCounts.Read)}
+	res.CosmosRU = Roles[float64]{Write: wm.snapshot() - openRU.Write, Dispatch: dm.snapshot() - openRU.Dispatch, Read: rm.snapshot() - openRU.Read}
 	sizer, sm, err := r.open()
 	if err != nil {
 		return res, err
