@@ -320,7 +320,12 @@ func (d *Dispatcher) step(ctx context.Context, shards []int) (stats DispatchStat
 	turn := d.writeTurn % len(work)
 	work = append(work[turn:len(work):len(work)], work[:turn]...)
 	if err := d.writeFeed(ctx, work, &stats); err != nil {
-		d.st = nil // whatever happened, read the page again before the next write
+		if !errors.Is(err, table.ErrTransient) || errors.Is(err, table.ErrUnknownOutcome) {
+			d.st = nil // read the page again before the next write
+		}
+		// A write refused before it was applied (the service busy, say) changed nothing: what
+		// this dispatcher knows of the page still holds, and reading it again would only add
+		// to the load that refused it (a page's markers are one entity per stream).
 		return stats, err
 	}
 	stats.FeedHead = d.st.next - 1
@@ -835,9 +840,10 @@ func (d *Dispatcher) fence(ctx context.Context, w *streamWork) (bool, error) {
 type feedBatch struct {
 	ops     []table.Op
 	bytes   int
-	markers map[string]int // stream pk → index of its marker op
-	first   int64          // first position of the batch
-	next    int64          // position after the batch
+	markers map[string]int  // stream pk → index of its marker op
+	first   int64           // first position of the batch
+	next    int64           // position after the batch
+	lags    []time.Duration // of its events that have a recorded time: counted once it is written
 }
 
 // writeFeed writes the pending events of every stream into the feed, in batches that each hold
@@ -850,10 +856,17 @@ func (d *Dispatcher) writeFeed(ctx context.Context, work []*streamWork, stats *D
 			return nil
 		}
 		err := d.submitFeed(ctx, b)
-		b = nil
 		if err == nil {
+			// Counted once written: a batch that failed wrote nothing (or the next step finds
+			// out what it wrote, and does not write it again).
 			stats.Batches++
+			stats.Events += int(b.next - b.first)
+			for _, lag := range b.lags {
+				stats.MaxLag = max(stats.MaxLag, lag)
+			}
+			stats.Lags = append(stats.Lags, b.lags...)
 		}
+		b = nil
 		return err
 	}
 	for _, w := range work {
@@ -904,8 +917,7 @@ func (d *Dispatcher) writeFeed(ctx context.Context, work []*streamWork, stats *D
 				b.bytes += table.BatchSize([]table.Op{{Kind: table.Upsert, Entity: marker}})
 			}
 			if rec, ok := row.Properties[propRecorded].(time.Time); ok {
-				stats.MaxLag = max(stats.MaxLag, now.Sub(rec))
-				stats.Lags = append(stats.Lags, now.Sub(rec))
+				b.lags = append(b.lags, now.Sub(rec))
 			}
 			b.next++
 			if b.next > pageLast(d.st.page) {
@@ -913,7 +925,6 @@ func (d *Dispatcher) writeFeed(ctx context.Context, work []*streamWork, stats *D
 					return err
 				}
 			}
-			stats.Events++
 		}
 	}
 	return flush()
@@ -937,7 +948,7 @@ func (d *Dispatcher) submitFeed(ctx context.Context, b *feedBatch) error {
 		b.ops[0] = table.Op{Kind: table.Replace, Entity: header, IfMatch: d.st.headerETag}
 	}
 	created := d.st.headerETag == ""
-	etags, err := d.s.events.submitOnce(ctx, pk, b.ops)
+	etags, err := d.s.events.submitRefused(ctx, pk, b.ops)
 	if err != nil {
 		return fmt.Errorf("estuite: feed write at position %d: %w", b.first, err)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -367,4 +368,26 @@ func stepInBackground(t *testing.T, d *estuite.Dispatcher, errorsFail bool) (sto
 		}
 	}()
 	return func() { close(done); wg.Wait() }
+}
+
+// A step whose feed write fails counts no event as dispatched (metrics and OnStep read these).
+func TestDispatchStatsCountOnlyWrittenEvents(t *testing.T) {
+	var fail atomic.Bool
+	b := mem.New(&mem.Options{Faults: func(c mem.Call) mem.Fault {
+		if fail.Load() && c.Method == mem.MethodSubmit && strings.HasPrefix(c.PartitionKey, "feed") {
+			return mem.FailBefore
+		}
+		return mem.NoFault
+	}})
+	s := openStore(t, b, &estuite.Options{Retry: estuite.RetryPolicy{MaxAttempts: 1}})
+	appendN(t, s, "counted", 3)
+	fail.Store(true)
+	st, err := estuite.NewDispatcher(s, nil).Step(context.Background())
+	if err == nil || st.Events != 0 || st.Batches != 0 || len(st.Lags) != 0 {
+		t.Fatalf("a step whose feed write failed: %+v, %v; want an error and nothing counted", st, err)
+	}
+	fail.Store(false)
+	if st, err := estuite.NewDispatcher(s, nil).Step(context.Background()); err != nil || st.Events != 3 || len(st.Lags) != 3 {
+		t.Fatalf("the step after: %+v, %v", st, err)
+	}
 }

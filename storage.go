@@ -189,6 +189,23 @@ func followPages(continuation *string, fetch func() (table.Page, error), each fu
 	}
 }
 
+// submitRefused sends a batch, and sends it again (with the store's retry policy) only while it
+// is refused before it was applied — a transient error whose outcome is known, such as the
+// service being busy: the batch changed nothing, so the same batch, under the same conditions,
+// is what to send. An answer that may have been applied (table.ErrUnknownOutcome) or any other
+// error is returned at once, for the caller to look at what is stored.
+func (s storage) submitRefused(ctx context.Context, pk string, ops []table.Op) ([]string, error) {
+	for attempt := 1; ; attempt++ {
+		etags, err := s.submitOnce(ctx, pk, ops)
+		if err == nil || !errors.Is(err, table.ErrTransient) || errors.Is(err, table.ErrUnknownOutcome) || attempt >= s.retry.MaxAttempts {
+			return etags, err
+		}
+		if serr := sleep(ctx, s.retry.backoff(attempt, err)); serr != nil {
+			return nil, serr
+		}
+	}
+}
+
 // submitOnce sends a batch once, without retry: an append must look at what is stored before it
 // tries again, because a failed batch may have committed.
 func (s storage) submitOnce(ctx context.Context, pk string, ops []table.Op) ([]string, error) {
