@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -214,5 +215,85 @@ func TestSubscriptionPerShard(t *testing.T) {
 		if c.Name != "proj" || c.Position != int64(got[c.Shard]) {
 			t.Fatalf("checkpoint %+v, want position %d", c, got[c.Shard])
 		}
+	}
+}
+
+// ReadMerged reads every shard into one sequence: each event once, each shard in position order,
+// and — the feed being complete when it reads — by recorded time across shards; its cursor
+// survives its text form. With one shard it reads what ReadFeed reads.
+func TestReadMergedAcrossShards(t *testing.T) {
+	ctx := context.Background()
+	var tick atomic.Int64
+	base := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	now := func() time.Time { return base.Add(time.Duration(tick.Add(1)) * time.Millisecond) }
+	for _, shards := range []int{1, 3} {
+		s := openStore(t, mem.New(nil), &estuite.Options{FeedShards: shards, Now: now})
+		for round := range 4 {
+			for i := range 7 {
+				mustAppend(t, s, fmt.Sprintf("m-%d", i), countedEvents(round+1, 1), nil)
+			}
+		}
+		for shard := range shards {
+			stepUntilIdle(t, estuite.NewDispatcher(s, &estuite.DispatcherOptions{Shard: shard}))
+		}
+		var got []estuite.FeedEvent
+		var cursor estuite.FeedCursor
+		for pages := 0; pages < 20; pages++ {
+			p, err := s.ReadMerged(ctx, &estuite.MergedFeedOptions{After: cursor, Limit: 5})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(p.Events) == 0 {
+				break
+			}
+			got = append(got, p.Events...)
+			if cursor, err = estuite.ParseFeedCursor(p.Next.String(), shards); err != nil {
+				t.Fatalf("cursor %q: %v", p.Next, err)
+			}
+		}
+		if len(got) != 28 {
+			t.Fatalf("%d shards: merged %d events, want 28", shards, len(got))
+		}
+		lastPos := map[int]int64{}
+		latest := map[int]time.Time{}
+		var prevKey time.Time
+		seen := map[string]bool{}
+		for i, e := range got {
+			if e.Position <= lastPos[e.Shard] {
+				t.Fatalf("%d shards: shard %d position %d after %d", shards, e.Shard, e.Position, lastPos[e.Shard])
+			}
+			lastPos[e.Shard] = e.Position
+			key := fmt.Sprint(e.Stream, e.Version)
+			if seen[key] {
+				t.Fatalf("%s twice", key)
+			}
+			seen[key] = true
+			// Across shards, by commit time: each shard's latest recorded time so far (its
+			// own order is by position) never goes back from one merged event to the next.
+			if e.RecordedAt.After(latest[e.Shard]) {
+				latest[e.Shard] = e.RecordedAt
+			}
+			if i > 0 && latest[e.Shard].Before(prevKey) {
+				t.Fatalf("%d shards: event %d (shard %d, commit time up to %v) after one of %v", shards, i, e.Shard, latest[e.Shard], prevKey)
+			}
+			prevKey = latest[e.Shard]
+		}
+		if shards == 1 {
+			all := readShard(t, s, 0, false)
+			for i := range all {
+				if all[i].Position != got[i].Position {
+					t.Fatalf("one shard: merged position %d where ReadFeed has %d", got[i].Position, all[i].Position)
+				}
+			}
+		}
+	}
+	s := openStore(t, mem.New(nil), &estuite.Options{FeedShards: 2})
+	for _, bad := range []string{"1", "1.2.3", "1.-2", "1.x", "01.2"} {
+		if _, err := estuite.ParseFeedCursor(bad, 2); !errors.Is(err, estuite.ErrInvalidInput) {
+			t.Errorf("ParseFeedCursor(%q): %v", bad, err)
+		}
+	}
+	if _, err := s.ReadMerged(ctx, &estuite.MergedFeedOptions{After: estuite.FeedCursor{1}}); !errors.Is(err, estuite.ErrInvalidInput) {
+		t.Errorf("ReadMerged with a cursor of the wrong length: %v", err)
 	}
 }

@@ -437,7 +437,42 @@ func TestFeedShardsOverHTTP(t *testing.T) {
 	if total != 18 {
 		t.Fatalf("the shards hold %d events, want 18", total)
 	}
-	for _, path := range []string{"/feed?shard=3", "/feed?shard=-1", "/feed?shard=x", "/feed/live?shard=3"} {
+	// GET /feed/all merges the shards, with a cursor of every shard's position.
+	cursor, merged := "", 0
+	seen := map[string]bool{}
+	for pages := 0; pages < 20; pages++ {
+		r := h.do("GET", "/feed/all?limit=5&cursor="+cursor, nil)
+		mustStatus(t, r, http.StatusOK)
+		var page struct {
+			Events []struct {
+				Shard    *int   `json:"shard"`
+				Position int64  `json:"position"`
+				Stream   string `json:"stream"`
+				Version  int64  `json:"version"`
+			} `json:"events"`
+			Next string `json:"next"`
+		}
+		r.decode(t, &page)
+		if len(page.Events) == 0 {
+			break
+		}
+		for _, e := range page.Events {
+			key := fmt.Sprint(e.Stream, e.Version)
+			if e.Shard == nil || seen[key] {
+				t.Fatalf("/feed/all event %+v (seen before: %v)", e, seen[key])
+			}
+			seen[key] = true
+		}
+		merged += len(page.Events)
+		if strings.Count(page.Next, ".") != 2 {
+			t.Fatalf("cursor %q of a store of 3 shards", page.Next)
+		}
+		cursor = page.Next
+	}
+	if merged != 18 {
+		t.Fatalf("/feed/all read %d events, want 18", merged)
+	}
+	for _, path := range []string{"/feed?shard=3", "/feed?shard=-1", "/feed?shard=x", "/feed/live?shard=3", "/feed/all?cursor=1.2", "/feed/all?cursor=a.b.c"} {
 		r := h.do("GET", path, nil)
 		mustStatus(t, r, http.StatusBadRequest)
 	}

@@ -361,3 +361,54 @@ func (s *Server) handleForget(w http.ResponseWriter, r *http.Request) {
 	}
 	w.WriteHeader(http.StatusNoContent)
 }
+
+// handleFeedAll serves GET /feed/all: every feed shard merged into one page, by commit time across
+// shards (best effort) and by position within each, with a cursor of every shard's position.
+func (s *Server) handleFeedAll(w http.ResponseWriter, r *http.Request) {
+	q, err := parseQuery(r, []string{"cursor", "limit", "prefix", "redacted"}, []string{"type"})
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	filter, err := feedFilter(q)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	opts := estuite.MergedFeedOptions{Types: filter.Types, StreamPrefix: filter.StreamPrefix, MaxBytes: s.maxResp}
+	switch v := q.Get("redacted"); {
+	case !q.Has("redacted"), v == "false":
+	case v == "true":
+		opts.IncludeRedacted = true
+	default:
+		s.fail(w, r, badRequest(`redacted must be "true" or "false", not %q`, v))
+		return
+	}
+	if opts.After, err = estuite.ParseFeedCursor(q.Get("cursor"), s.store.FeedShards()); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if opts.Limit, err = limitParam(q); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	page := estuite.MergedFeedPage{Next: opts.After}
+	if r.Method != http.MethodHead {
+		if page, err = s.store.ReadMerged(r.Context(), &opts); err != nil {
+			s.fail(w, r, err)
+			return
+		}
+	}
+	events := make([]any, len(page.Events))
+	for i, ev := range page.Events {
+		shard := ev.Shard
+		if ev.Redacted {
+			events[i] = redactedJSON{Shard: &shard, Position: ev.Position, Redacted: true}
+			continue
+		}
+		e := toFeedEventJSON(ev)
+		e.Shard = &shard
+		events[i] = e
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"events": events, "next": page.Next.String()})
+}

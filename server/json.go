@@ -49,6 +49,7 @@ func marshalJSON(v any) ([]byte, error) {
 
 // eventJSON is an event as the API shows it.
 type eventJSON struct {
+	Shard        *int            `json:"shard,omitempty"`    // GET /feed/all only
 	Position     int64           `json:"position,omitempty"` // feed events only
 	Stream       string          `json:"stream"`
 	Version      int64           `json:"version"`
@@ -93,6 +94,7 @@ func toEventJSON(ev estuite.RecordedEvent) eventJSON {
 
 // redactedJSON is a redacted feed entry as the API shows it: a position, and nothing else.
 type redactedJSON struct {
+	Shard    *int  `json:"shard,omitempty"` // GET /feed/all only
 	Position int64 `json:"position"`
 	Redacted bool  `json:"redacted"`
 }

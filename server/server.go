@@ -283,6 +283,7 @@ const (
 	routeScavenge  = "POST /admin/scavenge"
 	routeFeed      = "GET /feed"
 	routeLive      = "GET /feed/live"
+	routeFeedAll   = "GET /feed/all"
 	routeSubject   = "GET /subjects/{subject}"
 	routeForget    = "DELETE /subjects/{subject}"
 	routeHealth    = "GET /healthz"
@@ -321,6 +322,7 @@ func (s *Server) routes(metricsHandler http.Handler) http.Handler {
 	handle(routeScavenge, false, s.handleScavenge)
 	handle(routeFeed, false, s.handleFeed)
 	handle(routeLive, false, s.handleLive)
+	handle(routeFeedAll, false, s.handleFeedAll)
 	handle(routeSubject, false, s.handleSubject)
 	handle(routeForget, false, s.handleForget)
 	handle(routeHealth, true, s.handleHealth)
@@ -333,6 +335,7 @@ func (s *Server) routes(metricsHandler http.Handler) http.Handler {
 		"/streams/{stream}/metadata": "GET, HEAD, PUT",
 		"/feed":                      "GET, HEAD",
 		"/feed/live":                 "GET, HEAD",
+		"/feed/all":                  "GET, HEAD",
 		"/subjects/{subject}":        "GET, HEAD, DELETE",
 		"/admin/scavenge":            "POST",
 		"/healthz":                   "GET, HEAD",
