@@ -16,6 +16,7 @@ import (
 
 // DispatchStats describe what one dispatch step did.
 type DispatchStats struct {
+	Shard    int // the feed shard the step dispatched
 	Streams  int // streams with dirty markers looked at
 	Events   int // events written into the feed
 	Batches  int // feed batches written
@@ -114,7 +115,8 @@ type DispatcherOptions struct {
 type Dispatcher struct {
 	s     *Store
 	o     DispatcherOptions
-	shard int // the feed shard it writes
+	shard int            // the feed shard it writes
+	group *DispatchGroup // the group it belongs to, which balances leases (nil: none)
 
 	mu    sync.Mutex          // serializes steps
 	st    *feedState          // nil until loaded, and after any doubt
@@ -271,6 +273,7 @@ type streamWork struct {
 func (d *Dispatcher) step(ctx context.Context, shards []int) (stats DispatchStats, err error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	stats.Shard = d.shard
 	if err := d.s.checkOpen(); err != nil {
 		return stats, err
 	}

@@ -268,6 +268,9 @@ func (d *Dispatcher) acquireLease(ctx context.Context, l *leaseState) error {
 	if err := d.s.checkOpen(); err != nil {
 		return err
 	}
+	if d.group != nil && d.shard == 0 {
+		d.group.refresh(ctx) // its member row, renewed as its leases are (at most a third of a duration apart)
+	}
 	ev := d.s.events
 	clock := d.o.Clock
 	op := table.Op{Kind: table.Insert}
@@ -278,6 +281,9 @@ func (d *Dispatcher) acquireLease(ctx context.Context, l *leaseState) error {
 		owner, _ := row.Properties[propOwner].(string)
 		if owner != "" && owner != d.o.Owner {
 			l.held = false
+			if d.group != nil {
+				d.group.noteHeld(d.shard, false)
+			}
 			if row.ETag != l.etag {
 				l.etag, l.seenAt, l.waitFor = row.ETag, now, leaseDurationOf(row, d.o.LeaseDuration)
 				return nil
@@ -287,8 +293,24 @@ func (d *Dispatcher) acquireLease(ctx context.Context, l *leaseState) error {
 			}
 			// Unchanged for its whole duration: its holder stopped renewing it. Take it over.
 		}
+		if d.group != nil && owner == d.o.Owner && l.held && d.group.shouldRelease(d.shard) {
+			// The group holds more than its share and another member less: give this one back.
+			l.etag = row.ETag
+			d.releaseLease(ctx, l)
+			d.group.noteHeld(d.shard, false)
+			l.etag = ""
+			return nil
+		}
+		if d.group != nil && owner != d.o.Owner && !d.group.mayTake() {
+			l.held = false
+			return nil // another member is better placed to take it
+		}
 		op = table.Op{Kind: table.Replace, IfMatch: row.ETag}
 	case errors.Is(err, table.ErrNotFound):
+		if d.group != nil && !d.group.mayTake() {
+			l.held = false
+			return nil // another member is better placed to take it
+		}
 	default:
 		if l.held && now.Before(l.until) {
 			// Keep working on the lease as last renewed, and try again a little later (not at
@@ -322,6 +344,9 @@ func (d *Dispatcher) acquireLease(ctx context.Context, l *leaseState) error {
 		return err
 	}
 	l.held, l.etag = true, etags[0]
+	if d.group != nil {
+		d.group.noteHeld(d.shard, true)
+	}
 	l.renewAt = now.Add(d.o.LeaseDuration / leaseRenewDivisor)
 	l.until = now.Add(time.Duration(float64(d.o.LeaseDuration) * leaseSafeFraction))
 	return nil

@@ -301,6 +301,22 @@ func (sim *simRun) spawnProcess(m *simMachine, delay time.Duration, resume bool)
 	// paused, and comes back to it later with what it knew of the feed.
 	sturdy := o.quiet && m.id == 1
 	// One dispatcher per feed shard, each an actor of its own (shard 0's named as with one shard).
+	// With several shards they form the process's dispatch group, which spreads the shards'
+	// leases over the processes.
+	dopts := estuite.DispatcherOptions{
+		Owner: m.owner, LeaseDuration: o.lease, FenceAfter: o.fenceAfter, ScavengeInterval: o.scavengeInterval,
+		PollInterval: o.poll, MaxPollInterval: o.maxPoll, Workers: 1, Clock: m.clock,
+	}
+	busies := make([]*simBusy, o.feedShards)
+	dopts.OnStep = func(st estuite.DispatchStats, err error) {
+		if b := busies[st.Shard]; b != nil {
+			b.step(st, err)
+		}
+	}
+	var group *estuite.DispatchGroup
+	if o.feedShards > 1 {
+		group = estuite.NewDispatchGroup(p.store, &dopts)
+	}
 	for shard := range o.feedShards {
 		name := p.name + "/d"
 		if shard > 0 {
@@ -310,12 +326,15 @@ func (sim *simRun) spawnProcess(m *simMachine, delay time.Duration, resume bool)
 			if !up(ctx, 0) {
 				return
 			}
-			busy := &simBusy{name: name, world: sim.world, actor: simsched.ActorOf(ctx), clock: m.clock}
-			d := estuite.NewDispatcher(p.store, &estuite.DispatcherOptions{
-				Shard: shard, Owner: m.owner, LeaseDuration: o.lease, FenceAfter: o.fenceAfter, ScavengeInterval: o.scavengeInterval,
-				PollInterval: o.poll, MaxPollInterval: o.maxPoll, Workers: 1, Clock: m.clock,
-				OnStep: busy.step,
-			})
+			busies[shard] = &simBusy{name: name, world: sim.world, actor: simsched.ActorOf(ctx), clock: m.clock}
+			var d *estuite.Dispatcher
+			if group != nil {
+				d = group.Dispatchers()[shard]
+			} else {
+				so := dopts
+				so.Shard = shard
+				d = estuite.NewDispatcher(p.store, &so)
+			}
 			if err := d.Start(ctx); err != nil {
 				sim.world.problem("%s: Start: %v", name, err)
 				return

@@ -303,26 +303,23 @@ func serve(ctx context.Context, logger *slog.Logger, b *backendFlags, o serveOpt
 			}
 		},
 		OnStep: func(st estuite.DispatchStats, err error) {
-			srv.ObserveDispatch(st, err)
+			if st.Shard == 0 {
+				srv.ObserveDispatch(st, err) // /metrics and /healthz report shard 0's dispatcher
+			}
 			if err != nil && ctx.Err() == nil {
-				logger.Warn("dispatch step failed", "error", err)
+				logger.Warn("dispatch step failed", "shard", st.Shard, "error", err)
 			}
 		},
 	}
-	// One dispatcher per feed shard, each competing for its shard's lease: several servers
-	// share the shards' dispatch work. /metrics and /healthz report shard 0's.
+	// One dispatcher per feed shard, in a dispatch group that spreads the shards' leases over the
+	// servers of the store (with one shard, one dispatcher, as ever).
+	var group *estuite.DispatchGroup
 	var dispatchers []*estuite.Dispatcher
-	for shard := range store.FeedShards() {
-		o := dispatchOpts
-		o.Shard = shard
-		if shard > 0 {
-			o.OnStep = func(st estuite.DispatchStats, err error) {
-				if err != nil && ctx.Err() == nil {
-					logger.Warn("dispatch step failed", "shard", shard, "error", err)
-				}
-			}
-		}
-		dispatchers = append(dispatchers, estuite.NewDispatcher(store, &o))
+	if store.FeedShards() > 1 {
+		group = estuite.NewDispatchGroup(store, &dispatchOpts)
+		dispatchers = group.Dispatchers()
+	} else {
+		dispatchers = []*estuite.Dispatcher{estuite.NewDispatcher(store, &dispatchOpts)}
 	}
 	dispatcher := dispatchers[0]
 	srv, err = server.New(server.Options{Store: store, Token: o.token, Logger: logger, Dispatcher: dispatcher,
@@ -340,10 +337,12 @@ func serve(ctx context.Context, logger *slog.Logger, b *backendFlags, o serveOpt
 		IdleTimeout:       o.idleTimeout,
 		ErrorLog:          httpErrorLog(logger),
 	}
-	for _, d := range dispatchers {
-		if err := d.Start(context.WithoutCancel(ctx)); err != nil {
+	if group != nil {
+		if err := group.Start(context.WithoutCancel(ctx)); err != nil {
 			return err
 		}
+	} else if err := dispatcher.Start(context.WithoutCancel(ctx)); err != nil {
+		return err
 	}
 	served := make(chan error, 1)
 	go func() {
@@ -368,10 +367,12 @@ func serve(ctx context.Context, logger *slog.Logger, b *backendFlags, o serveOpt
 	if serr := httpServer.Shutdown(sctx); serr != nil && err == nil {
 		err = fmt.Errorf("shutting down the HTTP server: %w", serr)
 	}
-	for _, d := range dispatchers {
-		if derr := d.Stop(); derr != nil && err == nil {
-			err = fmt.Errorf("stopping the dispatcher: %w", derr)
-		}
+	stop := dispatcher.Stop
+	if group != nil {
+		stop = group.Stop
+	}
+	if derr := stop(); derr != nil && err == nil {
+		err = fmt.Errorf("stopping the dispatcher: %w", derr)
 	}
 	if errors.Is(err, http.ErrServerClosed) {
 		err = nil
