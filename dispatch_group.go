@@ -27,11 +27,11 @@ type DispatchGroup struct {
 	duration    time.Duration
 	clock       Clock
 
-	mu         sync.Mutex
-	view       groupView
-	beat       int64     // the member row's counter (changes its ETag)
-	refreshed  time.Time // when the view was last read (zero: never)
-	released   time.Time // when a dispatcher of the group last gave a lease back
+	mu        sync.Mutex
+	view      groupView
+	beat      int64     // the member row's counter (changes its ETag)
+	refreshed time.Time // when the view was last read (zero: never)
+	released  time.Time // when a dispatcher of the group last gave a lease back
 }
 
 // groupView is what a group last read of the lease partition, judged on its own clock.
