@@ -13,6 +13,7 @@ import (
 
 	"github.com/estuite/estuite"
 	"github.com/estuite/estuite/server"
+	"github.com/estuite/estuite/table/mem"
 )
 
 // sample returns the value of the metric line that starts with name (name includes its labels,
@@ -250,4 +251,45 @@ func scrapeOf(t *testing.T, srv *server.Server) string {
 		t.Fatalf("/metrics: %d", rec.Code)
 	}
 	return rec.Body.String()
+}
+
+// With a store of several feed shards and its dispatch group given, /metrics reports each shard's
+// lease, feed head and pending work, labelled by shard.
+func TestMetricsPerShard(t *testing.T) {
+	ctx := context.Background()
+	store, err := estuite.Open(ctx, mem.New(nil), &estuite.Options{FeedShards: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	group := estuite.NewDispatchGroup(store, &estuite.DispatcherOptions{PollInterval: 5 * time.Millisecond, ScavengeInterval: -1})
+	srv, err := server.New(server.Options{Store: store, Dispatcher: group.Dispatchers()[0], ShardDispatchers: group.Dispatchers()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	if err := group.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer group.Stop()
+	for i := range 6 {
+		if _, err := store.Append(ctx, fmt.Sprintf("m-%d", i), []estuite.EventData{{Type: "T", Data: []byte(`{}`)}}, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		body := scrapeOf(t, srv)
+		held0, ok0 := sample(body, `estuite_shard_lease_held{shard="0"}`)
+		held1, ok1 := sample(body, `estuite_shard_lease_held{shard="1"}`)
+		h0, _ := sample(body, `estuite_shard_feed_head_position{shard="0"}`)
+		h1, _ := sample(body, `estuite_shard_feed_head_position{shard="1"}`)
+		if ok0 && ok1 && held0 == 1 && held1 == 1 && h0+h1 == 6 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("per-shard metrics after 10 s: lease held %v %v, heads %v %v\n%s", held0, held1, h0, h1, grepLines(body, "estuite_shard_"))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }

@@ -126,6 +126,14 @@ var (
 		"Streams this server's dispatcher knows to have announced appends not yet in the feed.", nil, nil)
 	descSinceProgress = prometheus.NewDesc(namespace+"_dispatch_seconds_since_progress",
 		"Seconds since this server's dispatcher last made progress (wrote events, fenced a head or resolved a marker), on this server's clock; absent until it first has.", nil, nil)
+	descShardLeaseHeld = prometheus.NewDesc(namespace+"_shard_lease_held",
+		"In a store of several feed shards: 1 while this server's dispatcher of the shard holds its lease, else 0. Summed over all servers, 1 per shard.", []string{"shard"}, nil)
+	descShardHead = prometheus.NewDesc(namespace+"_shard_feed_head_position",
+		"In a store of several feed shards: the highest position of the shard's feed this server's dispatcher knows of.", []string{"shard"}, nil)
+	descShardPending = prometheus.NewDesc(namespace+"_shard_dispatch_pending_streams",
+		"In a store of several feed shards: streams of the shard this server's dispatcher knows to have announced appends not yet in its feed.", []string{"shard"}, nil)
+	descShardOldest = prometheus.NewDesc(namespace+"_shard_dispatch_oldest_pending_seconds",
+		"In a store of several feed shards: how long the oldest undispatched append of the shard this server's dispatcher knows of has been waiting.", []string{"shard"}, nil)
 	descCheckpointDistance = prometheus.NewDesc(namespace+"_subscription_checkpoint_distance_events",
 		"Feed head minus the stored checkpoint of a durable subscription, read at scrape time: how many feed positions it has not yet saved as handled.", []string{"subscription"}, nil)
 )
@@ -140,6 +148,10 @@ func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descOldestPending
 	ch <- descPending
 	ch <- descSinceProgress
+	ch <- descShardLeaseHeld
+	ch <- descShardHead
+	ch <- descShardPending
+	ch <- descShardOldest
 	ch <- descCheckpointDistance
 }
 
@@ -166,6 +178,19 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	if d := c.s.dispatcher; d != nil {
 		collectHealth(ch, d.Health(), time.Now())
+	}
+	if len(c.s.shardDisps) > 1 {
+		for shard, d := range c.s.shardDisps {
+			h, label := d.Health(), strconv.Itoa(shard)
+			held := 0.0
+			if h.LeaseHeld {
+				held = 1
+			}
+			ch <- prometheus.MustNewConstMetric(descShardLeaseHeld, prometheus.GaugeValue, held, label)
+			ch <- prometheus.MustNewConstMetric(descShardHead, prometheus.GaugeValue, float64(h.FeedHead), label)
+			ch <- prometheus.MustNewConstMetric(descShardPending, prometheus.GaugeValue, float64(h.Pending), label)
+			ch <- prometheus.MustNewConstMetric(descShardOldest, prometheus.GaugeValue, h.OldestPending.Seconds(), label)
+		}
 	}
 	c.collectCheckpoints(ch) // may raise the feed head: report it after
 	ch <- prometheus.MustNewConstMetric(descFeedHead, prometheus.GaugeValue, float64(c.s.metrics.feedHead.Load()))

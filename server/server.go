@@ -134,6 +134,10 @@ type Options struct {
 	// measured with time.Now against the dispatcher's readings: give it the SystemClock (the
 	// default). Optional.
 	Dispatcher *estuite.Dispatcher
+	// ShardDispatchers, for a store of several feed shards, are this process's dispatchers of
+	// every shard (a DispatchGroup's): /metrics then reports each one's lease, feed head and
+	// pending work with a shard label. Optional.
+	ShardDispatchers []*estuite.Dispatcher
 	// MaxSubscriptionMetrics bounds how many durable subscriptions /metrics reports the
 	// checkpoint distance of. Each scrape costs one query of the checkpoint partition (one
 	// storage request for up to 1000 subscriptions) and, when there is a checkpoint, a read of the
@@ -162,8 +166,9 @@ type Server struct {
 	metrics   *metrics
 	handler   http.Handler
 
-	dispatcher *estuite.Dispatcher // nil when not given
-	maxSubs    int                 // subscriptions reported; 0: none
+	dispatcher *estuite.Dispatcher   // nil when not given
+	shardDisps []*estuite.Dispatcher // Options.ShardDispatchers
+	maxSubs    int                   // subscriptions reported; 0: none
 
 	closing   chan struct{}
 	closeOnce sync.Once
@@ -217,6 +222,7 @@ func New(opts Options) (*Server, error) {
 		live:      make(map[*liveConn]struct{}),
 
 		dispatcher: opts.Dispatcher,
+		shardDisps: opts.ShardDispatchers,
 		maxSubs:    maxSubs,
 	}
 	if s.log == nil {
