@@ -174,14 +174,6 @@ func (s *Server) handleFeed(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	switch v := q.Get("redacted"); {
-	case !q.Has("redacted"), v == "false":
-	case v == "true":
-		opts.IncludeRedacted = true
-	default:
-		s.fail(w, r, badRequest(`redacted must be "true" or "false", not %q`, v))
-		return
-	}
 	if q.Has("after") {
 		if opts.After, err = intParam(q, "after", 0, estuite.MaxPosition); err != nil {
 			s.fail(w, r, err)
@@ -260,7 +252,8 @@ func (s *Server) stream(r *http.Request) string {
 	return name
 }
 
-// feedFilter reads the type and prefix parameters of a feed request.
+// feedFilter reads the type, prefix and redacted parameters of a feed request (redacted is
+// never set where parseQuery refused it).
 func feedFilter(q url.Values) (estuite.FeedOptions, error) {
 	var o estuite.FeedOptions
 	types := q["type"]
@@ -278,6 +271,13 @@ func feedFilter(q url.Values) (estuite.FeedOptions, error) {
 		if o.StreamPrefix == "" {
 			return o, badRequest("prefix must not be empty (leave it out to read every stream)")
 		}
+	}
+	switch v := q.Get("redacted"); {
+	case !q.Has("redacted"), v == "false":
+	case v == "true":
+		o.IncludeRedacted = true
+	default:
+		return o, badRequest(`redacted must be "true" or "false", not %q`, v)
 	}
 	return o, nil
 }
@@ -375,15 +375,7 @@ func (s *Server) handleFeedAll(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	opts := estuite.MergedFeedOptions{Types: filter.Types, StreamPrefix: filter.StreamPrefix, MaxBytes: s.maxResp}
-	switch v := q.Get("redacted"); {
-	case !q.Has("redacted"), v == "false":
-	case v == "true":
-		opts.IncludeRedacted = true
-	default:
-		s.fail(w, r, badRequest(`redacted must be "true" or "false", not %q`, v))
-		return
-	}
+	opts := estuite.MergedFeedOptions{Types: filter.Types, StreamPrefix: filter.StreamPrefix, IncludeRedacted: filter.IncludeRedacted, MaxBytes: s.maxResp}
 	if opts.After, err = estuite.ParseFeedCursor(q.Get("cursor"), s.store.FeedShards()); err != nil {
 		s.fail(w, r, err)
 		return
