@@ -445,6 +445,25 @@ func (d *Dispatcher) scanDirty(ctx context.Context, shards []int) ([]*streamWork
 	return work, nil
 }
 
+// relocateMarker moves marker m (stored as row) into dirty-marker partition want: an upsert there,
+// then a delete here under the row's ETag (a crash between leaves both, and the second is
+// relocated or resolved like any marker).
+func (d *Dispatcher) relocateMarker(ctx context.Context, m dirtyMarker, row table.Entity, want int) error {
+	moved := m
+	moved.shard = want
+	if _, err := d.s.events.submitRefused(ctx, dirtyPartition(want), []table.Op{{Kind: table.Upsert, Entity: moved.entity()}}); err != nil {
+		return err
+	}
+	d.s.markDirty(want)
+	op := table.Op{Kind: table.Delete, Entity: table.Entity{PartitionKey: row.PartitionKey, RowKey: row.RowKey}, IfMatch: row.ETag}
+	_, err := d.s.events.submitOnce(ctx, row.PartitionKey, []table.Op{op})
+	var be *table.BatchError
+	if errors.As(err, &be) {
+		return nil // changed or gone meanwhile: the next scan looks again
+	}
+	return err
+}
+
 // errShardQuota ends a shard's scan once it has found its share of streams.
 var errShardQuota = errors.New("estuite: shard quota reached")
 
@@ -460,6 +479,15 @@ func (d *Dispatcher) scanShard(ctx context.Context, shard, quota int) (work []*s
 				m, err := decodeDirtyMarker(shard, row)
 				if err != nil {
 					return err
+				}
+				if want := dirtyIndex(m.pk, d.s.feedShards); want != shard {
+					// A marker in another shard's partition (a process of an earlier release, or
+					// one that opened the store before its shard count was recorded): moved to
+					// where the stream's dispatcher looks, never dispatched here.
+					if err := d.relocateMarker(ctx, m, row, want); err != nil {
+						return err
+					}
+					continue
 				}
 				if cur == nil || cur.pk != m.pk {
 					if len(work) == quota {

@@ -17,9 +17,9 @@ import (
 // fewer than its share (the shards divided by the live members, rounded up), and gives one back
 // when it holds more and another member holds less. docs/operations.md, "Feed shards".
 //
-// Balance only saves work and spreads it: every dispatcher's writes are fenced by ETags whoever
-// holds a lease, and a lease nobody takes is taken by any member after a while, whatever the
-// shares say.
+// Balance only spreads work: every dispatcher's writes are fenced by ETags whoever holds a
+// lease. A free lease is taken by a live member below its share, or by any member when none is
+// below (a member that died stops counting two lease durations after its row last changed).
 type DispatchGroup struct {
 	s           *Store
 	owner       string
@@ -48,6 +48,10 @@ type memberSeen struct {
 
 // memberPrefix starts the row keys of the lease partition's member rows.
 const memberPrefix = "member-"
+
+// memberKey is the member row key of owner: its hash, since an owner name may hold characters
+// that row keys forbid (estuite serve's default names hold a "/").
+func memberKey(owner string) string { return memberPrefix + streamHash(owner) }
 
 // NewDispatchGroup returns a group of dispatchers, one per feed shard of the store, with opts
 // (Shard is set for each; Owner, which names this process in the lease rows and its member row,
@@ -98,7 +102,7 @@ func (g *DispatchGroup) Stop() error {
 		}
 	}
 	if g.s.checkOpen() == nil {
-		op := table.Op{Kind: table.Delete, Entity: table.Entity{PartitionKey: leasePartition, RowKey: memberPrefix + g.owner}, IfMatch: table.AnyETag}
+		op := table.Op{Kind: table.Delete, Entity: table.Entity{PartitionKey: leasePartition, RowKey: memberKey(g.owner)}, IfMatch: table.AnyETag}
 		_, _ = g.s.events.submitOnce(context.Background(), leasePartition, []table.Op{op})
 	}
 	return first
@@ -118,8 +122,8 @@ func (g *DispatchGroup) refresh(ctx context.Context) {
 		return
 	}
 	ev := g.s.events
-	row := table.Entity{PartitionKey: leasePartition, RowKey: memberPrefix + g.owner, Properties: map[string]any{
-		propDuration: g.duration.Milliseconds(), propVersion: beat,
+	row := table.Entity{PartitionKey: leasePartition, RowKey: memberKey(g.owner), Properties: map[string]any{
+		propOwner: g.owner, propDuration: g.duration.Milliseconds(), propVersion: beat,
 	}}
 	if _, err := ev.submitOnce(ctx, leasePartition, []table.Op{{Kind: table.Upsert, Entity: row}}); err != nil {
 		return // the view stays as it was; the leases' own logic goes on
@@ -141,7 +145,10 @@ func (g *DispatchGroup) refresh(ctx context.Context) {
 	for _, r := range rows {
 		switch {
 		case strings.HasPrefix(r.RowKey, memberPrefix):
-			owner := strings.TrimPrefix(r.RowKey, memberPrefix)
+			owner, _ := r.Properties[propOwner].(string)
+			if owner == "" || memberKey(owner) != r.RowKey {
+				continue // not a member row of this release
+			}
 			seen := memberSeen{etag: r.ETag, changed: now}
 			if prev, ok := old[owner]; ok && prev.etag == r.ETag {
 				seen.changed = prev.changed

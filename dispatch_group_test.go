@@ -60,24 +60,24 @@ func TestDispatchGroupsShareTheShards(t *testing.T) {
 	opts := func(owner string) *estuite.DispatcherOptions {
 		return &estuite.DispatcherOptions{Owner: owner, LeaseDuration: 300 * time.Millisecond, PollInterval: 10 * time.Millisecond, ScavengeInterval: -1}
 	}
-	a := estuite.NewDispatchGroup(s, opts("a"))
+	a := estuite.NewDispatchGroup(s, opts("host-1/127.0.0.1:2113")) // serve's default names hold a "/"
 	if err := a.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
-	waitHolders(t, s, map[string]int{"a": 4}, 5*time.Second)
+	waitHolders(t, s, map[string]int{"host-1/127.0.0.1:2113": 4}, 5*time.Second)
 	other := openStore(t, b, nil)
-	bg := estuite.NewDispatchGroup(other, opts("b"))
+	bg := estuite.NewDispatchGroup(other, opts("host-2/127.0.0.1:2113"))
 	if err := bg.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
-	waitHolders(t, s, map[string]int{"a": 2, "b": 2}, 10*time.Second)
+	waitHolders(t, s, map[string]int{"host-1/127.0.0.1:2113": 2, "host-2/127.0.0.1:2113": 2}, 10*time.Second)
 	for i := range 20 {
 		mustAppend(t, s, fmt.Sprintf("g-%d", i), countedEvents(1, 2), nil)
 	}
 	if err := a.Stop(); err != nil {
 		t.Fatal(err)
 	}
-	waitHolders(t, s, map[string]int{"b": 4}, 10*time.Second)
+	waitHolders(t, s, map[string]int{"host-2/127.0.0.1:2113": 4}, 10*time.Second)
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		total := int64(0)

@@ -297,3 +297,75 @@ func TestReadMergedAcrossShards(t *testing.T) {
 		t.Errorf("ReadMerged with a cursor of the wrong length: %v", err)
 	}
 }
+
+// A marker in another shard's partitions — written by a process that opened the store with one
+// shard, before its count was recorded, or by an earlier release — is moved to the stream's
+// shard and dispatched there, never into the shard whose partitions it was found in; and Verify
+// reports a feed row in the wrong shard.
+func TestMisplacedMarkersAreMovedToTheirShard(t *testing.T) {
+	ctx := context.Background()
+	b := mem.New(nil)
+	stale := openStore(t, b, nil) // opens an empty store: one shard, as far as it knows
+	sharded := openStore(t, b, &estuite.Options{FeedShards: 4})
+	if stale.FeedShards() != 1 || sharded.FeedShards() != 4 {
+		t.Fatalf("shards %d and %d", stale.FeedShards(), sharded.FeedShards())
+	}
+	for i := range 8 {
+		mustAppend(t, stale, fmt.Sprintf("s-%d", i), countedEvents(1, 1), nil) // markers in shard 0's partitions
+	}
+	for range 2 { // shard 0 first moves the others' markers, then every shard dispatches its own
+		for shard := range 4 {
+			stepUntilIdle(t, estuite.NewDispatcher(sharded, &estuite.DispatcherOptions{Shard: shard}))
+		}
+	}
+	total := 0
+	for shard := range 4 {
+		for _, e := range readShard(t, sharded, shard, false) {
+			total++
+			if got := feedShardOfStream(t, sharded, e.Stream); got != shard {
+				t.Fatalf("%s is in shard %d; its shard is %d", e.Stream, shard, got)
+			}
+		}
+	}
+	if total != 8 {
+		t.Fatalf("the shards hold %d events, want 8", total)
+	}
+	if r, err := sharded.Verify(ctx, nil); err != nil || !r.OK() {
+		t.Fatalf("Verify: %+v, %v", r, err)
+	}
+	// The stale process's own dispatcher puts everything into shard 0: Verify says so.
+	victim := ""
+	for i := range 8 {
+		if name := fmt.Sprintf("s-%d", i); feedShardOfStream(t, sharded, name) != 0 {
+			victim = name
+			break
+		}
+	}
+	mustAppend(t, stale, victim, countedEvents(2, 1), nil)
+	stepUntilIdle(t, estuite.NewDispatcher(stale, nil))
+	r, err := sharded.Verify(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(r.OrderViolations) == 0 || r.OrderViolations[0].Stream != victim {
+		t.Fatalf("%s's event in shard 0's feed went unreported: %+v", victim, r)
+	}
+}
+
+// feedShardOfStream finds the shard whose feed holds the stream's first version.
+func feedShardOfStream(t *testing.T, s *estuite.Store, stream string) int {
+	t.Helper()
+	pos, err := s.WaitDispatched(context.Background(), stream, 1)
+	if err != nil || pos < 1 {
+		t.Fatalf("WaitDispatched(%s, 1) = %d, %v", stream, pos, err)
+	}
+	for shard := range s.FeedShards() {
+		for _, e := range readShard(t, s, shard, false) {
+			if e.Stream == stream && e.Version == 1 {
+				return shard
+			}
+		}
+	}
+	t.Fatalf("%s version 1 in no shard", stream)
+	return -1
+}

@@ -451,6 +451,10 @@ func (v *verifier) feedEvent(fw *feedWalk, page int64, row table.Entity, main bo
 	if _, err := decodeFeedEvent(row); err != nil {
 		v.rowFault(verifyEventTable, row, "%s", faultReason(err)) // its stream and version still count
 	}
+	if want := v.s.shardOf(streamKey(stream)); want != fw.shard {
+		v.r.OrderViolations = append(v.r.OrderViolations, FeedFault{Shard: fw.shard, Position: pos, Stream: stream, Version: version,
+			Reason: fmt.Sprintf("in feed shard %d, but the stream belongs to shard %d", fw.shard, want)})
+	}
 	st := v.stream(streamKey(stream), stream)
 	redacted := isRedacted(row)
 	if redacted && main {
