@@ -294,8 +294,8 @@ func (d *Dispatcher) acquireLease(ctx context.Context, l *leaseState) error {
 			// Unchanged for its whole duration: its holder stopped renewing it. Take it over.
 		}
 		if d.group != nil && owner == d.o.Owner && l.held && d.group.shouldRelease(d.shard) {
-			// The group holds more than its share and another member less: give this one back.
-			l.etag = row.ETag
+			// The group holds more than its share and another member less: give this one back,
+			// under the ETag this dispatcher last wrote (a row another writer moved stays).
 			d.releaseLease(ctx, l)
 			d.group.noteHeld(d.shard, false)
 			l.etag = ""
