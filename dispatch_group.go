@@ -2,7 +2,6 @@ package estuite
 
 import (
 	"context"
-	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -177,7 +176,7 @@ func (g *DispatchGroup) counts(now time.Time) (held map[string]int, share int) {
 	held = map[string]int{g.owner: 0}
 	for owner, m := range g.view.members {
 		if now.Sub(m.changed) <= 2*g.duration {
-			held[owner] += 0
+			held[owner] = 0 // live; its leases are counted below
 		}
 	}
 	for _, owner := range g.view.holders {
@@ -262,6 +261,6 @@ func (g *DispatchGroup) noteHeld(shard int, held bool) {
 func (g *DispatchGroup) Members() map[string]int {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	held, _ := g.counts(g.clock.Now())
-	return maps.Clone(held)
+	held, _ := g.counts(g.clock.Now()) // a map of its own
+	return held
 }

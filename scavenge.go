@@ -146,12 +146,12 @@ func (s *Store) scavengeStream(ctx context.Context, stream string, work table.En
 	judgedDeleted, _ := work.Properties[propScavengedDeleted].(int64)
 	nextAge, hasNextAge := work.Properties[propNextAgeCheck].(time.Time)
 	now := s.now()
-	// maxAge needs a look unless the last pass that finished said when, and nothing changed the
-	// metadata or deleted since.
-	checkAge := func(h head) bool {
-		return !hasScavenged || !hasNextAge || !now.Before(nextAge) ||
-			h.meta.metaVersion != judgedMeta || h.meta.deletedBefore != judgedDeleted
+	// unchanged: the last pass that finished judged this head's metadata and delete.
+	unchanged := func(h head) bool {
+		return hasScavenged && h.meta.metaVersion == judgedMeta && h.meta.deletedBefore == judgedDeleted
 	}
+	// maxAge needs a look unless that pass said when, and nothing changed since.
+	checkAge := func(h head) bool { return !unchanged(h) || !hasNextAge || !now.Before(nextAge) }
 	h, ageDue, err := s.raiseFloor(ctx, pk, checkAge)
 	if err != nil {
 		return err
@@ -160,8 +160,7 @@ func (s *Store) scavengeStream(ctx context.Context, stream string, work table.En
 		ageDue = nextAge // not looked at: still due when it was
 	}
 	floor := h.meta.removedBefore
-	if hasScavenged && floor == scavenged && judgedMeta == h.meta.metaVersion && judgedDeleted == h.meta.deletedBefore &&
-		!h.meta.tombstone && (h.meta.hasMaxAge || h.meta.hasMaxCount) {
+	if unchanged(h) && floor == scavenged && !h.meta.tombstone && (h.meta.hasMaxAge || h.meta.hasMaxCount) {
 		return nil // nothing hidden since the last pass that finished: one head read
 	}
 	dispatched, err := s.dispatchedVersion(ctx, pk)
