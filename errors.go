@@ -35,6 +35,8 @@ var (
 	ErrCorrupt = errors.New("estuite: corrupt stored data")
 	// ErrClosed: the store was closed.
 	ErrClosed = errors.New("estuite: store closed")
+	// ErrGroupNotFound: no consumer group of that name has been created (JoinGroup creates one).
+	ErrGroupNotFound = errors.New("estuite: consumer group not found")
 )
 
 // WrongExpectedVersionError reports an optimistic-concurrency conflict.
