@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -145,14 +146,15 @@ type GroupMember struct {
 	done   chan struct{}
 
 	// Loop state: only the member's goroutine touches it.
-	held      map[GroupSlot]*heldSlot
-	seen      map[GroupSlot]seenRow // other members' slot rows as last read, on this member's clock
-	members   map[string]memberSeen // member name → its row as last seen
-	beat      int64
-	refreshed time.Time
-	replayTag string // the replay row's ETag when the parked rows were last looked at ("": never)
-	dirty     int    // events handled since the last checkpoint
-	lastSave  time.Time
+	held       map[GroupSlot]*heldSlot
+	seen       map[GroupSlot]seenRow // other members' slot rows as last read, on this member's clock
+	members    map[string]memberSeen // member name → its row as last seen
+	beat       int64
+	refreshed  time.Time
+	replayTag  string // the replay row's ETag when the parked rows were last looked at ("": never)
+	dirty      int    // events handled since the last checkpoint
+	lastSave   time.Time
+	replayedAt time.Time // when the parked rows were last looked at
 
 	mu    sync.Mutex
 	err   error
@@ -199,9 +201,20 @@ type heldSlot struct {
 	saved    int64     // the position on the row as last written
 	until    time.Time // the hold is safe to use until then (this member's clock)
 	renewAt  time.Time
-	redeliv  int64           // events up to this position may have been handed out before (0: none)
-	blocked  map[string]bool // streams with a parked event (ParkBlocksStream)
+	redeliv  int64 // events up to this position may have been handed out before (0: none)
+	// blocking holds, for each stream with a failed parked event the slot has passed
+	// (ParkBlocksStream), the position of its first: the stream's later events wait behind it.
 	blocking map[string]int64
+	// stale holds positions after the checkpoint that may have a parked row: parked by a holder
+	// that stopped before saving past them, or by a park write of unknown outcome. The feed
+	// hands them over again; one handled then has its row deleted.
+	stale     map[int64]bool
+	parked    bool // the slot has parked events its checkpoint has passed (as last seen)
+	replayDue bool // its parked events are to be looked at (taken with some)
+	// The event being retried: its position, the failed attempts so far, and when to try again.
+	failPos      int64
+	failAttempts int
+	retryAt      time.Time
 }
 
 // seenRow is another member's slot row as this member saw it.
@@ -316,7 +329,7 @@ func (s *Store) JoinGroup(ctx context.Context, opts GroupOptions) (*GroupMember,
 // default) if there is none.
 func (s *Store) groupConfigFor(ctx context.Context, name string, ranges int, create bool) (groupConfig, error) {
 	ev := s.events
-	for {
+	for attempt := 1; ; attempt++ {
 		row, err := ev.get(ctx, groupCatalogPartition, streamKey(name))
 		if err == nil {
 			cfg, err := decodeGroupConfig(row)
@@ -344,12 +357,16 @@ func (s *Store) groupConfigFor(ctx context.Context, name string, ranges int, cre
 			propStream: name, propShards: int64(s.feedShards), propRanges: int64(ranges), propGroupFormat: groupFormat,
 			propUpdated: s.now().UTC(),
 		}}
-		_, err = ev.submitOnce(ctx, groupCatalogPartition, []table.Op{{Kind: table.Insert, Entity: row}})
+		_, err = ev.submitRefused(ctx, groupCatalogPartition, []table.Op{{Kind: table.Insert, Entity: row}})
 		var be *table.BatchError
-		if err != nil && !errors.As(err, &be) && !errors.Is(err, table.ErrTransient) {
+		switch {
+		case err == nil || errors.As(err, &be):
+			// Created, or created by another member first: read what is stored.
+		case errors.Is(err, table.ErrUnknownOutcome) && attempt < ev.retry.MaxAttempts:
+			// Perhaps created: read what is stored.
+		default:
 			return groupConfig{}, err
 		}
-		// Created, created by another member first, or unknown: read what is stored.
 	}
 }
 
@@ -366,8 +383,10 @@ func decodeGroupConfig(row table.Entity) (groupConfig, error) {
 	return groupConfig{name: name, shards: int(shards), ranges: int(ranges)}, nil
 }
 
-// Stop stops the member: it finishes the event in hand, saves its checkpoints and gives its
-// slots back (so that the others take them at once), deletes its member row, and waits. It
+// Stop stops the member: the context of a handler call in progress ends (an event whose call
+// does not return nil is handed to the slot's next holder), the member saves its checkpoints,
+// gives its slots back (so that the others take them at once), deletes its member row, and
+// waits. It
 // returns the error that stopped the member, if any other than Stop itself.
 func (m *GroupMember) Stop() error {
 	m.cancel()
@@ -437,7 +456,7 @@ func (m *GroupMember) loop(ctx context.Context) error {
 				if errors.Is(err, ErrCorrupt) || errors.Is(err, ErrClosed) {
 					return err
 				}
-				// Storage failing: keep working on the slots while their holds last, and try again
+				// Storage failing: keep working on the slots while their holds last, and look again
 				// a little later.
 				m.refreshed = now.Add(-m.o.LeaseDuration/leaseRenewDivisor + m.o.LeaseDuration/leaseRetryDivisor)
 			}
@@ -460,12 +479,12 @@ func (m *GroupMember) loop(ctx context.Context) error {
 			m.saveCheckpoints(ctx, false) // caught up: save what was handled
 		}
 		var wake <-chan struct{}
-		for slot := range m.held {
+		for _, slot := range sortedSlots(m.held) {
 			_, wake = m.s.shards[slot.Shard].feedHead.current()
 			break // one shard's wake-up; the others are found by the poll
 		}
 		wait := poll
-		if next := m.nextRenewal(); !next.IsZero() {
+		if next := m.nextDue(); !next.IsZero() {
 			wait = min(wait, max(next.Sub(clock.Now()), 0))
 		}
 		woken, err := clock.Wait(ctx, wait, wake)
@@ -491,17 +510,21 @@ func (m *GroupMember) renewDue(now time.Time) bool {
 	return false
 }
 
-func (m *GroupMember) nextRenewal() time.Time {
+// nextDue is the earliest of the holds' renewals, the slots' retries and the next look at the
+// group.
+func (m *GroupMember) nextDue() time.Time {
 	var next time.Time
-	for _, h := range m.held {
-		if next.IsZero() || h.renewAt.Before(next) {
-			next = h.renewAt
+	earlier := func(t time.Time) {
+		if !t.IsZero() && (next.IsZero() || t.Before(next)) {
+			next = t
 		}
 	}
+	for _, h := range m.held {
+		earlier(h.renewAt)
+		earlier(h.retryAt)
+	}
 	if !m.refreshed.IsZero() {
-		if r := m.refreshed.Add(m.o.LeaseDuration / leaseRenewDivisor); next.IsZero() || r.Before(next) {
-			next = r
-		}
+		earlier(m.refreshed.Add(m.o.LeaseDuration / leaseRenewDivisor))
 	}
 	return next
 }
@@ -512,15 +535,11 @@ func (m *GroupMember) nextRenewal() time.Time {
 func (m *GroupMember) refresh(ctx context.Context) error {
 	ev := m.s.events
 	clock := m.o.Clock
-	m.beat++
-	row := table.Entity{PartitionKey: m.pk, RowKey: memberKey(m.o.Member), Properties: map[string]any{
-		propOwner: m.o.Member, propDuration: m.o.LeaseDuration.Milliseconds(), propVersion: m.beat, propUpdated: m.s.now().UTC(),
-	}}
-	if _, err := ev.submitOnce(ctx, m.pk, []table.Op{{Kind: table.Upsert, Entity: row}}); err != nil {
-		return err
+	// Renew the member row and the slots held (and save their checkpoints): one request for up
+	// to 99 slots.
+	if !m.saveCheckpoints(ctx, true) {
+		return errRenewal
 	}
-	// Renew (and checkpoint) the slots held, then read what the others hold.
-	m.saveCheckpoints(ctx, true)
 	var rows []table.Entity
 	err := ev.queryPages(ctx, table.Query{PartitionKey: m.pk}, func(p table.Page) error {
 		rows = append(rows, p.Entities...)
@@ -534,9 +553,10 @@ func (m *GroupMember) refresh(ctx context.Context) error {
 	slotRows := make(map[GroupSlot]table.Entity)
 	replayTag := ""
 	members := make(map[string]memberSeen)
+	durations := make(map[string]time.Duration)
 	for _, r := range rows {
 		switch {
-		case len(r.RowKey) > len(memberPrefix) && r.RowKey[:len(memberPrefix)] == memberPrefix:
+		case strings.HasPrefix(r.RowKey, memberPrefix):
 			owner, _ := r.Properties[propOwner].(string)
 			if owner == "" || memberKey(owner) != r.RowKey {
 				continue
@@ -546,7 +566,8 @@ func (m *GroupMember) refresh(ctx context.Context) error {
 				seen.changed = prev.changed
 			}
 			members[owner] = seen
-			if owner != m.o.Member && now.Sub(seen.changed) > 10*leaseDurationOf(r, m.o.LeaseDuration) {
+			durations[owner] = leaseDurationOf(r, m.o.LeaseDuration)
+			if owner != m.o.Member && now.Sub(seen.changed) > 10*durations[owner] {
 				// A member gone long ago (it crashed, and no one deleted its row): its row goes.
 				op := table.Op{Kind: table.Delete, Entity: table.Entity{PartitionKey: m.pk, RowKey: r.RowKey}, IfMatch: r.ETag}
 				_, _ = ev.submitOnce(ctx, m.pk, []table.Op{op})
@@ -556,18 +577,21 @@ func (m *GroupMember) refresh(ctx context.Context) error {
 		default:
 			if slot, ok := parseSlotRowKey(r.RowKey); ok && slot.Shard < m.cfg.shards && slot.Range < m.cfg.ranges {
 				slotRows[slot] = r
+				// Watch every slot another member holds, so that one assigned to this member later
+				// is known to have stopped as soon as possible.
+				owner, _ := r.Properties[propOwner].(string)
+				if prev, ok := m.seen[slot]; owner != "" && owner != m.o.Member && (!ok || prev.etag != r.ETag || prev.owner != owner) {
+					m.seen[slot] = seenRow{owner: owner, etag: r.ETag, changed: now, waitFor: leaseDurationOf(r, m.o.LeaseDuration)}
+				}
 			}
 		}
 	}
 	m.members = members
-	var live []string
+	live := []string{m.o.Member}
 	for owner, seen := range members {
-		if owner == m.o.Member || now.Sub(seen.changed) <= 2*leaseDurationOf(rowOfMember(rows, owner), m.o.LeaseDuration) {
+		if owner != m.o.Member && now.Sub(seen.changed) <= 2*durations[owner] {
 			live = append(live, owner)
 		}
-	}
-	if !slices.Contains(live, m.o.Member) {
-		live = append(live, m.o.Member)
 	}
 	slices.Sort(live)
 	mine := make(map[GroupSlot]bool)
@@ -593,12 +617,7 @@ func (m *GroupMember) refresh(ctx context.Context) error {
 		if exists {
 			owner, _ := r.Properties[propOwner].(string)
 			if owner != "" && owner != m.o.Member {
-				prev, ok := m.seen[slot]
-				if !ok || prev.etag != r.ETag || prev.owner != owner {
-					m.seen[slot] = seenRow{owner: owner, etag: r.ETag, changed: now, waitFor: leaseDurationOf(r, m.o.LeaseDuration)}
-					continue
-				}
-				if now.Sub(prev.changed) < prev.waitFor {
+				if seen := m.seen[slot]; seen.etag != r.ETag || now.Sub(seen.changed) < seen.waitFor {
 					continue // its holder may still be at work
 				}
 			}
@@ -615,23 +634,26 @@ func (m *GroupMember) refresh(ctx context.Context) error {
 	if changed {
 		m.publishSlots()
 	}
-	if replayTag != "" && replayTag != m.replayTag && len(m.held) > 0 {
+	// Look at the parked events when a replay or discard was asked for, and now and then while
+	// streams wait behind parked events (a request whose notice was lost is found so).
+	parked, replayDue := false, false
+	for _, h := range m.held {
+		parked, replayDue = parked || h.parked, replayDue || h.replayDue
+	}
+	due := replayTag != "" && replayTag != m.replayTag || replayDue || parked && now.Sub(m.replayedAt) >= m.o.LeaseDuration
+	if due && len(m.held) > 0 {
+		m.replayedAt = now
 		if err := m.replayParked(ctx); err == nil {
 			m.replayTag = replayTag
+		} else if errors.Is(err, ErrCorrupt) {
+			return err
 		}
 	}
 	return nil
 }
 
-func rowOfMember(rows []table.Entity, owner string) table.Entity {
-	key := memberKey(owner)
-	for _, r := range rows {
-		if r.RowKey == key {
-			return r
-		}
-	}
-	return table.Entity{}
-}
+// errRenewal: the holds could not be renewed (storage failed); the member looks again later.
+var errRenewal = errors.New("estuite: renewing a group member's holds failed")
 
 func sortedSlots(held map[GroupSlot]*heldSlot) []GroupSlot {
 	out := make([]GroupSlot, 0, len(held))
@@ -665,6 +687,14 @@ func (m *GroupMember) slotEntity(slot GroupSlot, owner string, position int64) t
 	}}
 }
 
+// memberEntity is the member's row; its counter changes its ETag at every write.
+func (m *GroupMember) memberEntity() table.Entity {
+	m.beat++
+	return table.Entity{PartitionKey: m.pk, RowKey: memberKey(m.o.Member), Properties: map[string]any{
+		propOwner: m.o.Member, propDuration: m.o.LeaseDuration.Milliseconds(), propVersion: m.beat, propUpdated: m.s.now().UTC(),
+	}}
+}
+
 // take writes this member's name into the slot's row, under the ETag read (or as a new row).
 func (m *GroupMember) take(ctx context.Context, slot GroupSlot, r table.Entity, exists bool) (bool, error) {
 	var pos int64
@@ -687,6 +717,12 @@ func (m *GroupMember) take(ctx context.Context, slot GroupSlot, r table.Entity, 
 		}
 		redeliver = head
 	}
+	// The parked events of the slot's shard, read before the slot is taken, so that none parked
+	// by the holder before is missed.
+	parked, err := m.s.parkedRows(ctx, m.o.Group, slot.Shard, 0)
+	if err != nil {
+		return false, err
+	}
 	sendAt := m.o.Clock.Now()
 	op := table.Op{Kind: table.Insert, Entity: m.slotEntity(slot, m.o.Member, pos)}
 	if exists {
@@ -699,12 +735,10 @@ func (m *GroupMember) take(ctx context.Context, slot GroupSlot, r table.Entity, 
 	h := &heldSlot{etag: etags[0], position: pos, saved: pos, redeliv: redeliver}
 	h.renewAt = sendAt.Add(m.o.LeaseDuration / leaseRenewDivisor)
 	h.until = sendAt.Add(time.Duration(float64(m.o.LeaseDuration) * leaseSafeFraction))
-	if err := m.loadBlocked(ctx, slot, h); err != nil {
-		return false, err
-	}
 	m.held[slot] = h
 	delete(m.seen, slot)
 	m.count(func(st *GroupStats) { st.Taken++ })
+	m.loadParked(slot, h, parked)
 	return true, nil
 }
 
@@ -734,77 +768,131 @@ func (m *GroupMember) leave(ctx context.Context) {
 }
 
 // saveCheckpoints writes the held slots' rows — their positions and the member's name, which
-// renews the holds — in batches of up to 100 (one partition: one request each). With all, every
-// held slot is written; otherwise only those whose position moved. A slot whose write is refused
-// was taken by another member: it is dropped.
-func (m *GroupMember) saveCheckpoints(ctx context.Context, all bool) {
-	var slots []GroupSlot
+// renews the holds — in batches of up to 100 (one partition: one request each). With renew,
+// every held slot is written, and the member row with them; otherwise only the slots whose
+// position moved. A slot whose write is refused was taken by another member (or its row was
+// deleted): it is dropped, and the others are written again. It reports whether every write
+// succeeded.
+func (m *GroupMember) saveCheckpoints(ctx context.Context, renew bool) bool {
+	var ops []table.Op
+	var slots []GroupSlot // slots[i] is ops[i+off]'s
+	off := 0
+	if renew {
+		ops = append(ops, table.Op{Kind: table.Upsert, Entity: m.memberEntity()})
+		off = 1
+	}
 	for _, slot := range sortedSlots(m.held) {
 		h := m.held[slot]
-		if all || h.position != h.saved {
+		if renew || h.position != h.saved {
 			slots = append(slots, slot)
+			ops = append(ops, table.Op{Kind: table.Replace, Entity: m.slotEntity(slot, m.o.Member, h.position), IfMatch: h.etag})
 		}
 	}
-	m.dirty, m.lastSave = 0, m.o.Clock.Now()
-	lost := false
-	for chunk := range slices.Chunk(slots, table.MaxBatchOps) {
-		ops := make([]table.Op, len(chunk))
-		for i, slot := range chunk {
-			h := m.held[slot]
-			ops[i] = table.Op{Kind: table.Replace, Entity: m.slotEntity(slot, m.o.Member, h.position), IfMatch: h.etag}
-		}
-		sendAt := m.o.Clock.Now()
-		etags, err := m.s.events.submitOnce(ctx, m.pk, ops)
-		var be *table.BatchError
-		switch {
-		case err == nil:
-			for i, slot := range chunk {
-				h := m.held[slot]
-				h.etag, h.saved = etags[i], h.position
-				h.renewAt = sendAt.Add(m.o.LeaseDuration / leaseRenewDivisor)
-				h.until = sendAt.Add(time.Duration(float64(m.o.LeaseDuration) * leaseSafeFraction))
+	ok, lost := true, false
+	for start := 0; start < len(ops); start += table.MaxBatchOps {
+		chunk := ops[start:min(start+table.MaxBatchOps, len(ops))]
+		first := start - off // index in slots of chunk[0] (negative: the member row leads)
+		for attempt := 0; attempt < 2 && len(chunk) > 0; attempt++ {
+			sendAt := m.o.Clock.Now()
+			etags, err := m.s.events.submitOnce(ctx, m.pk, chunk)
+			var be *table.BatchError
+			if err == nil {
+				for i := range chunk {
+					if j := first + i; j >= 0 {
+						h := m.held[slots[j]]
+						h.etag, h.saved = etags[i], h.position
+						h.renewAt = sendAt.Add(m.o.LeaseDuration / leaseRenewDivisor)
+						h.until = sendAt.Add(time.Duration(float64(m.o.LeaseDuration) * leaseSafeFraction))
+					}
+				}
+				break
 			}
-		case errors.As(err, &be) && errors.Is(err, table.ErrPreconditionFailed):
-			// Some slot of the chunk was taken over: find which by reading them, drop those, and
-			// write the others again at the next save.
-			for _, slot := range chunk {
+			if !errors.As(err, &be) || !errors.Is(err, table.ErrPreconditionFailed) && !errors.Is(err, table.ErrNotFound) {
+				// Failed, or unknown: the holds last until their safe end; try again a little later
+				// (a write that landed unseen moved the ETag, and the next save finds it taken).
+				ok = false
+				retry := m.o.Clock.Now().Add(m.o.LeaseDuration / leaseRetryDivisor)
+				for i := range chunk {
+					if j := first + i; j >= 0 {
+						if h := m.held[slots[j]]; h.renewAt.Before(retry) {
+							h.renewAt = retry
+						}
+					}
+				}
+				break
+			}
+			// Some slot of the chunk was taken over (or its row deleted): find which by reading
+			// them, drop those, and write the others again.
+			var again []table.Op
+			var againFirst = first
+			for i, op := range chunk {
+				j := first + i
+				if j < 0 {
+					again = append(again, op)
+					continue
+				}
+				slot := slots[j]
 				r, gerr := m.s.events.get(ctx, m.pk, slotRowKey(slot))
 				if gerr == nil && r.ETag == m.held[slot].etag {
+					again = append(again, op)
 					continue
 				}
 				if gerr == nil || errors.Is(gerr, table.ErrNotFound) {
 					delete(m.held, slot)
 					lost = true
+					continue
+				}
+				ok = false // unknown: leave it for the next save
+			}
+			// Rebuild the slot index of what is sent again.
+			var againSlots []GroupSlot
+			for _, op := range again {
+				if s, isSlot := parseSlotRowKey(op.Entity.RowKey); isSlot {
+					againSlots = append(againSlots, s)
 				}
 			}
-		default:
-			// Unknown or failed: the holds last until their safe end; the next save tries again.
-			// A write that landed unseen moves the ETag, and the next save then finds it taken.
+			if len(again) > 0 && again[0].Entity.RowKey == memberKey(m.o.Member) {
+				againFirst = -1
+			} else {
+				againFirst = 0
+			}
+			chunk, first = again, againFirst
+			slots = append(slots[:0:0], againSlots...)
+			if attempt == 1 {
+				ok = false
+			}
 		}
+	}
+	if ok {
+		m.dirty, m.lastSave = 0, m.o.Clock.Now()
 	}
 	if lost {
 		m.publishSlots()
 	}
+	return ok
 }
 
-// work reads the feed of each shard of which it holds a slot, once from the lowest checkpoint of
-// its slots there, and hands each event to the handler of the event's slot. It reports whether
-// any position was passed.
+// work reads the feed of each shard of which it holds a slot ready to go on (not waiting to
+// retry an event), once from the lowest checkpoint of those slots, and hands each event to the
+// handler of the event's slot. It reports whether any position was passed.
 func (m *GroupMember) work(ctx context.Context) (bool, error) {
+	now := m.o.Clock.Now()
 	shards := make(map[int][]GroupSlot)
+	var keys []int
 	for _, slot := range sortedSlots(m.held) {
+		if h := m.held[slot]; h.retryAt.After(now) {
+			continue // retrying an event later: the slot's other streams wait with it, the others go on
+		}
+		if len(shards[slot.Shard]) == 0 {
+			keys = append(keys, slot.Shard)
+		}
 		shards[slot.Shard] = append(shards[slot.Shard], slot)
 	}
-	keys := make([]int, 0, len(shards))
-	for k := range shards {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
 	progressed := false
 	for _, shard := range keys {
-		slots := shards[shard]
+		ready := shards[shard]
 		from := int64(MaxPosition)
-		for _, slot := range slots {
+		for _, slot := range ready {
 			from = min(from, m.held[slot].position)
 		}
 		page, err := m.s.ReadFeed(ctx, &FeedOptions{Shard: shard, After: from, Limit: m.o.MaxInFlight, Types: m.o.Types,
@@ -816,7 +904,7 @@ func (m *GroupMember) work(ctx context.Context) (bool, error) {
 		for _, ev := range page.Events {
 			slot := m.cfg.slotOf(streamKey(ev.Stream))
 			h := m.held[slot]
-			if h == nil || stopped[slot] || ev.Position <= h.position {
+			if h == nil || stopped[slot] || !slices.Contains(ready, slot) || ev.Position <= h.position {
 				continue
 			}
 			if m.renewDue(m.o.Clock.Now()) {
@@ -830,11 +918,12 @@ func (m *GroupMember) work(ctx context.Context) (bool, error) {
 				stopped[slot] = true // the hold may be running out: handle nothing more until renewed
 				continue
 			}
-			if err := m.deliver(ctx, slot, h, ev); err != nil {
+			done, err := m.deliver(ctx, slot, h, ev)
+			if err != nil && ctx.Err() != nil {
+				return progressed, ctx.Err()
+			}
+			if !done {
 				stopped[slot] = true
-				if ctx.Err() != nil {
-					return progressed, ctx.Err()
-				}
 				continue
 			}
 			h.position = ev.Position
@@ -843,7 +932,7 @@ func (m *GroupMember) work(ctx context.Context) (bool, error) {
 		}
 		// Every position up to Next is read: those not handled belong to other slots, or were
 		// filtered out.
-		for _, slot := range slots {
+		for _, slot := range ready {
 			if h := m.held[slot]; h != nil && !stopped[slot] && page.Next > h.position {
 				h.position = page.Next
 				progressed = true
@@ -853,53 +942,53 @@ func (m *GroupMember) work(ctx context.Context) (bool, error) {
 	return progressed, nil
 }
 
-// deliver hands one event to the handler (or parks it), recording it as started.
-func (m *GroupMember) deliver(ctx context.Context, slot GroupSlot, h *heldSlot, ev FeedEvent) error {
-	if m.o.Park == ParkBlocksStream && h.blocked[ev.Stream] {
-		return m.park(ctx, slot, h, ev, 0, fmt.Sprintf("waiting behind parked position %d of the stream", h.blocking[ev.Stream]), true)
+// deliver hands one event to the handler, or parks it. It reports whether the slot may move past
+// the event: false when the handler failed and the event is to be tried again (at h.retryAt),
+// when the hold ran out, or when parking it failed.
+func (m *GroupMember) deliver(ctx context.Context, slot GroupSlot, h *heldSlot, ev FeedEvent) (bool, error) {
+	if first, ok := h.blocking[ev.Stream]; ok && m.o.Park == ParkBlocksStream && first < ev.Position {
+		err := m.park(ctx, slot, h, ev, 0, fmt.Sprintf("waiting behind parked position %d of the stream", first), true)
+		return err == nil, err
 	}
-	attempts, exhausted, err := m.handle(ctx, h, ev)
-	if err == nil {
-		return nil
+	if h.failPos != ev.Position {
+		h.failPos, h.failAttempts = ev.Position, 0
 	}
-	if !exhausted {
-		return err // stopping, or the hold is running out: the event stays unhandled, for whoever holds the slot
-	}
-	return m.park(ctx, slot, h, ev, attempts, err.Error(), false)
-}
-
-// handle runs the handler, retrying failures with backoff; it returns the attempts made and the
-// last error when it gives up: exhausted after MaxRetries retries, or not when stopping or when
-// the hold would run out before the next try.
-func (m *GroupMember) handle(ctx context.Context, h *heldSlot, ev FeedEvent) (attempts int, exhausted bool, err error) {
-	delay := m.o.RetryBackoff
 	clock := m.o.Clock
-	for attempt := 1; ; attempt++ {
-		hctx, cancel := context.WithTimeout(ctx, max(h.until.Sub(clock.Now()), 0))
-		err := m.o.Handler(hctx, ev)
-		cancel()
-		if err == nil {
-			m.count(func(st *GroupStats) {
-				st.Handled++
-				if ev.Position <= h.redeliv {
-					st.Redelivered++
-				}
-			})
-			return attempt, false, nil
+	hctx, cancel := context.WithTimeout(ctx, max(h.until.Sub(clock.Now()), 0))
+	err := m.o.Handler(hctx, ev)
+	cancel()
+	if err == nil {
+		h.failPos, h.failAttempts, h.retryAt = 0, 0, time.Time{}
+		m.count(func(st *GroupStats) {
+			st.Handled++
+			if ev.Position <= h.redeliv {
+				st.Redelivered++
+			}
+		})
+		if h.stale[ev.Position] {
+			// A parked row from before may be left at this position: the event is handled now.
+			m.dropParked(ctx, ev.Shard, ev.Position)
+			delete(h.stale, ev.Position)
 		}
-		if ctx.Err() != nil {
-			return attempt, false, err
-		}
-		if m.o.MaxRetries >= 0 && attempt > m.o.MaxRetries {
-			return attempt, true, err
-		}
-		if !clock.Now().Add(delay).Before(h.until) {
-			return attempt, false, err // the hold would run out while waiting: leave the event for the next try
-		}
-		m.count(func(st *GroupStats) { st.Retries++ })
-		if _, werr := clock.Wait(ctx, delay, nil); werr != nil {
-			return attempt, false, werr
-		}
-		delay = min(2*delay, m.o.MaxRetryBackoff)
+		return true, nil
 	}
+	if ctx.Err() != nil || !clock.Now().Before(h.until) {
+		return false, err // stopping, or the hold ran out: the event is for whoever holds the slot next
+	}
+	h.failAttempts++
+	if m.o.MaxRetries >= 0 && h.failAttempts > m.o.MaxRetries {
+		perr := m.park(ctx, slot, h, ev, h.failAttempts, err.Error(), false)
+		if perr == nil {
+			h.failPos, h.failAttempts, h.retryAt = 0, 0, time.Time{}
+		}
+		return perr == nil, perr
+	}
+	// Try again after a backoff; meanwhile the member goes on with its other slots.
+	delay := m.o.RetryBackoff
+	for i := 1; i < h.failAttempts && delay < m.o.MaxRetryBackoff; i++ {
+		delay *= 2
+	}
+	h.retryAt = clock.Now().Add(min(delay, m.o.MaxRetryBackoff))
+	m.count(func(st *GroupStats) { st.Retries++ })
+	return false, nil
 }

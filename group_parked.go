@@ -7,7 +7,6 @@ import (
 	"slices"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/estuite/estuite/table"
 	"github.com/google/uuid"
@@ -63,24 +62,34 @@ func parkedRowKey(shard int, position int64) string {
 	return fmt.Sprintf("%02d-%019d", shard, position)
 }
 
+// parkReason is an error's text as a parked row holds it: valid UTF-8, at most 4 KiB.
+func parkReason(reason string) string {
+	reason = strings.ToValidUTF8(reason, "\uFFFD")
+	if len(reason) > maxParkedText {
+		reason = strings.ToValidUTF8(reason[:maxParkedText], "")
+	}
+	return reason
+}
+
 // park writes the parked row of ev, and (ParkBlocksStream) blocks its stream in the slot.
 func (m *GroupMember) park(ctx context.Context, slot GroupSlot, h *heldSlot, ev FeedEvent, attempts int, reason string, waiting bool) error {
-	if len(reason) > maxParkedText {
-		reason = reason[:maxParkedText]
-		for !utf8.ValidString(reason) {
-			reason = reason[:len(reason)-1]
-		}
-	}
 	pk := parkedPartition(m.o.Group)
 	row := table.Entity{PartitionKey: pk, RowKey: parkedRowKey(ev.Shard, ev.Position), Properties: map[string]any{
 		propShard: int64(ev.Shard), propRange: int64(slot.Range), propPosition: ev.Position,
 		propStream: ev.Stream, propVersion: ev.Version, propType: ev.Type, propID: ev.ID.String(),
-		propError: reason, propAttempts: int64(attempts), propWaiting: waiting, propReplay: false,
+		propError: parkReason(reason), propAttempts: int64(attempts), propWaiting: waiting, propReplay: false,
 		propUpdated: m.s.now().UTC(),
 	}}
 	if _, err := m.s.events.submitRefused(ctx, pk, []table.Op{{Kind: table.Upsert, Entity: row}}); err != nil {
+		// Perhaps written: should the event be handled when tried again, its row is deleted.
+		if h.stale == nil {
+			h.stale = make(map[int64]bool)
+		}
+		h.stale[ev.Position] = true
 		return err
 	}
+	delete(h.stale, ev.Position)
+	h.parked = true
 	m.count(func(st *GroupStats) { st.Parked++ })
 	if m.o.Park == ParkBlocksStream {
 		m.block(h, ev.Stream, ev.Position)
@@ -89,78 +98,119 @@ func (m *GroupMember) park(ctx context.Context, slot GroupSlot, h *heldSlot, ev 
 }
 
 func (m *GroupMember) block(h *heldSlot, stream string, position int64) {
-	if h.blocked == nil {
-		h.blocked, h.blocking = make(map[string]bool), make(map[string]int64)
+	if h.blocking == nil {
+		h.blocking = make(map[string]int64)
 	}
-	if !h.blocked[stream] {
-		h.blocked[stream], h.blocking[stream] = true, position
+	if _, ok := h.blocking[stream]; !ok {
+		h.blocking[stream] = position
 	}
 }
 
-// loadBlocked reads the parked events of a slot just taken: it blocks their streams
-// (ParkBlocksStream) and replays those a replay was asked for. One query of the parked
-// partition's rows of the slot's shard.
-func (m *GroupMember) loadBlocked(ctx context.Context, slot GroupSlot, h *heldSlot) error {
-	rows, err := m.s.parkedRows(ctx, m.o.Group, slot.Shard)
-	if err != nil {
-		return err
-	}
-	return m.replaySlot(ctx, slot, h, rows)
+// dropParked deletes a parked row that may be left at a position just handled.
+func (m *GroupMember) dropParked(ctx context.Context, shard int, position int64) {
+	pk := parkedPartition(m.o.Group)
+	op := table.Op{Kind: table.Delete, Entity: table.Entity{PartitionKey: pk, RowKey: parkedRowKey(shard, position)}, IfMatch: table.AnyETag}
+	_, _ = m.s.events.submitRefused(ctx, pk, []table.Op{op})
 }
 
-// replayParked looks at the parked events of every slot held: a replay (or a discard) was asked
-// for.
-func (m *GroupMember) replayParked(ctx context.Context) error {
-	byShard := make(map[int][]ParkedEvent)
-	rows, err := m.s.parkedRows(ctx, m.o.Group, -1)
-	if err != nil {
-		return err
-	}
-	for _, p := range rows {
-		byShard[p.Shard] = append(byShard[p.Shard], p)
-	}
-	for _, slot := range sortedSlots(m.held) {
-		if err := m.replaySlot(ctx, slot, m.held[slot], byShard[slot.Shard]); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// replaySlot handles, in position order, the slot's parked events that are due: those a replay
-// was asked for, and (ParkBlocksStream) waiting ones with no failed event of their stream before
-// them. A stream whose parked event fails again, or is not asked for, stays blocked from there.
-func (m *GroupMember) replaySlot(ctx context.Context, slot GroupSlot, h *heldSlot, rows []ParkedEvent) error {
-	h.blocked, h.blocking = nil, nil
-	stopped := make(map[string]bool) // streams blocked from here on
+// loadParked takes in the parked events of a slot just taken (read before the take). Those the
+// slot's checkpoint has passed block their streams (ParkBlocksStream), and are replayed at the
+// member's next look at the group if asked for; those after it were parked by a holder that
+// stopped before saving past them: the feed hands those events over again, as if never parked.
+func (m *GroupMember) loadParked(slot GroupSlot, h *heldSlot, rows []ParkedEvent) {
 	for _, p := range rows {
 		if p.Shard != slot.Shard || p.Range != slot.Range {
 			continue
 		}
+		if p.Position > h.position {
+			if h.stale == nil {
+				h.stale = make(map[int64]bool)
+			}
+			h.stale[p.Position] = true
+			continue
+		}
+		h.parked, h.replayDue = true, true
+		if m.o.Park == ParkBlocksStream {
+			m.block(h, p.Stream, p.Position)
+		}
+	}
+}
+
+// errReplayCut: a replay stopped before it looked at every due parked event (the hold ran out,
+// or the member is stopping); the next look at the group goes on with it.
+var errReplayCut = errors.New("estuite: replay of parked events cut short")
+
+// replayParked looks at the parked events of every slot held (a replay or a discard was asked
+// for, a slot was taken, or streams wait): one query of the parked partition.
+func (m *GroupMember) replayParked(ctx context.Context) error {
+	rows, err := m.s.parkedRows(ctx, m.o.Group, -1, 0)
+	if err != nil {
+		return err
+	}
+	var cut error
+	for _, slot := range sortedSlots(m.held) {
+		if err := m.replaySlot(ctx, slot, m.held[slot], rows); err != nil {
+			if !errors.Is(err, errReplayCut) {
+				return err
+			}
+			cut = err
+		}
+	}
+	return cut
+}
+
+// replaySlot handles, in position order, the slot's parked events that are due and that its
+// checkpoint has passed: those a replay was asked for, and (ParkBlocksStream) waiting ones with
+// no failed event of their stream before them. A stream whose parked event fails again, or is
+// not asked for, stays blocked from there.
+func (m *GroupMember) replaySlot(ctx context.Context, slot GroupSlot, h *heldSlot, rows []ParkedEvent) error {
+	h.blocking, h.parked = nil, false
+	stopped := make(map[string]bool) // streams blocked from here on
+	var cut error
+	for _, p := range rows {
+		if p.Shard != slot.Shard || p.Range != slot.Range || p.Position > h.position {
+			continue // another slot's, or one the feed hands over again
+		}
+		h.parked = true
 		due := p.Replay || p.Waiting && m.o.Park == ParkBlocksStream
-		if stopped[p.Stream] || !due || ctx.Err() != nil || !m.o.Clock.Now().Before(h.until) {
+		blocks := m.o.Park == ParkBlocksStream
+		if !due || stopped[p.Stream] {
+			if blocks {
+				stopped[p.Stream] = true
+				m.block(h, p.Stream, p.Position)
+			}
+			continue
+		}
+		if ctx.Err() != nil || !m.o.Clock.Now().Before(h.until) {
+			cut = errReplayCut
 			stopped[p.Stream] = true
-			if m.o.Park == ParkBlocksStream {
+			if blocks {
 				m.block(h, p.Stream, p.Position)
 			}
 			continue
 		}
 		ok, err := m.replayOne(ctx, slot, h, p)
-		if err != nil {
+		if err != nil && !errors.Is(err, errReplayCut) {
 			return err
+		}
+		if err != nil {
+			cut = err
 		}
 		if !ok {
 			stopped[p.Stream] = true
-			if m.o.Park == ParkBlocksStream {
+			if blocks {
 				m.block(h, p.Stream, p.Position)
 			}
 		}
 	}
-	return nil
+	if cut == nil {
+		h.replayDue = false
+	}
+	return cut
 }
 
-// replayOne reads a parked event from the feed and hands it to the handler: on success its row
-// goes; on failure the row records the new error, no longer waiting or asked for.
+// replayOne reads a parked event from the feed and hands it to the handler, once: on success its
+// row goes; on failure the row records the new error, no longer waiting or asked for.
 func (m *GroupMember) replayOne(ctx context.Context, slot GroupSlot, h *heldSlot, p ParkedEvent) (bool, error) {
 	pk := parkedPartition(m.o.Group)
 	page, err := m.s.ReadFeed(ctx, &FeedOptions{Shard: p.Shard, After: p.Position - 1, Limit: 1, IncludeRedacted: true})
@@ -171,23 +221,25 @@ func (m *GroupMember) replayOne(ctx context.Context, slot GroupSlot, h *heldSlot
 	if len(page.Events) == 0 || page.Events[0].Position != p.Position || page.Events[0].Redacted {
 		// Removed from the feed since (a scavenger redacted it): nothing is left to handle.
 		_, err := m.s.events.submitRefused(ctx, pk, []table.Op{del})
-		return err == nil || errors.Is(err, table.ErrNotFound), nil
+		if err != nil && !errors.Is(err, table.ErrNotFound) {
+			return false, err
+		}
+		return true, nil
 	}
 	ev := page.Events[0]
 	if ev.Stream != p.Stream || ev.Version != p.Version {
 		return false, corrupt(pk, parkedRowKey(p.Shard, p.Position), "parked row names %s@%d, the feed holds %s@%d there", p.Stream, p.Version, ev.Stream, ev.Version)
 	}
-	attempts, _, herr := m.handle(ctx, h, ev)
+	clock := m.o.Clock
+	hctx, cancel := context.WithTimeout(ctx, max(h.until.Sub(clock.Now()), 0))
+	herr := m.o.Handler(hctx, ev)
+	cancel()
 	if herr != nil {
-		if ctx.Err() != nil {
-			return false, nil
-		}
-		reason := herr.Error()
-		if len(reason) > maxParkedText {
-			reason = strings.ToValidUTF8(reason[:maxParkedText], "")
+		if ctx.Err() != nil || !clock.Now().Before(h.until) {
+			return false, errReplayCut // not a failure of the event: tried again at the next look
 		}
 		merge := table.Entity{PartitionKey: pk, RowKey: del.Entity.RowKey, Properties: map[string]any{
-			propError: reason, propAttempts: int64(p.Attempts + attempts), propWaiting: false, propReplay: false, propUpdated: m.s.now().UTC(),
+			propError: parkReason(herr.Error()), propAttempts: int64(p.Attempts + 1), propWaiting: false, propReplay: false, propUpdated: m.s.now().UTC(),
 		}}
 		_, err := m.s.events.submitRefused(ctx, pk, []table.Op{{Kind: table.Merge, Entity: merge, IfMatch: table.AnyETag}})
 		if err != nil && !errors.Is(err, table.ErrNotFound) {
@@ -195,21 +247,25 @@ func (m *GroupMember) replayOne(ctx context.Context, slot GroupSlot, h *heldSlot
 		}
 		return false, nil
 	}
+	m.count(func(st *GroupStats) {
+		st.Handled++
+		st.Replayed++
+	})
 	if _, err := m.s.events.submitRefused(ctx, pk, []table.Op{del}); err != nil && !errors.Is(err, table.ErrNotFound) {
 		return true, err
 	}
-	m.count(func(st *GroupStats) { st.Replayed++ })
 	return true, nil
 }
 
 // parkedRows reads the group's parked events (of one shard, or all when shard < 0), in shard and
-// position order.
-func (s *Store) parkedRows(ctx context.Context, group string, shard int) ([]ParkedEvent, error) {
+// position order: the first limit of them when limit > 0.
+func (s *Store) parkedRows(ctx context.Context, group string, shard, limit int) ([]ParkedEvent, error) {
 	q := table.Query{PartitionKey: parkedPartition(group)}
 	if shard >= 0 {
 		q.From, q.To = fmt.Sprintf("%02d-", shard), fmt.Sprintf("%02d.", shard)
 	}
 	var out []ParkedEvent
+	errEnough := errors.New("enough parked events")
 	err := s.events.queryPages(ctx, q, func(p table.Page) error {
 		for _, row := range p.Entities {
 			pe, err := decodeParked(row)
@@ -217,9 +273,15 @@ func (s *Store) parkedRows(ctx context.Context, group string, shard int) ([]Park
 				return err
 			}
 			out = append(out, pe)
+			if limit > 0 && len(out) == limit {
+				return errEnough
+			}
 		}
 		return nil
 	})
+	if errors.Is(err, errEnough) {
+		err = nil
+	}
 	slices.SortFunc(out, func(a, b ParkedEvent) int {
 		if a.Shard != b.Shard {
 			return a.Shard - b.Shard
@@ -250,9 +312,10 @@ func decodeParked(row table.Entity) (ParkedEvent, error) {
 	return p, nil
 }
 
-// ParkedEvents returns the consumer group's parked events, in shard and position order: at most
-// limit of them when limit > 0. One query of the group's parked partition (a request per 1,000
-// events). A group that does not exist is ErrNotFound.
+// ParkedEvents returns the consumer group's parked events, in shard and position order: the first
+// limit of them when limit > 0 (row keys sort by shard, then position). One point read of the
+// group's catalog row and a query of its parked partition (a request per 1,000 events). A group
+// that does not exist is ErrGroupNotFound.
 func (s *Store) ParkedEvents(ctx context.Context, group string, limit int) ([]ParkedEvent, error) {
 	if err := s.checkOpen(); err != nil {
 		return nil, err
@@ -263,14 +326,7 @@ func (s *Store) ParkedEvents(ctx context.Context, group string, limit int) ([]Pa
 	if _, err := s.groupConfigOf(ctx, group); err != nil {
 		return nil, err
 	}
-	rows, err := s.parkedRows(ctx, group, -1)
-	if err != nil {
-		return nil, err
-	}
-	if limit > 0 && len(rows) > limit {
-		rows = rows[:limit]
-	}
-	return rows, nil
+	return s.parkedRows(ctx, group, -1, limit)
 }
 
 // groupConfigOf reads an existing group's catalog row.
@@ -283,16 +339,25 @@ func (s *Store) groupConfigOf(ctx context.Context, group string) (groupConfig, e
 
 // ReplayParked asks the consumer group to handle parked events again: those named, or every one
 // when refs is empty. The member holding an event's slot replays it at its next look at the
-// group (within a third of its lease duration), in position order within each stream; an event
-// that fails again stays parked with its new error. It returns how many events it marked; a ref
-// that names no parked event is an *InvalidInputError, and nothing is marked.
+// group (within a third of its lease duration), in position order within each stream, trying it
+// once; an event that fails again stays parked with its new error. It returns how many events it
+// marked; a ref that names no parked event, or one named twice, is an *InvalidInputError, and
+// nothing is marked. Cost: a point read, a query of the parked partition, a batch per 100
+// events marked, and one write that tells the members (the group's replay row). Should that
+// last write fail, the members still find the marks within a lease duration: while a slot they
+// hold has parked events, they look at them at least that often.
+//
+// A replay (or discard) acts on events the group's checkpoints have passed. An event parked by a
+// member that stopped before saving its checkpoint past it is handed over again from the feed
+// to the slot's next holder, as if it had never been parked.
 func (s *Store) ReplayParked(ctx context.Context, group string, refs []ParkedRef) (int, error) {
 	return s.changeParked(ctx, group, refs, false)
 }
 
 // DiscardParked deletes parked events (those named, or every one when refs is empty) without
 // handling them; with ParkBlocksStream the events waiting behind them are then handled. It
-// returns how many it deleted.
+// returns how many it deleted. WaitGroupHandled on a discarded event returns nil: the group has
+// passed it. Costs and errors as for ReplayParked.
 func (s *Store) DiscardParked(ctx context.Context, group string, refs []ParkedRef) (int, error) {
 	return s.changeParked(ctx, group, refs, true)
 }
@@ -304,7 +369,7 @@ func (s *Store) changeParked(ctx context.Context, group string, refs []ParkedRef
 	if _, err := s.groupConfigOf(ctx, group); err != nil {
 		return 0, err
 	}
-	rows, err := s.parkedRows(ctx, group, -1)
+	rows, err := s.parkedRows(ctx, group, -1, 0)
 	if err != nil {
 		return 0, err
 	}
@@ -315,11 +380,16 @@ func (s *Store) changeParked(ctx context.Context, group string, refs []ParkedRef
 			have[ParkedRef{p.Shard, p.Position}] = p
 		}
 		chosen = nil
+		named := make(map[ParkedRef]bool, len(refs))
 		for _, r := range refs {
 			p, ok := have[r]
-			if !ok {
-				return 0, invalid("positions", "no event is parked at shard %d, position %d", r.Shard, r.Position)
+			switch {
+			case named[r]:
+				return 0, invalid("events", "shard %d, position %d is named twice", r.Shard, r.Position)
+			case !ok:
+				return 0, invalid("events", "no event is parked at shard %d, position %d", r.Shard, r.Position)
 			}
+			named[r] = true
 			chosen = append(chosen, p)
 		}
 	}

@@ -74,7 +74,7 @@ func (c groupConfig) info() GroupInfo {
 }
 
 // GroupState reads a consumer group's rows: its catalog row, its partition (members and slots),
-// each feed shard's head, and its parked events — 3 + FeedShards requests (more for more than
+// each feed shard's head (FeedHeadOf: usually two point reads), and its parked events — 3 + 2 × FeedShards requests (more for more than
 // 1,000 parked events). A group that does not exist is ErrGroupNotFound.
 func (s *Store) GroupState(ctx context.Context, group string) (GroupState, error) {
 	if err := s.checkOpen(); err != nil {
@@ -133,7 +133,7 @@ func (s *Store) GroupState(ctx context.Context, group string) (GroupState, error
 		st.Members[i].Slots = owners[st.Members[i].Name]
 	}
 	slices.SortFunc(st.Members, func(a, b GroupMemberState) int { return strings.Compare(a.Name, b.Name) })
-	parked, err := s.parkedRows(ctx, group, -1)
+	parked, err := s.parkedRows(ctx, group, -1, 0)
 	if err != nil {
 		return GroupState{}, err
 	}
@@ -150,6 +150,9 @@ func (s *Store) GroupState(ctx context.Context, group string) (GroupState, error
 // A member saves its checkpoint when it is caught up, so the wait ends about a save after the
 // handler ran.
 func (s *Store) WaitGroupHandled(ctx context.Context, group, stream string, version int64) error {
+	if err := s.checkOpen(); err != nil {
+		return err
+	}
 	cfg, err := s.groupConfigOf(ctx, group)
 	if err != nil {
 		return err

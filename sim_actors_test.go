@@ -373,6 +373,9 @@ func (sim *simRun) spawnProcess(m *simMachine, delay time.Duration, resume bool)
 		p.actors = append(p.actors, a)
 		sim.procOf[a] = p
 	}
+	if sim.world.group != nil && !sturdy {
+		sim.spawnMember(p, up, writersGone)
+	}
 }
 
 // spawnAnnouncer starts a writer's companion actor for this generation: it writes early markers
@@ -404,6 +407,7 @@ func (sim *simRun) crashed(a *simsched.Actor) {
 		return
 	}
 	p.dead = true
+	sim.noteMemberChange(sim.sched.Now())
 	if mon := sim.world.mon; p.owner == mon.owner || sim.p.feedShards > 1 && mon.holds(p.owner) {
 		mon.disrupt(sim.sched.Now(), mon.takeover+sim.p.restartDelay, "the lease holder "+p.name+" crashed")
 		mon.orphaned = true
@@ -470,6 +474,9 @@ func isClosed(ch <-chan struct{}) bool {
 // paused notes a pause of the lease holder's dispatcher, or of any dispatcher while the lease is
 // orphaned (its holder crashed): the one paused may be the one to take over.
 func (sim *simRun) paused(a *simsched.Actor, d time.Duration) {
+	if a.Kind == "member" {
+		sim.noteMemberChange(sim.sched.Now().Add(d))
+	}
 	if p := sim.procOf[a]; p != nil && slices.Contains(p.disps, a) && (p.owner == sim.world.mon.owner || sim.world.mon.orphaned || sim.p.feedShards > 1) {
 		mon := sim.world.mon
 		extra := d // it holds its lease and goes on

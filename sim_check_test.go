@@ -76,8 +76,9 @@ type simWorld struct {
 	done     map[string]*simHandled
 	problems []string
 	stats    struct{ ok, dup, wev, unavailable, crashed, redelivered, snapSaved, snapshots, withdrawn, refusedDeleted, redacted int }
-	erase    *simErasure  // nil: the seed runs no erasure (sim_erase_test.go)
-	del      *simDeletion // nil: the seed deletes no stream (sim_delete_test.go)
+	erase    *simErasure    // nil: the seed runs no erasure (sim_erase_test.go)
+	del      *simDeletion   // nil: the seed deletes no stream (sim_delete_test.go)
+	group    *simGroupWorld // nil: the seed runs no consumer group (sim_group_test.go)
 }
 
 // noteWithdrawn counts a command that announced its append and then withdrew it.

@@ -445,6 +445,9 @@ func runSimulationInBubble(p simParams, dir string) (res simResult) {
 	world := &simWorld{sched: sched, commits: make(map[string]*simCommit), subs: make(map[string][]*simInstance), done: make(map[string]*simHandled)}
 	sim.world = world
 	world.erase = newSimErasure(p.cfg.Seed)
+	if simGroups(p.cfg.Seed) {
+		world.group = newSimGroupWorld(p.cfg.Seed)
+	}
 	del, deleter, deleterOn := newSimDeleter(p, streams)
 	world.del = del
 	mon, err := newSimMonitor(world, backend, streams, func(s string) int { return simFeedShardOf(s, p.feedShards)*4 + simShardOf(s) })
@@ -545,6 +548,8 @@ func runSimulationInBubble(p simParams, dir string) (res simResult) {
 	if world.del != nil {
 		res.problems = append(res.problems, world.del.checkFinalScavenge(final, streams)...)
 	}
+	problems, groupSummary := sim.checkGroup(final, finalEvents)
+	res.problems = append(res.problems, problems...)
 	s := world.stats
 	kind := "small"
 	if p.big {
@@ -558,7 +563,7 @@ func runSimulationInBubble(p simParams, dir string) (res simResult) {
 	}
 	res.summary = fmt.Sprintf("%s on %s, %d feed shard(s), feed pages of %d; %d machines (clocks %v), %d writers, %d crashes, %d restarts; %d steps in %v virtual; appends: %d ok, %d duplicate, %d wrong version, %d unavailable, %d crashed, %d with their snapshot saved (%d streams end with one), %d commands withdrawn (of those announced early, %.0f%% of all), %d feed entries redacted by the scavenger; subscriptions handled %d positions (%d redelivered); feed %d events (%d by the final dispatcher); longest wait for the feed %v (calm %v, base allowance %v); backlog up to %d events (%v each)",
 		kind, store, p.feedShards, p.feedPageSize, p.machines, p.offsets, len(p.writersOn), sim.crashes, sim.restarts, res.steps, virtual.Round(time.Millisecond),
-		s.ok, s.dup, s.wev, s.unavailable, s.crashed, s.snapSaved, s.snapshots, s.withdrawn, 100*p.announce, s.redacted, world.handledTotal(), s.redelivered, feedLen, finalEvents, mon.maxWait.Round(time.Millisecond), mon.maxCalm.Round(time.Millisecond), mon.base.Round(time.Millisecond), mon.maxPeak, mon.perEvent) + erasure + del.summary(world)
+		s.ok, s.dup, s.wev, s.unavailable, s.crashed, s.snapSaved, s.snapshots, s.withdrawn, 100*p.announce, s.redacted, world.handledTotal(), s.redelivered, feedLen, finalEvents, mon.maxWait.Round(time.Millisecond), mon.maxCalm.Round(time.Millisecond), mon.base.Round(time.Millisecond), mon.maxPeak, mon.perEvent) + erasure + del.summary(world) + groupSummary
 	return res
 }
 
