@@ -198,6 +198,11 @@ func TestConsumerGroupRoutesRoundTrip(t *testing.T) {
 		}
 	}
 
+	r = h.do("HEAD", "/groups", nil)
+	mustStatus(t, r, http.StatusOK)
+	if len(r.body) != 0 || r.header.Get("Content-Type") != "application/json" {
+		t.Fatalf("HEAD /groups: %q %v", r.body, r.header)
+	}
 	r = h.do("GET", "/groups", nil)
 	mustStatus(t, r, http.StatusOK)
 	var groups groupsBody
@@ -519,6 +524,15 @@ func TestConsumerGroupBadInput(t *testing.T) {
 			}
 			if code := r.errorCode(t); code != c.code {
 				t.Fatalf("code %s, want %s: %.300s", code, c.code, r.body)
+			}
+			if c.status == http.StatusMethodNotAllowed {
+				want := "GET, HEAD"
+				if strings.Contains(c.path, "/parked/") {
+					want = "POST"
+				}
+				if got := r.header.Get("Allow"); got != want {
+					t.Fatalf("Allow %q, want %q", got, want)
+				}
 			}
 		})
 	}
