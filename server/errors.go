@@ -27,6 +27,9 @@ const (
 	codeStreamContended      = "stream_contended"
 	codeUnavailable          = "unavailable"
 	codeTooManyLiveStreams   = "too_many_live_streams"
+	codeGroupNotFound        = "group_not_found"
+	codeEventParked          = "event_parked"
+	codeTimeout              = "timeout"
 	codeInternal             = "internal"
 	// codeClientClosed is never sent (nobody is listening): it labels the metrics and logs of
 	// a request whose client went away before it was answered.
@@ -46,6 +49,7 @@ type apiError struct {
 	ActualVersion *int64 `json:"actualVersion,omitempty"`
 	CommitID      string `json:"commitId,omitempty"`
 	EventID       string `json:"eventId,omitempty"`
+	Parked        bool   `json:"parked,omitempty"` // event_parked: the event waited for was parked
 	Err           error  `json:"-"`
 	// quiet logs the answer at Debug: see logLevel.
 	quiet bool
@@ -118,6 +122,10 @@ func toAPIError(err error) *apiError {
 		return &apiError{Status: http.StatusGone, Code: codeSubjectForgotten, Message: msg, Err: err}
 	case errors.Is(err, estuite.ErrStreamNotFound):
 		return &apiError{Status: http.StatusNotFound, Code: codeStreamNotFound, Message: "the stream has never been written, or was deleted", Err: err}
+	case errors.Is(err, estuite.ErrGroupNotFound):
+		return &apiError{Status: http.StatusNotFound, Code: codeGroupNotFound, Message: msg, Err: err}
+	case errors.Is(err, estuite.ErrEventParked):
+		return &apiError{Status: http.StatusConflict, Code: codeEventParked, Message: msg, Parked: true, Err: err}
 	case errors.Is(err, estuite.ErrInvalidInput):
 		return &apiError{Status: http.StatusBadRequest, Code: codeInvalidRequest, Message: msg, Err: err}
 	case errors.Is(err, estuite.ErrTooLarge):

@@ -240,9 +240,33 @@ func (s *Server) shardParam(q url.Values) (int, error) {
 	return int(v), err
 }
 
-// handleHealth serves GET /healthz.
+// shardHealthJSON is what /healthz says of one feed shard's dispatcher in this process.
+type shardHealthJSON struct {
+	Shard                int     `json:"shard"`
+	Running              bool    `json:"running"`
+	LeaseHeld            bool    `json:"leaseHeld"`
+	FeedHead             int64   `json:"feedHead"`
+	PendingStreams       int     `json:"pendingStreams"`
+	OldestPendingSeconds float64 `json:"oldestPendingSeconds"`
+}
+
+// handleHealth serves GET /healthz: "ok", and with Options.ShardDispatchers what each shard's
+// dispatcher in this process knows of its shard (from memory: no storage request).
 func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	if len(s.shardDisps) == 0 {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+		return
+	}
+	shards := make([]shardHealthJSON, len(s.shardDisps))
+	for shard, d := range s.shardDisps {
+		h := d.Health()
+		shards[shard] = shardHealthJSON{Shard: shard, Running: h.Running, LeaseHeld: h.LeaseHeld, FeedHead: h.FeedHead,
+			PendingStreams: h.Pending, OldestPendingSeconds: h.OldestPending.Seconds()}
+	}
+	writeJSON(w, http.StatusOK, struct {
+		Status string            `json:"status"`
+		Shards []shardHealthJSON `json:"shards"`
+	}{"ok", shards})
 }
 
 // stream returns the request's stream name: its path segment, percent-decoded once.

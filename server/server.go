@@ -1,5 +1,6 @@
 // Package server serves an Estuite store over HTTP: appends, stream reads, the global feed (paged,
-// and live as Server-Sent Events), a health check and Prometheus metrics.
+// and live as Server-Sent Events), consumer groups (their state, parked events, waiting for a
+// group to handle an event), a health check and Prometheus metrics.
 //
 // The HTTP contract — every route, body, error code and limit — is written down in
 // docs/http-api.md; clients rely on it, so a change to it is a change to that document first.
@@ -135,8 +136,9 @@ type Options struct {
 	// default). Optional.
 	Dispatcher *estuite.Dispatcher
 	// ShardDispatchers, for a store of several feed shards, are this process's dispatchers of
-	// every shard (a DispatchGroup's): /metrics then reports each one's lease, feed head and
-	// pending work with a shard label. Optional.
+	// every shard (a DispatchGroup's), in shard order: /metrics then reports each one's lease,
+	// feed head and pending work with a shard label, and /healthz lists the same per shard (also
+	// for a store of one shard, given its one dispatcher here). Optional.
 	ShardDispatchers []*estuite.Dispatcher
 	// MaxSubscriptionMetrics bounds how many durable subscriptions /metrics reports the
 	// checkpoint distance of. Each scrape costs one query of the checkpoint partition (one
@@ -270,10 +272,10 @@ func New(opts Options) (*Server, error) {
 // returns the same handler.
 func (s *Server) Handler() http.Handler { return s.handler }
 
-// Close ends every live feed stream and refuses new ones (503 unavailable), so that
-// http.Server.Shutdown, which waits for running requests, can finish (a stream whose client has
-// stopped reading ends within Options.LiveWriteTimeout). Other requests are served
-// as before. Close does not close the store.
+// Close ends every live feed stream and consumer group wait (GET /groups/{group}/wait), and
+// refuses new ones (503 unavailable), so that http.Server.Shutdown, which waits for running
+// requests, can finish (a stream whose client has stopped reading ends within
+// Options.LiveWriteTimeout). Other requests are served as before. Close does not close the store.
 func (s *Server) Close() {
 	s.closeOnce.Do(func() { close(s.closing) })
 }
@@ -292,6 +294,12 @@ const (
 	routeFeedAll   = "GET /feed/all"
 	routeSubject   = "GET /subjects/{subject}"
 	routeForget    = "DELETE /subjects/{subject}"
+	routeGroups    = "GET /groups"
+	routeGroup     = "GET /groups/{group}"
+	routeParked    = "GET /groups/{group}/parked"
+	routeReplay    = "POST /groups/{group}/parked/replay"
+	routeDiscard   = "POST /groups/{group}/parked/discard"
+	routeGroupWait = "GET /groups/{group}/wait"
 	routeHealth    = "GET /healthz"
 	routeMetrics   = "GET /metrics"
 	routeUnmatched = "unmatched"
@@ -309,7 +317,7 @@ func (s *Server) routes(metricsHandler http.Handler) http.Handler {
 				return
 			}
 			switch route {
-			case routeAppend, routePutMeta:
+			case routeAppend, routePutMeta, routeReplay, routeDiscard:
 				if !s.jsonBody(w, r) {
 					return
 				}
@@ -331,21 +339,33 @@ func (s *Server) routes(metricsHandler http.Handler) http.Handler {
 	handle(routeFeedAll, false, s.handleFeedAll)
 	handle(routeSubject, false, s.handleSubject)
 	handle(routeForget, false, s.handleForget)
+	handle(routeGroups, false, s.handleGroups)
+	handle(routeGroup, false, s.handleGroup)
+	handle(routeParked, false, s.handleParked)
+	handle(routeReplay, false, s.handleReplay)
+	handle(routeDiscard, false, s.handleDiscard)
+	handle(routeGroupWait, false, s.handleGroupWait)
 	handle(routeHealth, true, s.handleHealth)
 	handle(routeMetrics, false, metricsHandler.ServeHTTP)
 	// The same paths without a method answer 405; any other path 404. Both after authentication,
 	// so that a client without the token learns nothing about the routes.
 	allowed := map[string]string{
-		"/streams/{stream}":          "GET, HEAD, POST, DELETE",
-		"/streams/{stream}/events":   "GET, HEAD",
-		"/streams/{stream}/metadata": "GET, HEAD, PUT",
-		"/feed":                      "GET, HEAD",
-		"/feed/live":                 "GET, HEAD",
-		"/feed/all":                  "GET, HEAD",
-		"/subjects/{subject}":        "GET, HEAD, DELETE",
-		"/admin/scavenge":            "POST",
-		"/healthz":                   "GET, HEAD",
-		"/metrics":                   "GET, HEAD",
+		"/streams/{stream}":              "GET, HEAD, POST, DELETE",
+		"/streams/{stream}/events":       "GET, HEAD",
+		"/streams/{stream}/metadata":     "GET, HEAD, PUT",
+		"/feed":                          "GET, HEAD",
+		"/feed/live":                     "GET, HEAD",
+		"/feed/all":                      "GET, HEAD",
+		"/subjects/{subject}":            "GET, HEAD, DELETE",
+		"/admin/scavenge":                "POST",
+		"/groups":                        "GET, HEAD",
+		"/groups/{group}":                "GET, HEAD",
+		"/groups/{group}/parked":         "GET, HEAD",
+		"/groups/{group}/parked/replay":  "POST",
+		"/groups/{group}/parked/discard": "POST",
+		"/groups/{group}/wait":           "GET, HEAD",
+		"/healthz":                       "GET, HEAD",
+		"/metrics":                       "GET, HEAD",
 	}
 	for p, methods := range allowed {
 		mux.HandleFunc(p, func(w http.ResponseWriter, r *http.Request) {
@@ -438,6 +458,7 @@ func (s *Server) authorized(w http.ResponseWriter, r *http.Request) bool {
 type requestInfo struct {
 	route  string
 	stream string
+	group  string    // the consumer group of a /groups/{group} route
 	err    *apiError // the error answered, if any
 }
 
@@ -504,6 +525,9 @@ func (s *Server) finish(w *responseWriter, r *http.Request, info *requestInfo, t
 			slog.String("message", e.Message)}
 		if info.stream != "" {
 			attrs = append(attrs, slog.String("stream", info.stream))
+		}
+		if info.group != "" {
+			attrs = append(attrs, slog.String("group", info.group))
 		}
 		if e.Err != nil {
 			attrs = append(attrs, slog.String("err", e.Err.Error()))

@@ -6,6 +6,8 @@
 //	estuite read STREAM
 //	estuite feed [--after P] [--follow]
 //	estuite verify [--repair]
+//	estuite groups | group GROUP | parked GROUP
+//	estuite parked replay|discard GROUP (--all | SHARD:POSITION ...)
 //
 // Every command takes the same backend flags; `estuite COMMAND --help` lists them.
 package main
