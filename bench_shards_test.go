@@ -2,14 +2,17 @@ package estuite_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/estuite/estuite"
 	"github.com/estuite/estuite/internal/azuritetest"
 	"github.com/estuite/estuite/internal/throttle"
+	"github.com/estuite/estuite/table"
 	"github.com/estuite/estuite/table/azure"
 )
 
@@ -120,6 +123,141 @@ func BenchmarkFeedShardIngest(b *testing.B) {
 				b.Logf("%d shards: %d events in %v; %d requests through the proxy, %d refused", shards, total, elapsed.Round(time.Millisecond), st.Requests, st.Throttled)
 				srv.Close()
 				s.Close()
+				writer.Close()
+			}
+		})
+	}
+}
+
+// BenchmarkGroupProjection measures a consumer group's projection throughput with 1, 2 and 4
+// members, each a process of its own (a Store on the throttling proxy), through Azure's targets
+// scaled down as for BenchmarkFeedShardIngest. The projection upserts one read-model row per
+// event (partition: the event's stream) through the same proxy, so a member goes as fast as its
+// handler's storage writes, one at a time. The store has 4 feed shards and the group 2 ranges a
+// shard: 8 slots. The 3,200 events over 64 streams are in the feed before the members start; the
+// rate is taken from the moment every member holds its share of the slots to the last event
+// handled.
+func BenchmarkGroupProjection(b *testing.B) {
+	limits := throttle.Limits{PartitionEntitiesPerSecond: 200, AccountTransactionsPerSecond: 2000}
+	const shards, streams, perStream = 4, 64, 50
+	for _, members := range []int{1, 2, 4} {
+		b.Run(fmt.Sprintf("members=%d", members), func(b *testing.B) {
+			for range b.N {
+				ctx := context.Background()
+				conn := azuritetest.ConnectionString(b)
+				prefix := uniquePrefix(b)
+				direct, err := azure.Open(conn, nil)
+				if err != nil {
+					b.Fatal(err)
+				}
+				writer, err := estuite.Open(ctx, direct, &estuite.Options{TablePrefix: prefix, FeedShards: shards})
+				if err != nil {
+					b.Fatal(err)
+				}
+				for i := range streams {
+					evs := make([]estuite.EventData, perStream)
+					for j := range evs {
+						evs[j] = estuite.EventData{Type: "Ticked", Data: []byte(`{"n":1}`)}
+					}
+					if _, err := writer.Append(ctx, fmt.Sprintf("p-%d", i), evs, nil); err != nil {
+						b.Fatal(err)
+					}
+				}
+				g := estuite.NewDispatchGroup(writer, &estuite.DispatcherOptions{PollInterval: 10 * time.Millisecond, ScavengeInterval: -1})
+				if err := g.Start(ctx); err != nil {
+					b.Fatal(err)
+				}
+				for i := range streams {
+					if _, err := writer.WaitDispatched(ctx, fmt.Sprintf("p-%d", i), perStream); err != nil {
+						b.Fatal(err)
+					}
+				}
+				g.Stop()
+				total := int64(streams * perStream)
+
+				srv, err := throttle.Front(conn, limits)
+				if err != nil {
+					b.Fatal(err)
+				}
+				retry := estuite.RetryPolicy{MaxAttempts: 50, BaseDelay: 2 * time.Millisecond, MaxDelay: 50 * time.Millisecond}
+				var handled atomic.Int64
+				var ms []*estuite.GroupMember
+				var stores []*estuite.Store
+				b.ResetTimer()
+				for k := range members {
+					throttled, err := azure.Open(srv.ConnectionString, nil)
+					if err != nil {
+						b.Fatal(err)
+					}
+					s, err := estuite.Open(ctx, throttled, &estuite.Options{TablePrefix: prefix, Retry: retry})
+					if err != nil {
+						b.Fatal(err)
+					}
+					model, err := throttled.OpenTable(ctx, prefix+"model")
+					if err != nil {
+						b.Fatal(err)
+					}
+					stores = append(stores, s)
+					m, err := s.JoinGroup(ctx, estuite.GroupOptions{
+						Group: "projection", Member: fmt.Sprintf("member-%d", k), Ranges: 2,
+						LeaseDuration: time.Second, PollInterval: 10 * time.Millisecond, MaxPollInterval: 50 * time.Millisecond,
+						Handler: func(ctx context.Context, ev estuite.FeedEvent) error {
+							row := table.Entity{PartitionKey: ev.Stream, RowKey: "count", Properties: map[string]any{"Version": ev.Version}}
+							for attempt := 0; ; attempt++ {
+								_, err := model.Submit(ctx, ev.Stream, []table.Op{{Kind: table.Upsert, Entity: row}})
+								if err == nil {
+									handled.Add(1)
+									return nil
+								}
+								if !errors.Is(err, table.ErrTransient) || attempt > 50 {
+									return err
+								}
+								time.Sleep(2 * time.Millisecond) // refused by the proxy: as the SDK's retry would
+							}
+						},
+					})
+					if err != nil {
+						b.Fatal(err)
+					}
+					ms = append(ms, m)
+				}
+				share := 8 / members
+				settled := func() bool {
+					for _, m := range ms {
+						if len(m.Slots()) != share {
+							return false
+						}
+					}
+					return true
+				}
+				for !settled() && handled.Load() < total {
+					time.Sleep(time.Millisecond)
+				}
+				start, from := time.Now(), handled.Load()
+				for handled.Load() < total && time.Since(start) < 3*time.Minute {
+					time.Sleep(5 * time.Millisecond)
+				}
+				elapsed := time.Since(start)
+				b.StopTimer()
+				var redelivered int64
+				for _, m := range ms {
+					redelivered += m.Stats().Redelivered
+					m.Stop()
+				}
+				if got := handled.Load(); got < total {
+					b.Fatalf("%d of %d events handled after %v", got, total, elapsed)
+				}
+				if from == total {
+					b.Fatalf("every event was handled before the members settled: nothing measured")
+				}
+				st := srv.Stats()
+				b.ReportMetric(float64(total-from)/elapsed.Seconds(), "events/s")
+				b.Logf("%d members: %d events after settling in %v (%d before); %d requests through the proxy, %d refused; %d redelivered",
+					members, total-from, elapsed.Round(time.Millisecond), from, st.Requests, st.Throttled, redelivered)
+				for _, s := range stores {
+					s.Close()
+				}
+				srv.Close()
 				writer.Close()
 			}
 		})

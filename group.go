@@ -485,7 +485,8 @@ func (m *GroupMember) loop(ctx context.Context) error {
 		}
 		wait := poll
 		if next := m.nextDue(); !next.IsZero() {
-			wait = min(wait, max(next.Sub(clock.Now()), 0))
+			// At least a millisecond: a wait shorter than a clock's resolution would spin.
+			wait = min(wait, max(next.Sub(clock.Now()), time.Millisecond))
 		}
 		woken, err := clock.Wait(ctx, wait, wake)
 		if err != nil {

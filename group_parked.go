@@ -209,8 +209,8 @@ func (m *GroupMember) replaySlot(ctx context.Context, slot GroupSlot, h *heldSlo
 	return cut
 }
 
-// replayOne reads a parked event from the feed and hands it to the handler, once: on success its
-// row goes; on failure the row records the new error, no longer waiting or asked for.
+// replayOne reads a parked event from the feed and hands it to the handler, with the member's
+// retries and backoff (within the slot's hold, on the member's loop): on success its row goes; on failure the row records the new error, no longer waiting or asked for.
 func (m *GroupMember) replayOne(ctx context.Context, slot GroupSlot, h *heldSlot, p ParkedEvent) (bool, error) {
 	pk := parkedPartition(m.o.Group)
 	page, err := m.s.ReadFeed(ctx, &FeedOptions{Shard: p.Shard, After: p.Position - 1, Limit: 1, IncludeRedacted: true})
@@ -231,9 +231,24 @@ func (m *GroupMember) replayOne(ctx context.Context, slot GroupSlot, h *heldSlot
 		return false, corrupt(pk, parkedRowKey(p.Shard, p.Position), "parked row names %s@%d, the feed holds %s@%d there", p.Stream, p.Version, ev.Stream, ev.Version)
 	}
 	clock := m.o.Clock
-	hctx, cancel := context.WithTimeout(ctx, max(h.until.Sub(clock.Now()), 0))
-	herr := m.o.Handler(hctx, ev)
-	cancel()
+	var herr error
+	delay := m.o.RetryBackoff
+	for attempt := 1; ; attempt++ {
+		hctx, cancel := context.WithTimeout(ctx, max(h.until.Sub(clock.Now()), 0))
+		herr = m.o.Handler(hctx, ev)
+		cancel()
+		if herr == nil || ctx.Err() != nil || !clock.Now().Before(h.until) || m.o.MaxRetries >= 0 && attempt > m.o.MaxRetries {
+			break
+		}
+		if !clock.Now().Add(delay).Before(h.until) {
+			return false, errReplayCut // the hold would run out: the replay goes on at the next look
+		}
+		m.count(func(st *GroupStats) { st.Retries++ })
+		if _, err := clock.Wait(ctx, delay, nil); err != nil {
+			return false, errReplayCut
+		}
+		delay = min(2*delay, m.o.MaxRetryBackoff)
+	}
 	if herr != nil {
 		if ctx.Err() != nil || !clock.Now().Before(h.until) {
 			return false, errReplayCut // not a failure of the event: tried again at the next look
@@ -339,8 +354,8 @@ func (s *Store) groupConfigOf(ctx context.Context, group string) (groupConfig, e
 
 // ReplayParked asks the consumer group to handle parked events again: those named, or every one
 // when refs is empty. The member holding an event's slot replays it at its next look at the
-// group (within a third of its lease duration), in position order within each stream, trying it
-// once; an event that fails again stays parked with its new error. It returns how many events it
+// group (within a third of its lease duration), in position order within each stream, with the member's
+// retries and backoff; an event that fails again stays parked with its new error. It returns how many events it
 // marked; a ref that names no parked event, or one named twice, is an *InvalidInputError, and
 // nothing is marked. Cost: a point read, a query of the parked partition, a batch per 100
 // events marked, and one write that tells the members (the group's replay row). Should that

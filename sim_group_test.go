@@ -43,14 +43,15 @@ type simGroupWorld struct {
 	calls       int
 	redelivered int
 	failed      int
-	ends        map[string][]estuite.GroupSlot // member → slots held when its drain ended
+	live        map[string]*estuite.GroupMember // members running now, by name
+	ends        map[string][]estuite.GroupSlot  // member → slots held when the first drain ended
 	endsAt      time.Time
 	lastChange  time.Time // the last crash, restart or pause of a process running a member
 	stats       estuite.GroupStats
 }
 
 func newSimGroupWorld(seed uint64) *simGroupWorld {
-	return &simGroupWorld{ranges: 1 + int(seed/3)%3, handled: map[string]map[int64]bool{}, busy: map[string]string{}, ends: map[string][]estuite.GroupSlot{}}
+	return &simGroupWorld{ranges: 1 + int(seed/3)%3, handled: map[string]map[int64]bool{}, busy: map[string]string{}, ends: map[string][]estuite.GroupSlot{}, live: map[string]*estuite.GroupMember{}}
 }
 
 // simPoison decides from the event's ID alone whether the handler fails on it: always (while the
@@ -133,13 +134,21 @@ func (sim *simRun) spawnMember(p *simProc, up func(context.Context, int) bool, w
 			}
 			return
 		}
+		w.mu.Lock()
+		w.group.live[p.name] = member
+		w.mu.Unlock()
 		sim.drain(ctx, writersGone)
-		if ctx.Err() == nil {
-			w.mu.Lock()
-			w.group.ends[m.owner] = member.Slots()
+		w.mu.Lock()
+		delete(w.group.live, p.name)
+		if ctx.Err() == nil && w.group.endsAt.IsZero() {
+			// The first member to finish its drain: every member's slots, at one instant.
+			w.group.ends[p.name] = member.Slots()
+			for name, other := range w.group.live {
+				w.group.ends[name] = other.Slots()
+			}
 			w.group.endsAt = sim.sched.Now()
-			w.mu.Unlock()
 		}
+		w.mu.Unlock()
 		if err := member.Stop(); err != nil && ctx.Err() == nil && errors.Is(err, estuite.ErrCorrupt) {
 			w.problem("group member %s: %v", p.name, err)
 		}
