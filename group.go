@@ -838,6 +838,14 @@ func (m *GroupMember) saveCheckpoints(ctx context.Context, renew bool) bool {
 					again = append(again, op)
 					continue
 				}
+				if owner, _ := r.Properties[propOwner].(string); gerr == nil && owner == m.o.Member {
+					// This member's own write landed unseen (its answer was lost): no one took the
+					// slot, since a taker writes its own name. Write again under the new ETag.
+					m.held[slot].etag = r.ETag
+					op.IfMatch = r.ETag
+					again = append(again, op)
+					continue
+				}
 				if gerr == nil || errors.Is(gerr, table.ErrNotFound) {
 					delete(m.held, slot)
 					lost = true
@@ -891,10 +899,16 @@ func (m *GroupMember) work(ctx context.Context) (bool, error) {
 	}
 	progressed := false
 	for _, shard := range keys {
-		ready := shards[shard]
+		var ready []GroupSlot
 		from := int64(MaxPosition)
-		for _, slot := range ready {
-			from = min(from, m.held[slot].position)
+		for _, slot := range shards[shard] {
+			if h := m.held[slot]; h != nil { // a save during an earlier shard's page may have lost it
+				ready = append(ready, slot)
+				from = min(from, h.position)
+			}
+		}
+		if len(ready) == 0 {
+			continue
 		}
 		page, err := m.s.ReadFeed(ctx, &FeedOptions{Shard: shard, After: from, Limit: m.o.MaxInFlight, Types: m.o.Types,
 			StreamPrefix: m.o.StreamPrefix, MaxBytes: m.o.MaxBatchBytes})

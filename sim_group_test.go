@@ -46,6 +46,7 @@ type simGroupWorld struct {
 	live        map[string]*estuite.GroupMember // members running now, by name
 	ends        map[string][]estuite.GroupSlot  // member → slots held when the first drain ended
 	endsAt      time.Time
+	balancedAt  time.Time // when the members were last seen balanced
 	lastChange  time.Time // the last crash, restart or pause of a process running a member
 	stats       estuite.GroupStats
 }
@@ -54,10 +55,31 @@ func newSimGroupWorld(seed uint64) *simGroupWorld {
 	return &simGroupWorld{ranges: 1 + int(seed/3)%3, handled: map[string]map[int64]bool{}, busy: map[string]string{}, ends: map[string][]estuite.GroupSlot{}, live: map[string]*estuite.GroupMember{}}
 }
 
-// simPoison decides from the event's ID alone whether the handler fails on it: always (while the
-// schedule runs), once, or never.
+// simEventHash is a hash of the event's stream and version (not its ID: IDs the store generates
+// are random, and a schedule must depend on the seed alone).
+func simEventHash(ev estuite.FeedEvent) [32]byte {
+	return sha256.Sum256(fmt.Appendf(nil, "%s@%d", ev.Stream, ev.Version))
+}
+
+// balanced reports whether the members running hold all of the slots, each within one of the
+// others.
+func (g *simGroupWorld) balanced(slots int) bool {
+	if len(g.live) == 0 {
+		return false
+	}
+	held, lo, hi := 0, slots, 0
+	for _, m := range g.live {
+		n := len(m.Slots())
+		held += n
+		lo, hi = min(lo, n), max(hi, n)
+	}
+	return held == slots && hi-lo <= 1
+}
+
+// simPoison decides from the event's stream and version alone whether the handler fails on it:
+// always (while the schedule runs), once, or never.
 func simPoison(ev estuite.FeedEvent) (always, once bool) {
-	sum := sha256.Sum256(ev.ID[:])
+	sum := simEventHash(ev)
 	return sum[0]%40 == 0, sum[0]%40 == 1 || sum[0]%40 == 2
 }
 
@@ -72,7 +94,7 @@ func (w *simWorld) groupHandler(name string, clock estuite.Clock, failedOnce map
 		g.busy[ev.Stream] = name
 		g.calls++
 		w.mu.Unlock()
-		sum := sha256.Sum256(ev.ID[:])
+		sum := simEventHash(ev)
 		_, err := clock.Wait(ctx, time.Millisecond*time.Duration(1+sum[1]%4), nil)
 		w.mu.Lock()
 		defer w.mu.Unlock()
@@ -81,7 +103,7 @@ func (w *simWorld) groupHandler(name string, clock estuite.Clock, failedOnce map
 			return err
 		}
 		always, once := simPoison(ev)
-		key := ev.ID.String()
+		key := fmt.Sprintf("%s@%d", ev.Stream, ev.Version)
 		if always && !g.fixed || once && !failedOnce[key] {
 			failedOnce[key] = true
 			g.failed++
@@ -137,7 +159,23 @@ func (sim *simRun) spawnMember(p *simProc, up func(context.Context, int) bool, w
 		w.mu.Lock()
 		w.group.live[p.name] = member
 		w.mu.Unlock()
-		sim.drain(ctx, writersGone)
+		// The drain, during which the members are watched for balance: every quarter of a lease,
+		// whether the members running hold every slot, each within one of the others.
+		select {
+		case <-ctx.Done():
+		case <-writersGone:
+		}
+		end := sim.sched.Now().Add(sim.p.drain)
+		for ctx.Err() == nil && sim.sched.Now().Before(end) {
+			w.mu.Lock()
+			if w.group.balanced(sim.p.feedShards * w.group.ranges) {
+				w.group.balancedAt = sim.sched.Now()
+			}
+			w.mu.Unlock()
+			if _, err := m.clock.Wait(ctx, max(min(sim.p.lease/4, end.Sub(sim.sched.Now())), time.Millisecond), nil); err != nil {
+				break
+			}
+		}
 		w.mu.Lock()
 		delete(w.group.live, p.name)
 		if ctx.Err() == nil && w.group.endsAt.IsZero() {
@@ -187,17 +225,12 @@ func (sim *simRun) checkGroup(final *estuite.Store, finalEvents int) (problems [
 	for s, vs := range g.handled {
 		handledAtEnd[s] = maps.Clone(vs)
 	}
-	// Balance, when the members had time to settle.
-	if settled {
-		held := 0
-		lo, hi := slots, 0
-		for _, s := range g.ends {
-			held += len(s)
-			lo, hi = min(lo, len(s)), max(hi, len(s))
-		}
-		if held != slots || hi-lo > 1 {
-			problems = append(problems, fmt.Sprintf("group: unbalanced at the end, %v after the last change: %v (of %d slots)", g.endsAt.Sub(g.lastChange), g.ends, slots))
-		}
+	// Balance, when the members had time to settle: a storage fault may leave a member without a
+	// slot for a look or two, so the members must have been balanced at some point of the last two
+	// lease durations, not at every one.
+	if settled && g.endsAt.Sub(g.balancedAt) > 2*p.lease {
+		problems = append(problems, fmt.Sprintf("group: not balanced in the last %v before the end (%v after the last change; last balanced %v before the end): %v (of %d slots)",
+			2*p.lease, g.endsAt.Sub(g.lastChange), g.endsAt.Sub(g.balancedAt), g.ends, slots))
 	}
 	// The handler is fixed; every parked event is replayed by a fault-free member.
 	ctx := context.Background()
@@ -260,7 +293,8 @@ func (sim *simRun) checkGroup(final *estuite.Store, finalEvents int) (problems [
 	if err != nil {
 		return append(problems, fmt.Sprintf("group: the final member: %v", err)), ""
 	}
-	deadline := sim.sched.Now().Add(20 * p.lease)
+	// Twenty leases, and the handler's time for every event (4 ms at most each).
+	deadline := sim.sched.Now().Add(20*p.lease + time.Duration(len(want))*5*time.Millisecond)
 	var left []string
 	var stillParked []estuite.ParkedEvent
 	for {
@@ -275,7 +309,7 @@ func (sim *simRun) checkGroup(final *estuite.Store, finalEvents int) (problems [
 		problems = append(problems, fmt.Sprintf("group: the final member stopped with %v", err))
 	}
 	if len(left) > 0 {
-		problems = append(problems, fmt.Sprintf("group: %d events in the feed never handled, %v after the final member joined: %v", len(left), 20*p.lease, left[:min(len(left), 10)]))
+		problems = append(problems, fmt.Sprintf("group: %d events in the feed never handled, %v after the final member joined: %v", len(left), deadline.Sub(sim.sched.Now()), left[:min(len(left), 10)]))
 	}
 	if len(stillParked) > 0 {
 		problems = append(problems, fmt.Sprintf("group: %d events still parked after the replay: %+v", len(stillParked), stillParked[:min(len(stillParked), 5)]))

@@ -156,6 +156,18 @@ import (
 //     that one shard's schedules had not met: a pass over a work row whose stream had no head
 //     replaced the head without a condition, overwriting one an append had just written (seed
 //     27; TestRemovalPassWithoutAHeadNeverOverwritesOne).
+// 13. Consumer groups (group.go, sim_group_test.go): a third of the seeds without deletes
+//     (seed%3 == 1) run a group member in every process. Put back (2026-12-01, 300 seeds each):
+//     a member that takes a slot held by another without waiting for the holder's row to stand
+//     unchanged for its duration (`false &&` before the wait in refresh) — seeds 16 and 79,
+//     "group: m4 handles sim-1@6 while m1 is handling the stream"; a member that moves a slot it
+//     stopped (a failed event waiting to be retried, a hold running out) to the page's end with
+//     the others (`!stopped[slot]` dropped in work) — seeds 1, 4 and 7, "group: m2 handles
+//     sim-1@4 before version 3 was ever handled", "settled members left 2 events unhandled by the
+//     end of the schedule", "13 events in the feed never handled … after the final member
+//     joined". Running it first found a spin: a retry due in a nanosecond made the member wait a
+//     nanosecond, which the simulated clock (and a coarse real one) cannot show (seed 1, the
+//     schedule hung); waits are now at least a millisecond.
 //
 // The same check found a bug of group commit (appendqueue.go) when the two met: an append refused
 // part-way through a combined batch was answered with a version the head never had (the version

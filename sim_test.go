@@ -64,6 +64,9 @@ import (
 // soft- and hard-deletes streams while the writers write; the final checks read the stored rows
 // (whatever a delete hides) for the checks above, and check separately what reads show.
 //
+// Consumer groups enter in the group seeds (sim_group_test.go): a member in every process, with
+// checks of overlap, per-stream order, balance, progress and at-least-once delivery.
+//
 // The teeth — which check catches which known defect, on which seeds, and how to put a defect
 // back to see it fail — are in sim_teeth_test.go.
 var (

@@ -55,9 +55,8 @@ type SubscriberConfig struct {
 	// MaxRetries: 0, the default, means a Nack always redelivers — the message comes again after
 	// a backoff, as often as it is nacked, and the topic's later messages wait behind it. A
 	// positive MaxRetries parks a message whose MaxRetries redeliveries were nacked too
-	// (MaxRetries+1 Nacks in a row, counted within one hold of the topic: when a retry would
-	// outlast the member's hold, it renews the hold and the count starts over, so a slow consumer
-	// can see more), in the group's parked events
+	// (MaxRetries+1 Nacks in a row, counted by the member holding the topic: the count starts
+	// over when another member takes the topic over), in the group's parked events
 	// (estuite.Store.ParkedEvents with GroupName); Park says what happens to the topic's later
 	// messages. Negative is the same as 0.
 	MaxRetries int
