@@ -196,7 +196,7 @@ func TestGroupReviewGroupRedeliveredParkedEventWaitsBehindItself(t *testing.T) {
 	m := join(t, s, o)
 	defer m.Stop()
 	deadline := time.Now().Add(5 * time.Second)
-	for !(fired.Load() && m.Stats().Taken >= 9 && m.Stats().Parked >= 2) {
+	for !(fired.Load() && m.Stats().Parked >= 2) {
 		if time.Now().After(deadline) {
 			p, _ := s.ParkedEvents(ctx, "self", 0)
 			t.Fatalf("fired %v, stats %+v, parked %+v", fired.Load(), m.Stats(), p)
