@@ -133,15 +133,32 @@ func BenchmarkFeedShardIngest(b *testing.B) {
 // members, each a process of its own (a Store on the throttling proxy), through Azure's targets
 // scaled down as for BenchmarkFeedShardIngest. The projection upserts one read-model row per
 // event (partition: the event's stream) through the same proxy, so a member goes as fast as its
-// handler's storage writes, one at a time. The store has 4 feed shards and the group 2 ranges a
-// shard: 8 slots. The 3,200 events over 64 streams are in the feed before the members start; the
-// rate is taken from the moment every member holds its share of the slots to the last event
+// handler's storage writes, one at a time; or it stands for a call to another service (5 ms). Two layouts of 8 slots: 8 feed shards of one range
+// each, and 4 feed shards of 2 ranges each (two members then read the same shard's feed, each
+// for its own range). The 3,072 events over 256 streams are in the feed before the members start;
+// the rate is taken from the moment every member holds its share of the slots to the last event
 // handled.
+//
+//	go test -run '^$' -bench BenchmarkGroupProjection -benchtime 1x .
 func BenchmarkGroupProjection(b *testing.B) {
 	limits := throttle.Limits{PartitionEntitiesPerSecond: 200, AccountTransactionsPerSecond: 2000}
-	const shards, streams, perStream = 4, 64, 50
-	for _, members := range []int{1, 2, 4} {
-		b.Run(fmt.Sprintf("members=%d", members), func(b *testing.B) {
+	const streams, perStream = 256, 12
+	for _, layout := range []struct {
+		shards, ranges int
+		handler        string
+	}{{8, 1, "upsert"}, {8, 1, "call5ms"}, {4, 2, "upsert"}} {
+		for _, members := range []int{1, 2, 4} {
+			benchGroupProjection(b, limits, layout.shards, layout.ranges, members, streams, perStream, layout.handler)
+		}
+	}
+}
+
+// benchGroupProjection runs one case of BenchmarkGroupProjection. Handler "upsert" writes the
+// read-model row; "call5ms" stands for a projection that calls another service: it waits 5 ms,
+// and writes nothing.
+func benchGroupProjection(b *testing.B, limits throttle.Limits, shards, ranges, members, streams, perStream int, handler string) {
+	{
+		b.Run(fmt.Sprintf("handler=%s/shards=%d/ranges=%d/members=%d", handler, shards, ranges, members), func(b *testing.B) {
 			for range b.N {
 				ctx := context.Background()
 				conn := azuritetest.ConnectionString(b)
@@ -168,7 +185,7 @@ func BenchmarkGroupProjection(b *testing.B) {
 					b.Fatal(err)
 				}
 				for i := range streams {
-					if _, err := writer.WaitDispatched(ctx, fmt.Sprintf("p-%d", i), perStream); err != nil {
+					if _, err := writer.WaitDispatched(ctx, fmt.Sprintf("p-%d", i), int64(perStream)); err != nil {
 						b.Fatal(err)
 					}
 				}
@@ -199,9 +216,14 @@ func BenchmarkGroupProjection(b *testing.B) {
 					}
 					stores = append(stores, s)
 					m, err := s.JoinGroup(ctx, estuite.GroupOptions{
-						Group: "projection", Member: fmt.Sprintf("member-%d", k), Ranges: 2,
+						Group: "projection", Member: fmt.Sprintf("member-%d", k), Ranges: ranges,
 						LeaseDuration: time.Second, PollInterval: 10 * time.Millisecond, MaxPollInterval: 50 * time.Millisecond,
 						Handler: func(ctx context.Context, ev estuite.FeedEvent) error {
+							if handler == "call5ms" {
+								time.Sleep(5 * time.Millisecond)
+								handled.Add(1)
+								return nil
+							}
 							row := table.Entity{PartitionKey: ev.Stream, RowKey: "count", Properties: map[string]any{"Version": ev.Version}}
 							for attempt := 0; ; attempt++ {
 								_, err := model.Submit(ctx, ev.Stream, []table.Op{{Kind: table.Upsert, Entity: row}})
@@ -221,7 +243,7 @@ func BenchmarkGroupProjection(b *testing.B) {
 					}
 					ms = append(ms, m)
 				}
-				share := 8 / members
+				share := shards * ranges / members
 				settled := func() bool {
 					for _, m := range ms {
 						if len(m.Slots()) != share {
@@ -252,8 +274,8 @@ func BenchmarkGroupProjection(b *testing.B) {
 				}
 				st := srv.Stats()
 				b.ReportMetric(float64(total-from)/elapsed.Seconds(), "events/s")
-				b.Logf("%d members: %d events after settling in %v (%d before); %d requests through the proxy, %d refused; %d redelivered",
-					members, total-from, elapsed.Round(time.Millisecond), from, st.Requests, st.Throttled, redelivered)
+				b.Logf("%d shards × %d ranges, %d members: %d events after settling in %v (%d before); %d requests through the proxy, %d refused; %d redelivered",
+					shards, ranges, members, total-from, elapsed.Round(time.Millisecond), from, st.Requests, st.Throttled, redelivered)
 				for _, s := range stores {
 					s.Close()
 				}
