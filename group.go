@@ -105,6 +105,11 @@ type GroupOptions struct {
 	// OnRebalance, when set, is called on the member's goroutine with the slots it holds each
 	// time that set changes.
 	OnRebalance func(held []GroupSlot)
+	// StartAtEnd makes a slot that has no checkpoint yet (a new group's) start at its shard's
+	// feed head when first taken, as Kafka's auto.offset.reset=latest: the group handles only
+	// events dispatched after that. Default: from the feed's first event. A slot with a
+	// checkpoint always resumes after it.
+	StartAtEnd bool
 }
 
 // GroupSlot names one slot of a consumer group: a feed shard's stream-hash range.
@@ -707,6 +712,12 @@ func (m *GroupMember) take(ctx context.Context, slot GroupSlot, r table.Entity, 
 			return false, corrupt(r.PartitionKey, r.RowKey, "malformed consumer group slot")
 		}
 		owner, _ = r.Properties[propOwner].(string)
+	} else if m.o.StartAtEnd {
+		head, err := m.s.FeedHeadOf(ctx, slot.Shard)
+		if err != nil {
+			return false, err
+		}
+		pos = head
 	}
 	var redeliver int64
 	if owner != "" {

@@ -186,3 +186,43 @@ func (s *Store) WaitGroupHandled(ctx context.Context, group, stream string, vers
 		poll = min(2*poll, 500*time.Millisecond)
 	}
 }
+
+// DeleteGroup deletes a consumer group: its catalog row, its members' and slots' rows (and so its
+// checkpoints) and its parked events. Stop its members first: a member still running would write
+// its rows again (and its group would be created anew by the next JoinGroup, from the feed's
+// first event). A group that does not exist is ErrGroupNotFound. Cost: a point read, a query of
+// each of the group's two partitions, and a batch per 100 rows deleted.
+func (s *Store) DeleteGroup(ctx context.Context, group string) error {
+	if err := s.checkOpen(); err != nil {
+		return err
+	}
+	if _, err := s.groupConfigOf(ctx, group); err != nil {
+		return err
+	}
+	for _, pk := range []string{parkedPartition(group), groupPartition(group)} {
+		var keys []string
+		err := s.events.queryPages(ctx, table.Query{PartitionKey: pk}, func(p table.Page) error {
+			for _, r := range p.Entities {
+				keys = append(keys, r.RowKey)
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		for chunk := range slices.Chunk(keys, table.MaxBatchOps) {
+			ops := make([]table.Op, len(chunk))
+			for i, rk := range chunk {
+				ops[i] = table.Op{Kind: table.Delete, Entity: table.Entity{PartitionKey: pk, RowKey: rk}, IfMatch: table.AnyETag}
+			}
+			if _, err := s.events.submitRefused(ctx, pk, ops); err != nil && !errors.Is(err, table.ErrNotFound) {
+				return err
+			}
+		}
+	}
+	op := table.Op{Kind: table.Delete, Entity: table.Entity{PartitionKey: groupCatalogPartition, RowKey: streamKey(group)}, IfMatch: table.AnyETag}
+	if _, err := s.events.submitRefused(ctx, groupCatalogPartition, []table.Op{op}); err != nil && !errors.Is(err, table.ErrNotFound) {
+		return err
+	}
+	return nil
+}

@@ -383,3 +383,49 @@ func TestJoinGroupRejectsBadInput(t *testing.T) {
 		t.Fatalf("Groups = %+v, %v", groups, err)
 	}
 }
+
+func TestConsumerGroupStartAtEndAndDelete(t *testing.T) {
+	ctx := context.Background()
+	s := openStore(t, mem.New(nil), nil)
+	startDispatcher(t, s)
+	mustAppend(t, s, "old", countedEvents(1, 3), nil)
+	if _, err := s.WaitDispatched(ctx, "old", 3); err != nil {
+		t.Fatal(err)
+	}
+	log := newGroupLog()
+	o := fastGroup("late", "m", log.handler("m"))
+	o.StartAtEnd = true
+	m := join(t, s, o)
+	groupWait(t, "the slots taken", func() bool { return len(m.Slots()) == 8 })
+	mustAppend(t, s, "new", countedEvents(1, 2), nil)
+	if err := s.WaitGroupHandled(ctx, "late", "new", 2); err != nil {
+		t.Fatal(err)
+	}
+	log.mu.Lock()
+	if got := fmt.Sprint(log.byStream); got != "map[new:[1 2]]" {
+		t.Errorf("a group started at the end handled %s", got)
+	}
+	log.mu.Unlock()
+	if err := m.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.DeleteGroup(ctx, "late"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.GroupState(ctx, "late"); !errors.Is(err, estuite.ErrGroupNotFound) {
+		t.Fatalf("GroupState after DeleteGroup: %v", err)
+	}
+	if err := s.DeleteGroup(ctx, "late"); !errors.Is(err, estuite.ErrGroupNotFound) {
+		t.Fatalf("DeleteGroup twice: %v", err)
+	}
+	// Joining again creates the group anew, from the feed's first event.
+	again := newGroupLog()
+	m = join(t, s, fastGroup("late", "m", again.handler("m")))
+	defer m.Stop()
+	for stream, v := range map[string]int64{"old": 3, "new": 2} {
+		if err := s.WaitGroupHandled(ctx, "late", stream, v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	again.check(t, map[string]int64{"old": 3, "new": 2})
+}
