@@ -29,6 +29,8 @@ const (
 	DefaultGroupInFlight = 100
 	// MaxGroupRanges is the most ranges a feed shard may be split into for a group.
 	MaxGroupRanges = 64
+	// MinGroupLeaseDuration is the shortest GroupOptions.LeaseDuration.
+	MinGroupLeaseDuration = 100 * time.Millisecond
 	// MaxGroupNameLength is the longest group (or member) name, in characters.
 	MaxGroupNameLength = 128
 )
@@ -147,6 +149,7 @@ type GroupMember struct {
 	o      GroupOptions
 	cfg    groupConfig
 	pk     string // the group's partition
+	token  string // identifies this run of the member on the slot rows it writes
 	cancel context.CancelFunc
 	done   chan struct{}
 
@@ -160,6 +163,12 @@ type GroupMember struct {
 	dirty      int    // events handled since the last checkpoint
 	lastSave   time.Time
 	replayedAt time.Time // when the parked rows were last looked at
+	// lateParks are parks of this run whose write returned after the slot's hold had run out:
+	// should another member have taken the slot meanwhile, the row marks an event it handled.
+	// A save that renews the slot confirms them; a take of the slot back deletes those left.
+	lateParks map[ParkedRef]GroupSlot
+	// replayTries counts the handler calls of replays cut short (the hold ending), by event.
+	replayTries map[ParkedRef]int
 
 	mu    sync.Mutex
 	err   error
@@ -213,9 +222,14 @@ type heldSlot struct {
 	// stale holds positions after the checkpoint that may have a parked row: parked by a holder
 	// that stopped before saving past them, or by a park write of unknown outcome. The feed
 	// hands them over again; one handled then has its row deleted.
-	stale     map[int64]bool
-	parked    bool // the slot has parked events its checkpoint has passed (as last seen)
-	replayDue bool // its parked events are to be looked at (taken with some)
+	stale  map[int64]bool
+	parked bool // the slot has parked events its checkpoint has passed (as last seen)
+	// A slot taken from a holder that did not give it back is looked at again two leases after
+	// the take (recheckAt): a park write of that holder's may have landed after the take, at a
+	// position after recheckFrom (the checkpoint taken over) that this member then handled.
+	recheckAt   time.Time
+	recheckFrom int64
+	replayDue   bool // its parked events are to be looked at (taken with some)
 	// The event being retried: its position, the failed attempts so far, and when to try again.
 	failPos      int64
 	failAttempts int
@@ -239,6 +253,7 @@ const (
 	parkedPartitionPrefix = "parked-"
 	slotRowPrefix         = "slot-"
 	replayRow             = "replay"
+	propToken             = "Token" // a random ID of the member's run (JoinGroup call)
 	propRanges            = "Ranges"
 	propShards            = "Shards"
 	propGroupFormat       = "Format"
@@ -289,8 +304,8 @@ func (s *Store) JoinGroup(ctx context.Context, opts GroupOptions) (*GroupMember,
 		return nil, invalid("maxInFlight", "%d is negative", o.MaxInFlight)
 	case o.MaxBatchBytes < 0:
 		return nil, invalid("maxBatchBytes", "%d is negative", o.MaxBatchBytes)
-	case o.LeaseDuration < 0 || o.LeaseDuration > maxLeaseDuration:
-		return nil, invalid("leaseDuration", "%v is not 0 to %v", o.LeaseDuration, maxLeaseDuration)
+	case o.LeaseDuration != 0 && (o.LeaseDuration < MinGroupLeaseDuration || o.LeaseDuration > maxLeaseDuration):
+		return nil, invalid("leaseDuration", "%v is not %v to %v", o.LeaseDuration, MinGroupLeaseDuration, maxLeaseDuration)
 	case o.Park != ParkBlocksStream && o.Park != ParkSkipsEvent:
 		return nil, invalid("park", "%d is not a park policy", o.Park)
 	}
@@ -323,7 +338,7 @@ func (s *Store) JoinGroup(ctx context.Context, opts GroupOptions) (*GroupMember,
 	if err != nil {
 		return nil, err
 	}
-	m := &GroupMember{s: s, o: o, cfg: cfg, pk: groupPartition(o.Group), done: make(chan struct{}),
+	m := &GroupMember{s: s, o: o, cfg: cfg, pk: groupPartition(o.Group), token: uuid.NewString(), done: make(chan struct{}), lateParks: make(map[ParkedRef]GroupSlot), replayTries: make(map[ParkedRef]int),
 		held: make(map[GroupSlot]*heldSlot), seen: make(map[GroupSlot]seenRow), members: make(map[string]memberSeen)}
 	ctx, m.cancel = context.WithCancel(ctx)
 	go m.run(ctx)
@@ -525,9 +540,12 @@ func (m *GroupMember) nextDue() time.Time {
 			next = t
 		}
 	}
+	now := m.o.Clock.Now()
 	for _, h := range m.held {
 		earlier(h.renewAt)
-		earlier(h.retryAt)
+		if h.retryAt.After(now) {
+			earlier(h.retryAt) // one passed is for the next round of work, not a reason to wake
+		}
 	}
 	if !m.refreshed.IsZero() {
 		earlier(m.refreshed.Add(m.o.LeaseDuration / leaseRenewDivisor))
@@ -555,6 +573,7 @@ func (m *GroupMember) refresh(ctx context.Context) error {
 		return err
 	}
 	now := clock.Now()
+	firstLook := m.refreshed.IsZero()
 	m.refreshed = now
 	slotRows := make(map[GroupSlot]table.Entity)
 	replayTag := ""
@@ -586,7 +605,7 @@ func (m *GroupMember) refresh(ctx context.Context) error {
 				// Watch every slot another member holds, so that one assigned to this member later
 				// is known to have stopped as soon as possible.
 				owner, _ := r.Properties[propOwner].(string)
-				if prev, ok := m.seen[slot]; owner != "" && owner != m.o.Member && (!ok || prev.etag != r.ETag || prev.owner != owner) {
+				if prev, ok := m.seen[slot]; owner != "" && (owner != m.o.Member || r.Properties[propToken] != m.token) && (!ok || prev.etag != r.ETag || prev.owner != owner) {
 					m.seen[slot] = seenRow{owner: owner, etag: r.ETag, changed: now, waitFor: leaseDurationOf(r, m.o.LeaseDuration)}
 				}
 			}
@@ -622,7 +641,12 @@ func (m *GroupMember) refresh(ctx context.Context) error {
 		r, exists := slotRows[slot]
 		if exists {
 			owner, _ := r.Properties[propOwner].(string)
-			if owner != "" && owner != m.o.Member {
+			// A row naming this member under another run's token is taken back at once at the
+			// member's first look (it restarted), and after that judged as another's: a run under
+			// the same name that is still alive (one paused, then replaced) keeps renewing it, and
+			// the two must not both hold it.
+			theirs := owner != "" && (owner != m.o.Member || r.Properties[propToken] != m.token && !firstLook)
+			if theirs {
 				if seen := m.seen[slot]; seen.etag != r.ETag || now.Sub(seen.changed) < seen.waitFor {
 					continue // its holder may still be at work
 				}
@@ -639,6 +663,9 @@ func (m *GroupMember) refresh(ctx context.Context) error {
 	}
 	if changed {
 		m.publishSlots()
+	}
+	if err := m.recheckParked(ctx, now); err != nil {
+		return err
 	}
 	// Look at the parked events when a replay or discard was asked for, and now and then while
 	// streams wait behind parked events (a request whose notice was lost is found so).
@@ -688,7 +715,7 @@ func (m *GroupMember) publishSlots() {
 // slotEntity is the row of a slot held by owner ("": free) at position.
 func (m *GroupMember) slotEntity(slot GroupSlot, owner string, position int64) table.Entity {
 	return table.Entity{PartitionKey: m.pk, RowKey: slotRowKey(slot), Properties: map[string]any{
-		propOwner: owner, propDuration: m.o.LeaseDuration.Milliseconds(), propPosition: position,
+		propOwner: owner, propToken: m.token, propDuration: m.o.LeaseDuration.Milliseconds(), propPosition: position,
 		propUpdated: m.s.now().UTC(),
 	}}
 }
@@ -745,12 +772,27 @@ func (m *GroupMember) take(ctx context.Context, slot GroupSlot, r table.Entity, 
 		return false, err // taken by another first, or unknown: the next refresh looks again
 	}
 	h := &heldSlot{etag: etags[0], position: pos, saved: pos, redeliv: redeliver}
+	if owner != "" {
+		h.recheckAt, h.recheckFrom = sendAt.Add(2*m.o.LeaseDuration), pos
+	}
 	h.renewAt = sendAt.Add(m.o.LeaseDuration / leaseRenewDivisor)
 	h.until = sendAt.Add(time.Duration(float64(m.o.LeaseDuration) * leaseSafeFraction))
 	m.held[slot] = h
 	delete(m.seen, slot)
 	m.count(func(st *GroupStats) { st.Taken++ })
-	m.loadParked(slot, h, parked)
+	// Parks of this run that landed after it lost the slot mark events another member passed.
+	kept := parked[:0:0]
+	for _, p := range parked {
+		ref := ParkedRef{p.Shard, p.Position}
+		if got, late := m.lateParks[ref]; late && got == slot && p.token == m.token && p.Position <= pos {
+			if err := m.dropParked(ctx, p.Shard, p.Position); err == nil {
+				delete(m.lateParks, ref)
+				continue
+			}
+		}
+		kept = append(kept, p)
+	}
+	m.loadParked(slot, h, kept)
 	return true, nil
 }
 
@@ -762,6 +804,9 @@ func (m *GroupMember) release(ctx context.Context, slot GroupSlot) {
 	m.count(func(st *GroupStats) { st.Released++ })
 	if h == nil || m.s.checkOpen() != nil {
 		return
+	}
+	if !h.recheckAt.IsZero() {
+		m.recheckSlot(ctx, slot, h)
 	}
 	op := table.Op{Kind: table.Replace, Entity: m.slotEntity(slot, "", h.position), IfMatch: h.etag}
 	_, _ = m.s.events.submitOnce(ctx, m.pk, []table.Op{op})
@@ -786,101 +831,95 @@ func (m *GroupMember) leave(ctx context.Context) {
 // deleted): it is dropped, and the others are written again. It reports whether every write
 // succeeded.
 func (m *GroupMember) saveCheckpoints(ctx context.Context, renew bool) bool {
-	var ops []table.Op
-	var slots []GroupSlot // slots[i] is ops[i+off]'s
-	off := 0
+	type item struct {
+		slot   GroupSlot
+		member bool // the member row (no slot)
+	}
+	var items []item
 	if renew {
-		ops = append(ops, table.Op{Kind: table.Upsert, Entity: m.memberEntity()})
-		off = 1
+		items = append(items, item{member: true})
 	}
 	for _, slot := range sortedSlots(m.held) {
-		h := m.held[slot]
-		if renew || h.position != h.saved {
-			slots = append(slots, slot)
-			ops = append(ops, table.Op{Kind: table.Replace, Entity: m.slotEntity(slot, m.o.Member, h.position), IfMatch: h.etag})
+		if h := m.held[slot]; renew || h.position != h.saved {
+			items = append(items, item{slot: slot})
 		}
 	}
+	opOf := func(it item) table.Op {
+		if it.member {
+			return table.Op{Kind: table.Upsert, Entity: m.memberEntity()}
+		}
+		h := m.held[it.slot]
+		return table.Op{Kind: table.Replace, Entity: m.slotEntity(it.slot, m.o.Member, h.position), IfMatch: h.etag}
+	}
 	ok, lost := true, false
-	for start := 0; start < len(ops); start += table.MaxBatchOps {
-		chunk := ops[start:min(start+table.MaxBatchOps, len(ops))]
-		first := start - off // index in slots of chunk[0] (negative: the member row leads)
-		for attempt := 0; attempt < 2 && len(chunk) > 0; attempt++ {
+	for chunk := range slices.Chunk(items, table.MaxBatchOps) {
+		for attempt := 0; len(chunk) > 0; attempt++ {
+			ops := make([]table.Op, len(chunk))
+			for i, it := range chunk {
+				ops[i] = opOf(it)
+			}
 			sendAt := m.o.Clock.Now()
-			etags, err := m.s.events.submitOnce(ctx, m.pk, chunk)
+			etags, err := m.s.events.submitOnce(ctx, m.pk, ops)
 			var be *table.BatchError
 			if err == nil {
-				for i := range chunk {
-					if j := first + i; j >= 0 {
-						h := m.held[slots[j]]
-						h.etag, h.saved = etags[i], h.position
+				for ref, slot := range m.lateParks {
+					if slices.ContainsFunc(chunk, func(it item) bool { return !it.member && it.slot == slot }) {
+						delete(m.lateParks, ref) // the hold was still this member's
+					}
+				}
+				for i, it := range chunk {
+					if !it.member {
+						h := m.held[it.slot]
+						h.etag, h.saved = etags[i], ops[i].Entity.Properties[propPosition].(int64)
 						h.renewAt = sendAt.Add(m.o.LeaseDuration / leaseRenewDivisor)
 						h.until = sendAt.Add(time.Duration(float64(m.o.LeaseDuration) * leaseSafeFraction))
 					}
 				}
 				break
 			}
-			if !errors.As(err, &be) || !errors.Is(err, table.ErrPreconditionFailed) && !errors.Is(err, table.ErrNotFound) {
+			conflict := errors.As(err, &be) && (errors.Is(err, table.ErrPreconditionFailed) || errors.Is(err, table.ErrNotFound))
+			if !conflict || attempt > 0 {
 				// Failed, or unknown: the holds last until their safe end; try again a little later
-				// (a write that landed unseen moved the ETag, and the next save finds it taken).
+				// (a write that landed unseen moved the ETag, and the next save finds it so).
 				ok = false
 				retry := m.o.Clock.Now().Add(m.o.LeaseDuration / leaseRetryDivisor)
-				for i := range chunk {
-					if j := first + i; j >= 0 {
-						if h := m.held[slots[j]]; h.renewAt.Before(retry) {
-							h.renewAt = retry
-						}
+				for _, it := range chunk {
+					if h := m.held[it.slot]; !it.member && h != nil && h.renewAt.Before(retry) {
+						h.renewAt = retry
 					}
 				}
 				break
 			}
 			// Some slot of the chunk was taken over (or its row deleted): find which by reading
 			// them, drop those, and write the others again.
-			var again []table.Op
-			var againFirst = first
-			for i, op := range chunk {
-				j := first + i
-				if j < 0 {
-					again = append(again, op)
+			var again []item
+			for _, it := range chunk {
+				if it.member {
+					again = append(again, it)
 					continue
 				}
-				slot := slots[j]
-				r, gerr := m.s.events.get(ctx, m.pk, slotRowKey(slot))
-				if gerr == nil && r.ETag == m.held[slot].etag {
-					again = append(again, op)
-					continue
-				}
-				if owner, _ := r.Properties[propOwner].(string); gerr == nil && owner == m.o.Member {
+				h := m.held[it.slot]
+				r, gerr := m.s.events.get(ctx, m.pk, slotRowKey(it.slot))
+				switch owner, _ := r.Properties[propOwner].(string); {
+				case gerr == nil && r.ETag == h.etag:
+					again = append(again, it)
+				case gerr == nil && owner == m.o.Member && r.Properties[propToken] == m.token:
 					// This member's own write landed unseen (its answer was lost): no one took the
-					// slot, since a taker writes its own name. Write again under the new ETag.
-					m.held[slot].etag = r.ETag
-					op.IfMatch = r.ETag
-					again = append(again, op)
-					continue
-				}
-				if gerr == nil || errors.Is(gerr, table.ErrNotFound) {
-					delete(m.held, slot)
+					// slot, since a taker writes its own name and token. Write again under the new
+					// ETag.
+					h.etag = r.ETag
+					again = append(again, it)
+				case gerr == nil || errors.Is(gerr, table.ErrNotFound):
+					delete(m.held, it.slot)
 					lost = true
-					continue
-				}
-				ok = false // unknown: leave it for the next save
-			}
-			// Rebuild the slot index of what is sent again.
-			var againSlots []GroupSlot
-			for _, op := range again {
-				if s, isSlot := parseSlotRowKey(op.Entity.RowKey); isSlot {
-					againSlots = append(againSlots, s)
+				default:
+					ok = false // unknown: left for the next save
+					if retry := m.o.Clock.Now().Add(m.o.LeaseDuration / leaseRetryDivisor); h.renewAt.Before(retry) {
+						h.renewAt = retry
+					}
 				}
 			}
-			if len(again) > 0 && again[0].Entity.RowKey == memberKey(m.o.Member) {
-				againFirst = -1
-			} else {
-				againFirst = 0
-			}
-			chunk, first = again, againFirst
-			slots = append(slots[:0:0], againSlots...)
-			if attempt == 1 {
-				ok = false
-			}
+			chunk = again
 		}
 	}
 	if ok {
@@ -992,8 +1031,13 @@ func (m *GroupMember) deliver(ctx context.Context, slot GroupSlot, h *heldSlot, 
 			}
 		})
 		if h.stale[ev.Position] {
-			// A parked row from before may be left at this position: the event is handled now.
-			m.dropParked(ctx, ev.Shard, ev.Position)
+			// A parked row from before may be left at this position (a park of unknown outcome,
+			// or one the slot's previous holder wrote): the event is handled now, so the row goes.
+			// Should the delete fail, the event is tried again later.
+			if err := m.dropParked(ctx, ev.Shard, ev.Position); err != nil {
+				h.retryAt = clock.Now().Add(m.o.RetryBackoff)
+				return false, err
+			}
 			delete(h.stale, ev.Position)
 		}
 		return true, nil
@@ -1017,4 +1061,35 @@ func (m *GroupMember) deliver(ctx context.Context, slot GroupSlot, h *heldSlot, 
 	h.retryAt = clock.Now().Add(min(delay, m.o.MaxRetryBackoff))
 	m.count(func(st *GroupStats) { st.Retries++ })
 	return false, nil
+}
+
+// recheckParked deletes, for each slot taken over two leases ago from a holder that did not give it
+// back, the parked rows that holder wrote after the take (late) at positions this member has
+// handled since: one query of the shard's parked rows per such slot, once.
+func (m *GroupMember) recheckParked(ctx context.Context, now time.Time) error {
+	for _, slot := range sortedSlots(m.held) {
+		if h := m.held[slot]; !h.recheckAt.IsZero() && !now.Before(h.recheckAt) {
+			m.recheckSlot(ctx, slot, h)
+		}
+	}
+	return nil
+}
+
+// recheckSlot is recheckParked's look at one slot (also made when the slot is given back before
+// its time: its previous holder, still alive, may take it next).
+func (m *GroupMember) recheckSlot(ctx context.Context, slot GroupSlot, h *heldSlot) {
+	{
+		rows, err := m.s.parkedRows(ctx, m.o.Group, slot.Shard, 0)
+		if err != nil {
+			return // looked at again at the next look
+		}
+		for _, p := range rows {
+			if p.Range == slot.Range && p.Position > h.recheckFrom && p.Position <= h.position && p.token != m.token {
+				if err := m.dropParked(ctx, p.Shard, p.Position); err != nil {
+					return
+				}
+			}
+		}
+		h.recheckAt = time.Time{}
+	}
 }

@@ -37,6 +37,8 @@ type ParkedEvent struct {
 	// Parked is when the event was parked (or last failed on replay), on the parking member's
 	// clock.
 	Parked time.Time
+
+	token string // the run of the member that parked it
 }
 
 // ParkedRef names a parked event: its feed shard and position.
@@ -78,9 +80,13 @@ func (m *GroupMember) park(ctx context.Context, slot GroupSlot, h *heldSlot, ev 
 		propShard: int64(ev.Shard), propRange: int64(slot.Range), propPosition: ev.Position,
 		propStream: ev.Stream, propVersion: ev.Version, propType: ev.Type, propID: ev.ID.String(),
 		propError: parkReason(reason), propAttempts: int64(attempts), propWaiting: waiting, propReplay: false,
-		propUpdated: m.s.now().UTC(),
+		propToken: m.token, propUpdated: m.s.now().UTC(),
 	}}
-	if _, err := m.s.events.submitRefused(ctx, pk, []table.Op{{Kind: table.Upsert, Entity: row}}); err != nil {
+	// Written while the hold lasts, and not after: a park that landed after another member took
+	// the slot over would mark an event that member handles.
+	pctx, cancel := context.WithTimeout(ctx, max(h.until.Sub(m.o.Clock.Now()), 0))
+	defer cancel()
+	if _, err := m.s.events.submitRefused(pctx, pk, []table.Op{{Kind: table.Upsert, Entity: row}}); err != nil {
 		// Perhaps written: should the event be handled when tried again, its row is deleted.
 		if h.stale == nil {
 			h.stale = make(map[int64]bool)
@@ -89,6 +95,9 @@ func (m *GroupMember) park(ctx context.Context, slot GroupSlot, h *heldSlot, ev 
 		return err
 	}
 	delete(h.stale, ev.Position)
+	if !m.o.Clock.Now().Before(h.until) {
+		m.lateParks[ParkedRef{ev.Shard, ev.Position}] = slot
+	}
 	h.parked = true
 	m.count(func(st *GroupStats) { st.Parked++ })
 	if m.o.Park == ParkBlocksStream {
@@ -106,11 +115,14 @@ func (m *GroupMember) block(h *heldSlot, stream string, position int64) {
 	}
 }
 
-// dropParked deletes a parked row that may be left at a position just handled.
-func (m *GroupMember) dropParked(ctx context.Context, shard int, position int64) {
+// dropParked deletes a parked row that may be left at a position just handled (one request).
+func (m *GroupMember) dropParked(ctx context.Context, shard int, position int64) error {
 	pk := parkedPartition(m.o.Group)
 	op := table.Op{Kind: table.Delete, Entity: table.Entity{PartitionKey: pk, RowKey: parkedRowKey(shard, position)}, IfMatch: table.AnyETag}
-	_, _ = m.s.events.submitRefused(ctx, pk, []table.Op{op})
+	if _, err := m.s.events.submitRefused(ctx, pk, []table.Op{op}); err != nil && !errors.Is(err, table.ErrNotFound) {
+		return err
+	}
+	return nil
 }
 
 // loadParked takes in the parked events of a slot just taken (read before the take). Those the
@@ -134,6 +146,14 @@ func (m *GroupMember) loadParked(slot GroupSlot, h *heldSlot, rows []ParkedEvent
 			m.block(h, p.Stream, p.Position)
 		}
 	}
+}
+
+// cmpCut keeps the first reason a replay was cut short.
+func cmpCut(cut error) error {
+	if cut != nil {
+		return cut
+	}
+	return errReplayCut
 }
 
 // errReplayCut: a replay stopped before it looked at every due parked event (the hold ran out,
@@ -167,9 +187,19 @@ func (m *GroupMember) replaySlot(ctx context.Context, slot GroupSlot, h *heldSlo
 	h.blocking, h.parked = nil, false
 	stopped := make(map[string]bool) // streams blocked from here on
 	var cut error
+	failedStorage := false // a storage error: no more replays this look
 	for _, p := range rows {
-		if p.Shard != slot.Shard || p.Range != slot.Range || p.Position > h.position {
-			continue // another slot's, or one the feed hands over again
+		if p.Shard != slot.Shard || p.Range != slot.Range {
+			continue // another slot's
+		}
+		if p.Position > h.position {
+			// One the feed hands over again (parked by a holder before, perhaps landed late):
+			// when handled then, its row goes.
+			if h.stale == nil {
+				h.stale = make(map[int64]bool)
+			}
+			h.stale[p.Position] = true
+			continue
 		}
 		h.parked = true
 		due := p.Replay || p.Waiting && m.o.Park == ParkBlocksStream
@@ -181,20 +211,33 @@ func (m *GroupMember) replaySlot(ctx context.Context, slot GroupSlot, h *heldSlo
 			}
 			continue
 		}
-		if ctx.Err() != nil || !m.o.Clock.Now().Before(h.until) {
-			cut = errReplayCut
+		if failedStorage || ctx.Err() != nil || !m.o.Clock.Now().Before(h.until) {
+			cut = cmpCut(cut)
 			stopped[p.Stream] = true
 			if blocks {
 				m.block(h, p.Stream, p.Position)
 			}
 			continue
 		}
-		ok, err := m.replayOne(ctx, slot, h, p)
-		if err != nil && !errors.Is(err, errReplayCut) {
-			return err
+		if m.renewDue(m.o.Clock.Now()) {
+			// A long replay: renew the holds on the way.
+			m.saveCheckpoints(ctx, true)
+			if m.held[slot] != h {
+				return errReplayCut // lost meanwhile
+			}
 		}
+		ok, err := m.replayOne(ctx, slot, h, p)
 		if err != nil {
-			cut = err
+			// Cut short, or storage failed: the rest waits for the next look, its streams
+			// blocked meanwhile (and this one: its row may still be there).
+			if !errors.Is(err, errReplayCut) && !errors.Is(err, ErrCorrupt) {
+				err = fmt.Errorf("%w: %w", errReplayCut, err)
+			}
+			if errors.Is(err, ErrCorrupt) {
+				return err
+			}
+			cut, ok = err, false
+			failedStorage = true
 		}
 		if !ok {
 			stopped[p.Stream] = true
@@ -232,8 +275,16 @@ func (m *GroupMember) replayOne(ctx context.Context, slot GroupSlot, h *heldSlot
 	}
 	clock := m.o.Clock
 	var herr error
+	ref := ParkedRef{p.Shard, p.Position}
+	first := m.replayTries[ref] + 1 // a replay cut short goes on with its count
 	delay := m.o.RetryBackoff
-	for attempt := 1; ; attempt++ {
+	for i := 1; i < first && delay < m.o.MaxRetryBackoff; i++ {
+		delay = min(2*delay, m.o.MaxRetryBackoff)
+	}
+	attempts := 0
+	for attempt := first; ; attempt++ {
+		attempts = attempt - first + 1
+		m.replayTries[ref] = attempt
 		hctx, cancel := context.WithTimeout(ctx, max(h.until.Sub(clock.Now()), 0))
 		herr = m.o.Handler(hctx, ev)
 		cancel()
@@ -241,7 +292,10 @@ func (m *GroupMember) replayOne(ctx context.Context, slot GroupSlot, h *heldSlot
 			break
 		}
 		if !clock.Now().Add(delay).Before(h.until) {
-			return false, errReplayCut // the hold would run out: the replay goes on at the next look
+			if delay < time.Duration(float64(m.o.LeaseDuration)*leaseSafeFraction)/2 {
+				return false, errReplayCut // the hold is ending: the replay goes on at the next look, with its count
+			}
+			break // a backoff longer than half a hold: the failure is recorded after the attempts made
 		}
 		m.count(func(st *GroupStats) { st.Retries++ })
 		if _, err := clock.Wait(ctx, delay, nil); err != nil {
@@ -253,8 +307,9 @@ func (m *GroupMember) replayOne(ctx context.Context, slot GroupSlot, h *heldSlot
 		if ctx.Err() != nil || !clock.Now().Before(h.until) {
 			return false, errReplayCut // not a failure of the event: tried again at the next look
 		}
+		delete(m.replayTries, ref)
 		merge := table.Entity{PartitionKey: pk, RowKey: del.Entity.RowKey, Properties: map[string]any{
-			propError: parkReason(herr.Error()), propAttempts: int64(p.Attempts + 1), propWaiting: false, propReplay: false, propUpdated: m.s.now().UTC(),
+			propError: parkReason(herr.Error()), propAttempts: int64(p.Attempts + attempts), propWaiting: false, propReplay: false, propUpdated: m.s.now().UTC(),
 		}}
 		_, err := m.s.events.submitRefused(ctx, pk, []table.Op{{Kind: table.Merge, Entity: merge, IfMatch: table.AnyETag}})
 		if err != nil && !errors.Is(err, table.ErrNotFound) {
@@ -262,6 +317,7 @@ func (m *GroupMember) replayOne(ctx context.Context, slot GroupSlot, h *heldSlot
 		}
 		return false, nil
 	}
+	delete(m.replayTries, ref)
 	m.count(func(st *GroupStats) {
 		st.Handled++
 		st.Replayed++
@@ -324,6 +380,7 @@ func decodeParked(row table.Entity) (ParkedEvent, error) {
 	p.Waiting, _ = row.Properties[propWaiting].(bool)
 	p.Replay, _ = row.Properties[propReplay].(bool)
 	p.Parked, _ = row.Properties[propUpdated].(time.Time)
+	p.token, _ = row.Properties[propToken].(string)
 	return p, nil
 }
 
