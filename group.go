@@ -406,8 +406,7 @@ func decodeGroupConfig(row table.Entity) (groupConfig, error) {
 // Stop stops the member: the context of a handler call in progress ends (an event whose call
 // does not return nil is handed to the slot's next holder), the member saves its checkpoints,
 // gives its slots back (so that the others take them at once), deletes its member row, and
-// waits. It
-// returns the error that stopped the member, if any other than Stop itself.
+// waits. It returns the error that stopped the member, if any other than Stop itself.
 func (m *GroupMember) Stop() error {
 	m.cancel()
 	<-m.done

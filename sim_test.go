@@ -47,7 +47,8 @@ import (
 //
 // Measured on the 2-core development machine (go1.26), with the defects of sim_teeth_test.go
 // fixed: TestSimulation's 500 default seeds take 30-45 s without -race, `go test -race -run
-// 'TestSimulation' .` about 160 s. The long run is `go test -run 'TestSimulation$' -sim.seeds
+// 'TestSimulation' .` about 160 s. With the consumer group seeds (2026-12-01): 85-108 s without
+// -race for the 500 seeds. The long run is `go test -run 'TestSimulation$' -sim.seeds
 // 20000 -sim.maxfail 20 -timeout 0 -v .`. On commit 1a25e9b it found two failing seeds: 10204
 // (a busy loop, fixed) and 11100 (an overloaded big schedule that the liveness check judged
 // without its backlog; the check now allows for it). Both are in simRegressionSeeds. On commit
