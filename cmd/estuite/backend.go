@@ -129,6 +129,19 @@ func (b *backendFlags) dir() string {
 	return "estuite-data"
 }
 
+// openExisting opens the store the flags select for a command that only reads (or repairs what
+// is there): an embedded store's folder that holds no store is an error that says so, and no
+// store is created in it (a mistyped --data would otherwise report an empty store as healthy).
+func (b *backendFlags) openExisting(ctx context.Context) (*estuite.Store, error) {
+	if b.embedded() {
+		path := filepath.Join(b.dir(), "estuite.db")
+		if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("no store in %s (%s does not exist): check --data; this command never creates one", b.dir(), path)
+		}
+	}
+	return b.open(ctx)
+}
+
 // open opens the store the flags select. Selecting both backends is an error, never a guess.
 func (b *backendFlags) open(ctx context.Context) (*estuite.Store, error) {
 	if b.dataSet && b.azureConn != "" {

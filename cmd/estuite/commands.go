@@ -6,6 +6,8 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"runtime"
+	"runtime/debug"
 	"sort"
 	"strings"
 )
@@ -43,6 +45,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		if len(args) == 0 {
 			return 2
 		}
+		return 0
+	}
+	if args[0] == "--version" || args[0] == "version" {
+		fmt.Fprintln(stdout, versionLine())
 		return 0
 	}
 	c, ok := commands[args[0]]
@@ -104,4 +110,25 @@ func printUsage(w io.Writer) {
 func firstLine(s string) string {
 	line, _, _ := strings.Cut(s, "\n")
 	return line
+}
+
+// versionLine says which build this is: the module's version (a tagged release, or "(devel)"),
+// the commit it was built from when the build recorded one, and the Go release.
+func versionLine() string {
+	info, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "estuite (unknown build) " + runtime.Version()
+	}
+	line := "estuite " + info.Main.Version
+	for _, set := range info.Settings {
+		switch set.Key {
+		case "vcs.revision":
+			line += " commit " + set.Value[:min(12, len(set.Value))]
+		case "vcs.modified":
+			if set.Value == "true" {
+				line += " (modified)"
+			}
+		}
+	}
+	return line + " " + info.GoVersion
 }

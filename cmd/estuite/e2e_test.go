@@ -5,8 +5,10 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"net/http"
 	"net/url"
@@ -574,5 +576,39 @@ func serveBackends(prefix string) []serveBackend {
 			conn := azuritetest.ConnectionString(t)
 			return []string{"AZURE_STORAGE_CONNECTION_STRING=" + conn}, []string{"--table-prefix", fmt.Sprintf("%s%d", prefix, time.Now().UnixNano())}
 		}},
+	}
+}
+
+// A read-only command on a folder that holds no store says so, exits 1, and creates nothing.
+func TestReadOnlyCommandsNeverCreateAStore(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "mistyped")
+	for _, args := range [][]string{
+		{"read", "--data", dir, "cart-1"},
+		{"feed", "--data", dir},
+		{"verify", "--data", dir},
+		{"groups", "--data", dir},
+		{"group", "--data", dir, "g"},
+	} {
+		if out, code := estuiteCLI(t, args...); code != 1 || out != "" {
+			t.Errorf("estuite %s: exit %d, stdout %q; want exit 1 and nothing printed", strings.Join(args, " "), code, out)
+		}
+		if _, err := os.Stat(filepath.Join(dir, "estuite.db")); !errors.Is(err, fs.ErrNotExist) {
+			t.Fatalf("estuite %s created a store: %v", strings.Join(args, " "), err)
+		}
+	}
+	// Once something is written, the same commands read it.
+	if _, code := estuiteCLI(t, "append", "--data", dir, "cart-1", "ItemAdded", `{"n":1}`); code != 0 {
+		t.Fatalf("append exited %d", code)
+	}
+	if out, code := estuiteCLI(t, "read", "--data", dir, "cart-1"); code != 0 || !strings.Contains(out, "ItemAdded") {
+		t.Fatalf("read after an append: exit %d, %q", code, out)
+	}
+}
+
+// estuite --version names the build: the module version and the Go release it was built with.
+func TestVersion(t *testing.T) {
+	out, code := estuiteCLI(t, "--version")
+	if code != 0 || !strings.HasPrefix(out, "estuite ") || !strings.Contains(out, "go1.") {
+		t.Fatalf("estuite --version: exit %d, %q", code, out)
 	}
 }

@@ -30,7 +30,7 @@ func init() {
 				if *types != "" {
 					typeList = strings.Split(*types, ",")
 				}
-				store, err := b.open(ctx)
+				store, err := b.openExisting(ctx)
 				if err != nil {
 					return err
 				}

@@ -36,7 +36,7 @@ func init() {
 				if len(args) != 0 {
 					return usagef("groups takes no arguments, got %d", len(args))
 				}
-				store, err := b.open(ctx)
+				store, err := b.openExisting(ctx)
 				if err != nil {
 					return err
 				}
@@ -79,7 +79,7 @@ func init() {
 				if len(args) != 1 {
 					return usagef("want one GROUP, got %d arguments", len(args))
 				}
-				store, err := b.open(ctx)
+				store, err := b.openExisting(ctx)
 				if err != nil {
 					return err
 				}

@@ -131,8 +131,12 @@ func TestConsumerGroupCommands(t *testing.T) {
 	if code != 0 || strings.TrimSpace(out) != `{"groups":[{"group":"orders/projection","shards":1,"ranges":8}]}` {
 		t.Fatalf("groups --json: exit %d\n%s", code, out)
 	}
-	if out, code := estuiteCLI(t, "groups", "--data", t.TempDir()); code != 0 || strings.TrimSpace(out) != "no consumer groups" {
-		t.Fatalf("groups of an empty store: exit %d\n%s", code, out)
+	empty := t.TempDir()
+	if _, code := estuiteCLI(t, "append", "--data", empty, "other", "Happened", "{}"); code != 0 {
+		t.Fatalf("append: exit %d", code)
+	}
+	if out, code := estuiteCLI(t, "groups", "--data", empty); code != 0 || strings.TrimSpace(out) != "no consumer groups" {
+		t.Fatalf("groups of a store without groups: exit %d\n%s", code, out)
 	}
 	if _, code := estuiteCLI(t, "groups", "--data", data, "extra"); code != 2 {
 		t.Fatalf("groups with an argument: exit %d, want 2", code)

@@ -137,7 +137,7 @@ func init() {
 				if len(args) != 1 {
 					return usagef("want one STREAM, got %d arguments", len(args))
 				}
-				store, err := b.open(ctx)
+				store, err := b.openExisting(ctx)
 				if err != nil {
 					return err
 				}

@@ -30,7 +30,7 @@ func init() {
 				if len(args) != 0 {
 					return usagef("verify takes no arguments")
 				}
-				store, err := b.open(ctx)
+				store, err := b.openExisting(ctx)
 				if err != nil {
 					return err
 				}
