@@ -632,7 +632,9 @@ func (m *GroupMember) refresh(ctx context.Context) error {
 			changed = true
 		}
 	}
-	// Take what is assigned to this one.
+	// Take what is assigned to this one (the feed heads and parked rows a take reads are read
+	// once a shard for all of this look's takes).
+	reads := &takeReads{heads: make(map[int]int64), parked: make(map[int][]ParkedEvent)}
 	for _, slot := range m.cfg.slots() {
 		if !mine[slot] || m.held[slot] != nil {
 			continue
@@ -651,7 +653,7 @@ func (m *GroupMember) refresh(ctx context.Context) error {
 				}
 			}
 		}
-		took, err := m.take(ctx, slot, r, exists)
+		took, err := m.take(ctx, slot, r, exists, reads)
 		if err != nil {
 			if errors.Is(err, ErrCorrupt) {
 				return err
@@ -728,7 +730,25 @@ func (m *GroupMember) memberEntity() table.Entity {
 }
 
 // take writes this member's name into the slot's row, under the ETag read (or as a new row).
-func (m *GroupMember) take(ctx context.Context, slot GroupSlot, r table.Entity, exists bool) (bool, error) {
+// takeReads are what the takes of one look at the group read, by shard.
+type takeReads struct {
+	heads  map[int]int64
+	parked map[int][]ParkedEvent
+}
+
+// head reads the shard's feed head once for all of the look's takes.
+func (t *takeReads) head(ctx context.Context, s *Store, shard int) (int64, error) {
+	if h, ok := t.heads[shard]; ok {
+		return h, nil
+	}
+	h, err := s.FeedHeadOf(ctx, shard)
+	if err == nil {
+		t.heads[shard] = h
+	}
+	return h, err
+}
+
+func (m *GroupMember) take(ctx context.Context, slot GroupSlot, r table.Entity, exists bool, reads *takeReads) (bool, error) {
 	var pos int64
 	owner := ""
 	if exists {
@@ -739,7 +759,7 @@ func (m *GroupMember) take(ctx context.Context, slot GroupSlot, r table.Entity, 
 		}
 		owner, _ = r.Properties[propOwner].(string)
 	} else if m.o.StartAtEnd {
-		head, err := m.s.FeedHeadOf(ctx, slot.Shard)
+		head, err := reads.head(ctx, m.s, slot.Shard)
 		if err != nil {
 			return false, err
 		}
@@ -748,8 +768,8 @@ func (m *GroupMember) take(ctx context.Context, slot GroupSlot, r table.Entity, 
 	var redeliver int64
 	if owner != "" {
 		// Not given back: its holder (or this member, before a restart) may have handed any event
-		// after the checkpoint to its handler, up to the head (one read of it).
-		head, err := m.s.FeedHeadOf(ctx, slot.Shard)
+		// after the checkpoint to its handler, up to the head.
+		head, err := reads.head(ctx, m.s, slot.Shard)
 		if err != nil {
 			return false, err
 		}
@@ -757,9 +777,13 @@ func (m *GroupMember) take(ctx context.Context, slot GroupSlot, r table.Entity, 
 	}
 	// The parked events of the slot's shard, read before the slot is taken, so that none parked
 	// by the holder before is missed.
-	parked, err := m.s.parkedRows(ctx, m.o.Group, slot.Shard, 0)
-	if err != nil {
-		return false, err
+	parked, ok := reads.parked[slot.Shard]
+	if !ok {
+		var err error
+		if parked, err = m.s.parkedRows(ctx, m.o.Group, slot.Shard, 0); err != nil {
+			return false, err
+		}
+		reads.parked[slot.Shard] = parked
 	}
 	sendAt := m.o.Clock.Now()
 	op := table.Op{Kind: table.Insert, Entity: m.slotEntity(slot, m.o.Member, pos)}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -428,4 +429,24 @@ func TestConsumerGroupStartAtEndAndDelete(t *testing.T) {
 		}
 	}
 	again.check(t, map[string]int64{"old": 3, "new": 2})
+}
+
+// The takes of one look at the group read each shard's parked rows once, not once a slot.
+func TestConsumerGroupTakesReadParkedRowsOncePerShard(t *testing.T) {
+	var queries atomic.Int64
+	b := mem.New(&mem.Options{Faults: func(c mem.Call) mem.Fault {
+		if c.Method == mem.MethodQuery && strings.HasPrefix(c.PartitionKey, "parked-") {
+			queries.Add(1)
+		}
+		return mem.NoFault
+	}})
+	s := openStore(t, b, &estuite.Options{FeedShards: 2})
+	o := fastGroup("once", "m", func(context.Context, estuite.FeedEvent) error { return nil })
+	o.LeaseDuration = time.Hour // one look, and no other until the test ends
+	m := join(t, s, o)
+	defer m.Stop()
+	groupWait(t, "the 8 slots taken", func() bool { return len(m.Slots()) == 8 })
+	if n := queries.Load(); n != 2 {
+		t.Fatalf("taking 8 slots of 2 shards made %d queries of the parked partition, want 2", n)
+	}
 }
