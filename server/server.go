@@ -39,6 +39,7 @@ import (
 	"time"
 
 	"github.com/estuite/estuite"
+	"github.com/estuite/estuite/bench"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -146,6 +147,10 @@ type Options struct {
 	// feed head (two point reads, usually). 0 means DefaultMaxSubscriptionMetrics; a negative
 	// value turns the subscription metrics off, and with them every storage request of a scrape.
 	MaxSubscriptionMetrics int
+	// Prices are the prices GET /admin/stats puts on the storage requests it counts (the web
+	// console's cost page). nil means bench.DefaultPrices(); `estuite serve --prices FILE` loads
+	// its own with bench.LoadPrices.
+	Prices *bench.Prices
 }
 
 // Server is an HTTP front end to one store. Create it with New, serve Handler, pass
@@ -178,6 +183,8 @@ type Server struct {
 	liveMu    sync.Mutex
 	live      map[*liveConn]struct{}
 	liveSlots int // live streams admitted and not yet ended (≤ maxLive); some not yet in live
+
+	stats *stats // GET /admin/stats: sampled by a goroutine that Close stops
 }
 
 // New returns a server for opts.Store.
@@ -264,6 +271,12 @@ func New(opts Options) (*Server, error) {
 		return nil, err
 	}
 	s.metrics = m
+	prices := bench.DefaultPrices()
+	if opts.Prices != nil {
+		prices = *opts.Prices
+	}
+	s.stats = newStats(s, prices, time.Now())
+	go s.stats.run(s.closing)
 	s.handler = s.routes(promhttp.HandlerFor(gat, promhttp.HandlerOpts{}))
 	return s, nil
 }
@@ -275,7 +288,8 @@ func (s *Server) Handler() http.Handler { return s.handler }
 // Close ends every live feed stream and consumer group wait (GET /groups/{group}/wait), and
 // refuses new ones (503 unavailable), so that http.Server.Shutdown, which waits for running
 // requests, can finish (a stream whose client has stopped reading ends within
-// Options.LiveWriteTimeout). Other requests are served as before. Close does not close the store.
+// Options.LiveWriteTimeout). It stops the sampling of GET /admin/stats too. Other requests are
+// served as before. Close does not close the store.
 func (s *Server) Close() {
 	s.closeOnce.Do(func() { close(s.closing) })
 }
@@ -302,6 +316,7 @@ const (
 	routeGroupWait = "GET /groups/{group}/wait"
 	routeHealth    = "GET /healthz"
 	routeMetrics   = "GET /metrics"
+	routeConsole   = "GET /ui/"
 	routeUnmatched = "unmatched"
 )
 
@@ -347,6 +362,11 @@ func (s *Server) routes(metricsHandler http.Handler) http.Handler {
 	handle(routeGroupWait, false, s.handleGroupWait)
 	handle(routeHealth, true, s.handleHealth)
 	handle(routeMetrics, false, metricsHandler.ServeHTTP)
+	handle(routeStats, false, s.handleStats)
+	handle(routeSubscriptions, false, s.handleSubscriptions)
+	// The console's static files hold no data: they need no token (their API calls do).
+	handle(routeConsole, true, s.handleConsole)
+	handle("GET /ui", true, s.handleConsoleRedirect)
 	// The same paths without a method answer 405; any other path 404. Both after authentication,
 	// so that a client without the token learns nothing about the routes.
 	allowed := map[string]string{
@@ -366,16 +386,21 @@ func (s *Server) routes(metricsHandler http.Handler) http.Handler {
 		"/groups/{group}/wait":           "GET, HEAD",
 		"/healthz":                       "GET, HEAD",
 		"/metrics":                       "GET, HEAD",
+		"/admin/stats":                   "GET, HEAD",
+		"/subscriptions":                 "GET, HEAD",
+		"/ui/":                           "GET, HEAD",
+		"/ui":                            "GET, HEAD",
 	}
 	for p, methods := range allowed {
 		mux.HandleFunc(p, func(w http.ResponseWriter, r *http.Request) {
-			if p != "/healthz" && !s.authorized(w, r) {
+			open := p == "/healthz" || p == "/ui/" || p == "/ui"
+			if !open && !s.authorized(w, r) {
 				return
 			}
 			w.Header().Set("Allow", methods)
 			s.writeError(w, r, &apiError{Status: http.StatusMethodNotAllowed, Code: codeMethodNotAllowed,
 				Message: "method " + r.Method + " is not allowed here; allowed: " + methods,
-				quiet:   p == "/healthz"}) // anyone may cause it: not worth a line at Info
+				quiet:   open}) // anyone may cause it: not worth a line at Info
 		})
 	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
