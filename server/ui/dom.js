@@ -37,6 +37,17 @@ export function fmtNumber(n) {
   return n === null || n === undefined ? '—' : Number(n).toLocaleString('en-US');
 }
 
+// statsAxis is the time axis of the statistics' charts: their whole window, up to now.
+export function statsAxis(st) {
+  const to = Date.parse(st.current.time);
+  return { from: to - st.windowSeconds * 1000, to, slots: st.windowSeconds / st.intervalSeconds };
+}
+
+// chartWidth is the width a chart drawn into box gets: the box's, once laid out.
+export function chartWidth(box) {
+  return Math.max(320, Math.round(box.clientWidth || 720));
+}
+
 // fmtTime shows an RFC 3339 time as local date and time, with milliseconds.
 export function fmtTime(s) {
   if (!s) return '—';
@@ -105,21 +116,24 @@ export function stat(label, value, sub) {
     sub ? h('div', { class: 'stat-sub' }, sub) : null);
 }
 
-const W = 720, H = 180, PAD = { l: 48, r: 12, t: 12, b: 24 };
+const H = 180, PAD = { l: 52, r: 12, t: 12, b: 24 };
 
-// lineChart draws series [{name, cls, points: [[t, y]…]}] over time (ms) as an SVG.
-export function lineChart(series, { unit = '', yMin = 0 } = {}) {
+// lineChart draws series [{name, cls, points: [[t, y]…]}] over time (ms) as an SVG of width W
+// pixels (its box's width, so that its text keeps its size).
+// from and to (ms) fix the time axis (default: the points' span).
+export function lineChart(series, { unit = '', yMin = 0, width = 720, from, to } = {}) {
+  const W = width;
   const all = series.flatMap((s) => s.points);
   const svg = h('svg:svg', { viewBox: `0 0 ${W} ${H}`, class: 'chart', role: 'img' });
   if (!all.length) {
     svg.append(h('svg:text', { x: W / 2, y: H / 2, 'text-anchor': 'middle', class: 'chart-empty' }, 'No samples yet: the server takes one every 5 seconds.'));
     return svg;
   }
-  const t0 = Math.min(...all.map((p) => p[0])), t1 = Math.max(...all.map((p) => p[0]), t0 + 1);
+  const t0 = from ?? Math.min(...all.map((p) => p[0])), t1 = Math.max(to ?? Math.max(...all.map((p) => p[0])), t0 + 1);
   const yMax = Math.max(yMin + 1e-9, ...all.map((p) => p[1])) * 1.1;
   const x = (t) => PAD.l + ((t - t0) / (t1 - t0)) * (W - PAD.l - PAD.r);
   const y = (v) => H - PAD.b - (v / yMax) * (H - PAD.t - PAD.b);
-  axes(svg, t0, t1, yMax, x, y, unit);
+  axes(svg, W, t0, t1, yMax, x, y, unit);
   for (const s of series) {
     if (!s.points.length) continue;
     const d = s.points.map((p, i) => `${i ? 'L' : 'M'}${x(p[0]).toFixed(1)},${y(p[1]).toFixed(1)}`).join(' ');
@@ -128,8 +142,10 @@ export function lineChart(series, { unit = '', yMin = 0 } = {}) {
   return svg;
 }
 
-// barChart draws stacked bars: times (ms), and series [{name, cls, values}] of one value per time.
-export function barChart(times, series, { unit = '' } = {}) {
+// barChart draws stacked bars: times (ms), and series [{name, cls, values}] of one value per time;
+// from and to (ms) fix the time axis, slots how many bars it has room for.
+export function barChart(times, series, { unit = '', width = 720, from, to, slots } = {}) {
+  const W = width;
   const svg = h('svg:svg', { viewBox: `0 0 ${W} ${H}`, class: 'chart', role: 'img' });
   if (!times.length) {
     svg.append(h('svg:text', { x: W / 2, y: H / 2, 'text-anchor': 'middle', class: 'chart-empty' }, 'No samples yet: the server takes one every 5 seconds.'));
@@ -137,12 +153,12 @@ export function barChart(times, series, { unit = '' } = {}) {
   }
   const totals = times.map((_, i) => series.reduce((a, s) => a + s.values[i], 0));
   const yMax = Math.max(1, ...totals) * 1.1;
-  const t0 = times[0], t1 = Math.max(times[times.length - 1], t0 + 1);
+  const t0 = from ?? times[0], t1 = Math.max(to ?? times[times.length - 1], t0 + 1);
   const span = W - PAD.l - PAD.r;
-  const bw = Math.max(1, Math.min(16, span / times.length - 1));
+  const bw = Math.max(1, Math.min(16, span / (slots || times.length) - 1));
   const x = (t) => PAD.l + bw / 2 + ((t - t0) / (t1 - t0)) * (span - bw);
   const y = (v) => H - PAD.b - (v / yMax) * (H - PAD.t - PAD.b);
-  axes(svg, t0, t1, yMax, x, y, unit);
+  axes(svg, W, t0, t1, yMax, x, y, unit);
   times.forEach((t, i) => {
     let base = 0;
     for (const s of series) {
@@ -157,14 +173,17 @@ export function barChart(times, series, { unit = '' } = {}) {
   return svg;
 }
 
-function axes(svg, t0, t1, yMax, x, y, unit) {
+function axes(svg, W, t0, t1, yMax, x, y, unit) {
+  const ms = unit === ' s' && yMax / 1.1 < 1; // seconds below one: in milliseconds
   for (let i = 0; i <= 4; i++) {
     const v = (yMax / 1.1) * (i / 4);
     svg.append(h('svg:line', { x1: PAD.l, x2: W - PAD.r, y1: y(v), y2: y(v), class: 'gridline' }));
-    svg.append(h('svg:text', { x: PAD.l - 6, y: y(v) + 4, 'text-anchor': 'end', class: 'axis' }, shortNum(v) + unit));
+    svg.append(h('svg:text', { x: PAD.l - 6, y: y(v) + 4, 'text-anchor': 'end', class: 'axis' },
+      ms ? `${Math.round(v * 1000)} ms` : shortNum(v) + unit));
   }
   const clock = (t) => new Date(t).toTimeString().slice(0, 5);
   svg.append(h('svg:text', { x: PAD.l, y: H - 6, class: 'axis' }, clock(t0)));
+  svg.append(h('svg:text', { x: (PAD.l + W - PAD.r) / 2, y: H - 6, 'text-anchor': 'middle', class: 'axis' }, clock((t0 + t1) / 2)));
   svg.append(h('svg:text', { x: W - PAD.r, y: H - 6, 'text-anchor': 'end', class: 'axis' }, clock(t1)));
 }
 

@@ -1,7 +1,7 @@
 // Cost: the storage requests the store made over the last minutes, by kind, and what that rate
 // costs per month at the server's price table (GET /admin/stats, from memory, every 5 s).
 import { api } from '../api.js';
-import { h, fill, fmtNumber, fmtMoney, fmtTime, barChart, legend, table, errorBox, stat } from '../dom.js';
+import { h, fill, fmtNumber, fmtMoney, fmtTime, barChart, legend, table, errorBox, stat, chartWidth, statsAxis } from '../dom.js';
 
 const kinds = [
   ['point_read', 'Point reads', 's1'],
@@ -44,7 +44,8 @@ export function render(root) {
       stat('Requests', fmtNumber(all), `in the last ${Math.round(mc.seconds / 60) || '<1'} min`),
       stat('Rate', `${rate.toFixed(2)}/s`, `${fmtNumber(Math.round(rate * 86400))} a day`),
       stat('Price', `${st.prices.perTenThousandTransactions} ${st.prices.currency}`, `per 10,000 transactions (${st.prices.redundancy})`));
-    fill(chart, barChart(smp.map((s) => Date.parse(s.time)), kinds.map(([k, , cls]) => ({ cls, values: smp.map((s) => s.requests[k]) }))));
+    fill(chart, barChart(smp.map((s) => Date.parse(s.time)), kinds.map(([k, , cls]) => ({ cls, values: smp.map((s) => s.requests[k]) })),
+      { width: chartWidth(chart), ...statsAxis(st) }));
     fill(byKind, table(['Kind', 'Requests', 'Per second', 'Per month'], [
       ...kinds.map(([k, name, cls]) => h('tr', { dataset: { kind: k } },
         h('td', {}, h('i', { class: 'swatch ' + cls }), name, ' ', h('code', { class: 'muted' }, k)),
@@ -53,8 +54,11 @@ export function render(root) {
         h('td', { class: 'num' }, fmtMoney(mc.byKind[k], mc.currency)))),
       h('tr', { class: 'total' }, h('td', {}, 'Total'), h('td', { class: 'num' }, fmtNumber(all)), h('td', { class: 'num' }, rate.toFixed(3)),
         h('td', { class: 'num' }, fmtMoney(mc.total, mc.currency)))]));
-    fill(prices, `Azure Table Storage bills every request alike, an entity group transaction of 100 rows as one. Prices of ${st.prices.date} (${st.prices.currency}): ${st.prices.source} `,
-      `A month is 730 hours. Sampled since ${fmtTime(st.samples.length ? st.samples[0].time : st.current.time)}.`);
+    const first = st.samples.length ? st.samples[0] : st.current;
+    fill(prices, `Azure Table Storage bills every request alike: a batch of 100 rows is one transaction, and so is a query page or a point read. `,
+      `A month is 730 hours. Counted since ${fmtTime(new Date(Date.parse(first.time) - first.seconds * 1000).toISOString())}, by this server only. `,
+      h('details', {}, h('summary', {}, `Prices of ${st.prices.date} (${st.prices.currency}, ${st.prices.redundancy})`), st.prices.source,
+        ' Set your own with estuite serve --prices FILE.'));
   };
 
   load();

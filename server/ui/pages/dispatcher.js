@@ -2,7 +2,7 @@
 // last minutes, and the dispatcher's errors. From GET /healthz and GET /admin/stats, both from the
 // server's memory (no storage request), every 5 seconds.
 import { api } from '../api.js';
-import { h, fill, fmtNumber, fmtSeconds, fmtTime, stat, lineChart, barChart, legend, table, errorBox } from '../dom.js';
+import { h, fill, fmtNumber, fmtSeconds, fmtTime, stat, lineChart, barChart, legend, table, errorBox, chartWidth, statsAxis } from '../dom.js';
 
 const REFRESH = 5000;
 
@@ -46,15 +46,15 @@ export function render(root) {
     fill(cards,
       stat('Lease holder', holder, state === 'leading' ? 'this server is dispatching' : state),
       stat('Feed head', h('span', { id: 'feed-head' }, fmtNumber(head)), shardList.length > 1 ? `${shardList.length} shards` : 'highest position'),
-      stat('Backlog', fmtNumber(pending), `pending stream${pending === 1 ? '' : 's'}; ${fmtNumber(st.current.backlog)} events after the last step`),
+      stat('Backlog', fmtNumber(pending), `stream${pending === 1 ? '' : 's'} with appends not yet in the feed`),
       stat('Oldest pending', fmtSeconds(oldest), 'since its dirty marker was found'),
       stat('Last error', lastErr ? h('span', { class: 'error' }, 'yes') : h('span', { class: 'ok' }, 'none'), lastErr || 'the last step succeeded'));
     const smp = [...st.samples, st.current];
     const t = smp.map((s) => Date.parse(s.time));
     fill(lag, lineChart([
       { cls: 's1', points: smp.map((s, i) => [t[i], s.oldestPendingSeconds]) },
-      { cls: 's2', points: smp.map((s, i) => [t[i], s.maxLagSeconds]) }], { unit: ' s' }));
-    fill(events, barChart(t, [{ cls: 's3', values: smp.map((s) => s.events) }, { cls: 's4', values: smp.map((s) => s.backlog) }]));
+      { cls: 's2', points: smp.map((s, i) => [t[i], s.maxLagSeconds]) }], { unit: ' s', width: chartWidth(lag), ...statsAxis(st) }));
+    fill(events, barChart(t, [{ cls: 's3', values: smp.map((s) => s.events) }, { cls: 's4', values: smp.map((s) => s.backlog) }], { width: chartWidth(events), ...statsAxis(st) }));
     fill(shards, table(['Shard', 'Running', 'Lease', 'Feed head', 'Pending streams', 'Oldest pending'],
       shardList.map((s) => [s.shard, s.running ? 'yes' : 'no', s.leaseHeld ? h('span', { class: 'ok' }, 'held here') : 'elsewhere',
         fmtNumber(s.feedHead), fmtNumber(s.pendingStreams), fmtSeconds(s.oldestPendingSeconds)]),

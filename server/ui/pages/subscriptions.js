@@ -5,6 +5,9 @@
 import { api, enc } from '../api.js';
 import { h, fill, fmtNumber, fmtTime, table, errorBox } from '../dom.js';
 
+// MAX_GROUP_STATES is how many groups the overview reads the state of.
+const MAX_GROUP_STATES = 20;
+
 export function render(root, route) {
   return route.page === 'group' ? renderGroup(root, route.arg) : renderOverview(root);
 }
@@ -22,11 +25,18 @@ function renderOverview(root) {
         h('span', { class: s.distance > 0 ? 'warn-text' : 'ok' }, fmtNumber(s.distance)), fmtTime(s.updated)]),
       { empty: 'No durable subscription has saved a checkpoint.' }));
   }).catch((e) => fill(subs, errorBox(e)));
-  api('/groups').then((res) => {
-    fill(groups, table(['Group', 'Slots'], res.groups.map((g) => [
-      h('a', { href: '#/group/' + encodeURIComponent(g.group), class: 'group-link' }, g.group),
-      `${g.shards} shard${g.shards === 1 ? '' : 's'} × ${g.ranges} range${g.ranges === 1 ? '' : 's'}`]),
-    { empty: 'No consumer group has been created.' }));
+  api('/groups').then(async (res) => {
+    // The state of the first groups too (a few storage requests each): members, parked, lag.
+    const states = await Promise.all(res.groups.slice(0, MAX_GROUP_STATES).map((g) => api(`/groups/${enc(g.group)}`).catch(() => null)));
+    fill(groups, table(['Group', 'Slots', 'Members', 'Parked', 'Most behind'], res.groups.map((g, i) => {
+      const st = states[i];
+      return [
+        h('a', { href: '#/group/' + encodeURIComponent(g.group), class: 'group-link' }, g.group),
+        `${g.shards} shard${g.shards === 1 ? '' : 's'} × ${g.ranges} range${g.ranges === 1 ? '' : 's'}`,
+        st ? fmtNumber(st.members.length) : '…',
+        st ? h('span', { class: st.parked > 0 ? 'warn-text' : '' }, fmtNumber(st.parked)) : '…',
+        st ? fmtNumber(Math.max(0, ...st.slots.map((s) => s.lag))) : '…'];
+    }), { empty: 'No consumer group has been created.' }));
   }).catch((e) => fill(groups, errorBox(e)));
 }
 
