@@ -22,12 +22,7 @@ type subscriptionJSON struct {
 // checkpoint partition per feed shard), then, when there is one, each shard's feed head, read
 // after the checkpoints so that no checkpoint is newer than the head it is measured against.
 func (s *Server) handleSubscriptions(w http.ResponseWriter, r *http.Request) {
-	q, err := parseQuery(r, []string{"limit"}, nil)
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	limit, err := limitParam(q)
+	limit, err := limitQuery(r)
 	if err != nil {
 		s.fail(w, r, err)
 		return
