@@ -1,6 +1,7 @@
 // Package server serves an Estuite store over HTTP: appends, stream reads, the global feed (paged,
 // and live as Server-Sent Events), consumer groups (their state, parked events, waiting for a
-// group to handle an event), a health check and Prometheus metrics.
+// group to handle an event), a health check, Prometheus metrics, the last minutes' statistics
+// (GET /admin/stats) and a web console (/ui/, console.go).
 //
 // The HTTP contract — every route, body, error code and limit — is written down in
 // docs/http-api.md; clients rely on it, so a change to it is a change to that document first.

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -20,8 +21,9 @@ import (
 // The web console's browser tests: a real `estuite serve` on an embedded store, driven by the
 // system's chromium through playwright-core (npm), one browser for every page. The script,
 // testdata/console/console.mjs, prints one line per page test ("PASS name ms", "FAIL name:
-// message", "SKIP name: why"), and "RESTART" when it wants the server stopped and started again
-// on the same address and store; it then waits for "RESTARTED" on its standard input.
+// message", "SKIP name: why"), "STOP" when it wants the server stopped (it then waits for
+// "STOPPED" on its standard input) and "START" when it wants it started again on the same address
+// and store (then "STARTED"). A second server, with a token, serves the login test.
 
 const chromiumPath = "/usr/bin/chromium"
 
@@ -94,6 +96,14 @@ func seedConsoleStore(t *testing.T, dir string) {
 		{"blob-1", []estuite.EventData{{Type: "PhotoUploaded", Format: estuite.Binary, Data: []byte("hello")}}},
 		{"invoice-1", []estuite.EventData{{Type: "InvoiceFailed", Data: []byte(`{"reason":"card declined"}`)}}},
 	}
+	long := make([]estuite.EventData, 45)
+	for i := range long {
+		long[i] = estuite.EventData{Type: "Ticked", Data: []byte(fmt.Sprintf(`{"tick":%d}`, i+1))}
+	}
+	appends = append(appends, struct {
+		stream string
+		events []estuite.EventData
+	}{"long-1", long})
 	for _, a := range appends {
 		if _, err := store.Append(ctx, a.stream, a.events, nil); err != nil {
 			t.Fatal(err)
@@ -115,7 +125,7 @@ func seedConsoleStore(t *testing.T, dir string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for range 5 {
+	for range 50 {
 		<-handled
 	}
 	if err := sub.Stop(); err != nil {
@@ -162,11 +172,14 @@ func TestConsoleInBrowser(t *testing.T) {
 	addr := freePort(t)
 	args := []string{"--data", dir}
 	p := startServeAt(t, addr, nil, args...)
+	const token = "console-browser-test-token-0123456789"
+	tokenServer := startServe(t, []string{"ESTUITE_TOKEN=" + token}, "--data", t.TempDir())
 
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, node, filepath.Join("testdata", "console", "console.mjs"))
-	cmd.Env = append(os.Environ(), "ESTUITE_URL=http://"+addr, "ESTUITE_SCREENSHOTS="+shots, "CHROMIUM="+chromiumPath)
+	cmd.Env = append(os.Environ(), "ESTUITE_URL=http://"+addr, "ESTUITE_SCREENSHOTS="+shots, "CHROMIUM="+chromiumPath,
+		"ESTUITE_TOKEN_URL=http://"+tokenServer.addr, "ESTUITE_TOKEN="+token)
 	cmd.Stderr = &prefixWriter{t: t, prefix: "console.mjs: "}
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
@@ -188,8 +201,8 @@ func TestConsoleInBrowser(t *testing.T) {
 		name, detail, _ := strings.Cut(rest, " ")
 		name = strings.TrimSuffix(name, ":")
 		switch verdict {
-		case "RESTART":
-			// Stop the server as an operator would (SIGTERM), and start it again on the same
+		case "STOP":
+			// Stop the server as an operator would (SIGTERM), then start it again on the same
 			// address and store: the page must reconnect by itself.
 			if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 				t.Fatal(err)
@@ -197,10 +210,11 @@ func TestConsoleInBrowser(t *testing.T) {
 			if err := <-p.exited; err != nil {
 				t.Fatalf("estuite serve did not stop cleanly: %v\n%s", err, p.logs.String())
 			}
-			p.exited <- nil                    // for its cleanup
-			time.Sleep(500 * time.Millisecond) // long enough for the page to see the server gone
+			p.exited <- nil // for its cleanup
+			io.WriteString(stdin, "STOPPED\n")
+		case "START":
 			p = startServeAt(t, addr, nil, args...)
-			io.WriteString(stdin, "RESTARTED\n")
+			io.WriteString(stdin, "STARTED\n")
 		case "PASS", "FAIL", "SKIP":
 			results++
 			t.Run(name, func(t *testing.T) {
