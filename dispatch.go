@@ -322,6 +322,9 @@ func (d *Dispatcher) step(ctx context.Context, shards []int) (stats DispatchStat
 	d.writeTurn++
 	turn := d.writeTurn % len(work)
 	work = append(work[turn:len(work):len(work)], work[:turn]...)
+	if err := d.catalogNew(ctx, work); err != nil {
+		return stats, err
+	}
 	if err := d.writeFeed(ctx, work, &stats); err != nil {
 		if !errors.Is(err, table.ErrTransient) || errors.Is(err, table.ErrUnknownOutcome) {
 			d.st = nil // read the page again before the next write

@@ -15,6 +15,9 @@ type DispatcherHealth struct {
 	// LeaseHeld is whether it holds the store's dispatcher lease now (only a started dispatcher
 	// takes the lease).
 	LeaseHeld bool
+	// LeaseHolder is the owner the lease names: this dispatcher's Owner while it holds the lease,
+	// otherwise the owner its last read of the lease row found ("" when none, or never read).
+	LeaseHolder string
 	// FeedHead is the highest feed position it knows of.
 	FeedHead int64
 	// OldestPending is how long the oldest undispatched append it knows of has been waiting:
@@ -36,6 +39,7 @@ type healthState struct {
 	mu           sync.Mutex
 	running      bool
 	leaseHeld    bool
+	leaseHolder  string // the owner of the lease row at the last read
 	lastStep     time.Time
 	lastProgress time.Time
 	lastErr      error
@@ -50,11 +54,15 @@ func (d *Dispatcher) Health() DispatcherHealth {
 		Owner:        d.o.Owner,
 		Running:      d.health.running,
 		LeaseHeld:    d.health.leaseHeld,
+		LeaseHolder:  d.health.leaseHolder,
 		LastStep:     d.health.lastStep,
 		LastProgress: d.health.lastProgress,
 		LastError:    d.health.lastErr,
 	}
 	d.health.mu.Unlock()
+	if h.LeaseHeld {
+		h.LeaseHolder = h.Owner
+	}
 	h.FeedHead, _ = d.state().feedHead.current()
 	d.pendingMu.Lock()
 	for _, since := range d.pendingSince {
@@ -90,5 +98,12 @@ func (d *Dispatcher) setRunning(running bool) {
 	if !running {
 		d.health.leaseHeld = false
 	}
+	d.health.mu.Unlock()
+}
+
+// noteLeaseHolder records the owner a read of the lease row found.
+func (d *Dispatcher) noteLeaseHolder(owner string) {
+	d.health.mu.Lock()
+	d.health.leaseHolder = owner
 	d.health.mu.Unlock()
 }

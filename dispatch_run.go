@@ -279,6 +279,7 @@ func (d *Dispatcher) acquireLease(ctx context.Context, l *leaseState) error {
 	switch {
 	case err == nil:
 		owner, _ := row.Properties[propOwner].(string)
+		d.noteLeaseHolder(owner)
 		if owner != "" && owner != d.o.Owner {
 			l.held = false
 			if d.group != nil {
@@ -307,6 +308,7 @@ func (d *Dispatcher) acquireLease(ctx context.Context, l *leaseState) error {
 		}
 		op = table.Op{Kind: table.Replace, IfMatch: row.ETag}
 	case errors.Is(err, table.ErrNotFound):
+		d.noteLeaseHolder("")
 		if d.group != nil && !d.group.mayTake() {
 			l.held = false
 			return nil // another member is better placed to take it

@@ -277,6 +277,7 @@ func simCheck(s *estuite.Store, backend table.Backend, world *simWorld, streams 
 	if r, err := s.Verify(ctx, nil); err != nil || !r.OK() {
 		bad("Verify at the end: %+v, %v", r, err)
 	}
+	problems = append(problems, simCheckCatalog(ctx, s, streams)...)
 	total := 0
 	for _, stream := range streams {
 		total += len(stored[stream])
@@ -405,4 +406,47 @@ func simVersions(events []estuite.RecordedEvent) []int64 {
 		out[i] = e.Version
 	}
 	return out
+}
+
+// simCheckCatalog checks the stream catalog: ListStreams, in pages of 3, lists every readable
+// stream once, at its version, and nothing else.
+func simCheckCatalog(ctx context.Context, s *estuite.Store, streams []string) (problems []string) {
+	want := make(map[string]int64)
+	for _, stream := range streams {
+		if v, err := s.Version(ctx, stream); err == nil {
+			want[stream] = v
+		}
+	}
+	got := make(map[string]int64)
+	after := ""
+	for pages := 0; ; pages++ {
+		if pages > len(streams)+2 {
+			return append(problems, fmt.Sprintf("ListStreams: more than %d pages of 3 for %d streams", pages, len(streams)))
+		}
+		list, err := s.ListStreams(ctx, &estuite.ListStreamsOptions{Prefix: "sim-", After: after, Limit: 3})
+		if err != nil {
+			return append(problems, fmt.Sprintf("ListStreams after %q: %v", after, err))
+		}
+		for _, st := range list.Streams {
+			if _, dup := got[st.Name]; dup {
+				problems = append(problems, fmt.Sprintf("ListStreams lists %s twice", st.Name))
+			}
+			got[st.Name] = st.Version
+		}
+		if list.Next == "" {
+			break
+		}
+		after = list.Next
+	}
+	for stream, v := range want {
+		if g, ok := got[stream]; !ok || g != v {
+			problems = append(problems, fmt.Sprintf("ListStreams: %s at version %d (listed: %v), want version %d", stream, g, ok, v))
+		}
+	}
+	for stream := range got {
+		if _, ok := want[stream]; !ok {
+			problems = append(problems, fmt.Sprintf("ListStreams lists %s, which is not readable", stream))
+		}
+	}
+	return problems
 }

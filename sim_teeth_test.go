@@ -169,6 +169,12 @@ import (
 //     nanosecond, which the simulated clock (and a coarse real one) cannot show (seed 1, the
 //     schedule hung); waits are now at least a millisecond.
 //
+// 14. The stream catalog (catalog.go, simCheckCatalog): the final check lists every stream with
+//     ListStreams in pages of 3. Put back (2026-12-02, 200 seeds): the dispatcher writing a new
+//     stream's catalog row after its feed write instead of before (a crash between the two
+//     loses the row for good) — seeds 1 and 29 among others, "ListStreams: sim-0 at version 0
+//     (listed: false), want version 11".
+//
 // The same check found a bug of group commit (appendqueue.go) when the two met: an append refused
 // part-way through a combined batch was answered with a version the head never had (the version
 // after the appends before it in the batch). Now it is judged again on the head as stored; seeds

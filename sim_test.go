@@ -71,7 +71,7 @@ import (
 // The teeth — which check catches which known defect, on which seeds, and how to put a defect
 // back to see it fail — are in sim_teeth_test.go.
 var (
-	simSeeds       = flag.Int("sim.seeds", 500, "simulation: how many schedules TestSimulation runs (seeds 1..n)")
+	simSeeds       = flag.Int("sim.seeds", simDefaultSeeds, "simulation: how many schedules TestSimulation runs (seeds 1..n; 500, or 100 under -race)")
 	simSeed        = flag.Int("sim.seed", -1, "simulation: run only this seed")
 	simTrace       = flag.Bool("sim.trace", false, "simulation: print the schedule (every storage call) of a failing seed, or of -sim.seed")
 	simBig         = flag.Bool("sim.big", false, "simulation: make every schedule a big one (long appends, many feed pages)")

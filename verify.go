@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/maphash"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -25,8 +26,8 @@ type VerifyOptions struct {
 // VerifyProgress tells how far a Verify walk is.
 type VerifyProgress struct {
 	// Phase is the walk under way: "feed" (the feed pages), "streams" (the stream table),
-	// "markers" (the dirty markers) or "check" (a second look at the feed rows of streams whose
-	// contents did not match).
+	// "markers" (the dirty markers), "check" (a second look at the feed rows of streams whose
+	// contents did not match) or "catalog" (the stream catalog, last).
 	Phase string
 	// Rows is the number of rows read so far, in every phase.
 	Rows int64
@@ -121,6 +122,10 @@ type VerifyReport struct {
 	// them. The dispatcher stops with a CorruptError at such a stream; Repair cannot mend it.
 	// They are not listed in Missing, Holes or Pending.
 	Lost []StreamRange
+	// Uncatalogued are streams whose events the feed holds but that have no row in the stream
+	// catalog, so that ListStreams leaves them out: streams of a store written before the
+	// catalog existed. Informational, like ProgressBehind: Repair adds their rows.
+	Uncatalogued []string
 }
 
 // OK reports whether the feed and the stream table agree: nothing missing, duplicated, out of
@@ -137,6 +142,8 @@ type RepairResult struct {
 	Announced []StreamRange
 	// ProgressRaised are the progress rows raised, each to its range's To.
 	ProgressRaised []StreamRange
+	// Catalogued are the Uncatalogued streams given their catalog rows.
+	Catalogued []string
 	// Unrepaired is the number of faults of the report that Repair cannot heal: holes,
 	// duplicates, gaps, order violations, unparseable rows and lost ranges.
 	Unrepaired int
@@ -292,6 +299,9 @@ func (s *Store) Verify(ctx context.Context, opts *VerifyOptions) (*VerifyReport,
 	}
 	v.endFeedWalk()
 	if err := v.checkSuspects(ctx); err != nil {
+		return nil, err
+	}
+	if err := v.walkCatalog(ctx); err != nil {
 		return nil, err
 	}
 	v.finish()
@@ -863,6 +873,7 @@ func (v *verifier) finish() {
 	slices.SortFunc(v.r.Pending, byStream)
 	slices.SortFunc(v.r.ProgressBehind, byStream)
 	slices.SortFunc(v.r.Lost, byStream)
+	slices.Sort(v.r.Uncatalogued)
 	slices.SortStableFunc(v.r.Duplicates, byPosition)
 	slices.SortStableFunc(v.r.OrderViolations, byPosition)
 }
@@ -935,6 +946,29 @@ func (s *Store) Repair(ctx context.Context, report *VerifyReport) (RepairResult,
 		}
 		s.markDirty(m.shard)
 		res.Announced = append(res.Announced, r)
+	}
+	// Catalog rows, a batch per 100 streams of a shard.
+	byShard := make(map[int][]table.Op)
+	for _, stream := range report.Uncatalogued {
+		if validateStreamName(stream) != nil {
+			continue
+		}
+		pk := streamKey(stream)
+		shard := s.shardOf(pk)
+		byShard[shard] = append(byShard[shard], table.Op{Kind: table.Upsert, Entity: catalogEntity(shard, pk, stream)})
+	}
+	for _, shard := range slices.Sorted(maps.Keys(byShard)) {
+		for chunk := range slices.Chunk(byShard[shard], table.MaxBatchOps) {
+			_, err := withRetry(ctx, s.events.retry, func() ([]string, error) {
+				return s.events.submitOnce(ctx, catalogPartition(shard), chunk)
+			})
+			if err != nil {
+				return res, fmt.Errorf("estuite: writing stream catalog rows: %w", err)
+			}
+			for _, op := range chunk {
+				res.Catalogued = append(res.Catalogued, op.Entity.Properties[propCatalogStream].(string))
+			}
+		}
 	}
 	res.Unrepaired = len(report.Holes) + len(report.Duplicates) + len(report.Gaps) + len(report.OrderViolations) + len(report.Unparseable) + len(report.Lost)
 	return res, nil

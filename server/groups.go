@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"io"
 	"net/http"
 	"strconv"
 	"time"
@@ -217,18 +216,8 @@ func (s *Server) changeParked(w http.ResponseWriter, r *http.Request, member str
 		s.fail(w, r, err)
 		return
 	}
-	limit := min(s.maxBody, maxParkedBodyBytes)
-	if r.ContentLength > limit {
-		s.fail(w, r, &apiError{Status: http.StatusRequestEntityTooLarge, Code: codeTooLarge,
-			Message: "the request body is larger than " + strconv.FormatInt(limit, 10) + " bytes"})
-		return
-	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
+	body, err := readBody(w, r, min(s.maxBody, maxParkedBodyBytes))
 	if err != nil {
-		var mbe *http.MaxBytesError
-		if !errors.As(err, &mbe) {
-			err = badRequest("the request body could not be read: %v", err)
-		}
 		s.fail(w, r, err)
 		return
 	}

@@ -613,10 +613,10 @@ func TestHealthzReportsShards(t *testing.T) {
 			v.Shards[0].LeaseHeld && v.Shards[1].LeaseHeld && v.Shards[0].FeedHead+v.Shards[1].FeedHead == 6 &&
 			v.Shards[0].PendingStreams >= 0 && v.Shards[0].OldestPendingSeconds >= 0
 	})
-	// Without ShardDispatchers it is as before.
+	// Without ShardDispatchers there is no shards array, and no feed head.
 	r := h.do("GET", "/healthz", nil)
 	mustStatus(t, r, http.StatusOK)
-	if compact(t, r.body) != `{"status":"ok"}` {
+	if compact(t, r.body) != `{"status":"ok","feedShards":2,"feedHead":null,"leaseHeld":false,"dispatcher":{"state":"none","pendingStreams":0,"oldestPendingSeconds":0}}` {
 		t.Fatalf("healthz without shard dispatchers: %s", r.body)
 	}
 }

@@ -27,17 +27,8 @@ func (s *Server) handleAppend(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	if r.ContentLength > s.maxBody {
-		s.fail(w, r, &apiError{Status: http.StatusRequestEntityTooLarge, Code: codeTooLarge,
-			Message: "the request body is larger than " + strconv.FormatInt(s.maxBody, 10) + " bytes"})
-		return
-	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.maxBody))
+	body, err := readBody(w, r, s.maxBody)
 	if err != nil {
-		var mbe *http.MaxBytesError
-		if !errors.As(err, &mbe) {
-			err = badRequest("the request body could not be read: %v", err)
-		}
 		s.fail(w, r, err)
 		return
 	}
@@ -250,23 +241,81 @@ type shardHealthJSON struct {
 	OldestPendingSeconds float64 `json:"oldestPendingSeconds"`
 }
 
-// handleHealth serves GET /healthz: "ok", and with Options.ShardDispatchers what each shard's
-// dispatcher in this process knows of its shard (from memory: no storage request).
+// healthJSON is the body of GET /healthz.
+type healthJSON struct {
+	Status     string            `json:"status"`
+	Version    string            `json:"version,omitempty"`
+	Backend    string            `json:"backend,omitempty"`
+	FeedShards int               `json:"feedShards"`
+	FeedHead   *int64            `json:"feedHead"`
+	LeaseHeld  bool              `json:"leaseHeld"`
+	Dispatcher dispatcherJSON    `json:"dispatcher"`
+	Shards     []shardHealthJSON `json:"shards,omitempty"`
+}
+
+// dispatcherJSON is what /healthz says of this process's dispatchers.
+type dispatcherJSON struct {
+	// State: "leading" (holds a lease), "standby" (running, holds none), "stopped", or "none"
+	// (the server was given no dispatcher).
+	State                string  `json:"state"`
+	Owner                string  `json:"owner,omitempty"`
+	LeaseHolder          *string `json:"leaseHolder,omitempty"`
+	LastError            *string `json:"lastError,omitempty"`
+	LastStep             *string `json:"lastStep,omitempty"`
+	PendingStreams       int     `json:"pendingStreams"`
+	OldestPendingSeconds float64 `json:"oldestPendingSeconds"`
+}
+
+// handleHealth serves GET /healthz: the version and backend, and what this process's
+// dispatchers know of the feed, from memory (no storage request). Names and error texts (the
+// owner, the lease holder, the last error) are shown only to a request with credentials when the
+// server has a token.
 func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) {
-	if len(s.shardDisps) == 0 {
-		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
-		return
+	out := healthJSON{Status: "ok", Version: s.version, Backend: s.backend, FeedShards: s.store.FeedShards()}
+	disps := s.shardDisps
+	if len(disps) == 0 && s.dispatcher != nil {
+		disps = []*estuite.Dispatcher{s.dispatcher}
 	}
-	shards := make([]shardHealthJSON, len(s.shardDisps))
-	for shard, d := range s.shardDisps {
+	detail := s.credentialsOK(r)
+	out.Dispatcher.State = "none"
+	var head int64
+	for i, d := range disps {
 		h := d.Health()
-		shards[shard] = shardHealthJSON{Shard: shard, Running: h.Running, LeaseHeld: h.LeaseHeld, FeedHead: h.FeedHead,
-			PendingStreams: h.Pending, OldestPendingSeconds: h.OldestPending.Seconds()}
+		head += h.FeedHead
+		out.LeaseHeld = out.LeaseHeld || h.LeaseHeld
+		out.Dispatcher.PendingStreams += h.Pending
+		out.Dispatcher.OldestPendingSeconds = max(out.Dispatcher.OldestPendingSeconds, h.OldestPending.Seconds())
+		switch {
+		case h.LeaseHeld:
+			out.Dispatcher.State = "leading"
+		case h.Running && out.Dispatcher.State != "leading":
+			out.Dispatcher.State = "standby"
+		case out.Dispatcher.State == "none":
+			out.Dispatcher.State = "stopped"
+		}
+		if i == 0 && detail {
+			out.Dispatcher.Owner = h.Owner
+			holder := h.LeaseHolder
+			out.Dispatcher.LeaseHolder = &holder
+			if !h.LastStep.IsZero() {
+				t := formatTime(h.LastStep)
+				out.Dispatcher.LastStep = &t
+			}
+		}
+		if h.LastError != nil && detail && out.Dispatcher.LastError == nil {
+			e := h.LastError.Error()
+			out.Dispatcher.LastError = &e
+		}
+		if len(s.shardDisps) > 0 {
+			out.Shards = append(out.Shards, shardHealthJSON{Shard: i, Running: h.Running, LeaseHeld: h.LeaseHeld, FeedHead: h.FeedHead,
+				PendingStreams: h.Pending, OldestPendingSeconds: h.OldestPending.Seconds()})
+		}
 	}
-	writeJSON(w, http.StatusOK, struct {
-		Status string            `json:"status"`
-		Shards []shardHealthJSON `json:"shards"`
-	}{"ok", shards})
+	if len(disps) > 0 {
+		out.FeedHead = &head
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	writeJSON(w, http.StatusOK, out)
 }
 
 // stream returns the request's stream name: its path segment, percent-decoded once.
@@ -436,4 +485,22 @@ func (s *Server) handleFeedAll(w http.ResponseWriter, r *http.Request) {
 		events[i] = e
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"events": events, "next": page.Next.String()})
+}
+
+// readBody reads the request body, at most limit bytes: 413 too_large beyond (also when the
+// Content-Length says so, before reading), 400 when it cannot be read.
+func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, error) {
+	if r.ContentLength > limit {
+		return nil, &apiError{Status: http.StatusRequestEntityTooLarge, Code: codeTooLarge,
+			Message: "the request body is larger than " + strconv.FormatInt(limit, 10) + " bytes"}
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if !errors.As(err, &mbe) {
+			err = badRequest("the request body could not be read: %v", err)
+		}
+		return nil, err
+	}
+	return body, nil
 }

@@ -30,7 +30,6 @@ import (
 	"cmp"
 	"context"
 	"crypto/sha256"
-	"crypto/subtle"
 	"errors"
 	"log/slog"
 	"net/http"
@@ -84,6 +83,9 @@ const (
 type Options struct {
 	// Store is the event store served. Required.
 	Store *estuite.Store
+	// Version and Backend are what GET /healthz reports as the server's version and its
+	// storage backend ("embedded", "azure", "memory"…). Optional.
+	Version, Backend string
 	// Token, when set, is required on every endpoint but /healthz as "Authorization: Bearer
 	// <token>" (the scheme in any case). It is compared in constant time.
 	Token string
@@ -159,6 +161,8 @@ type Options struct {
 // http.Server.Shutdown.
 type Server struct {
 	store     *estuite.Store
+	version   string // Options.Version
+	backend   string // Options.Backend
 	tokenHash [sha256.Size]byte
 	auth      bool
 
@@ -219,6 +223,8 @@ func New(opts Options) (*Server, error) {
 	}
 	s := &Server{
 		store:     opts.Store,
+		version:   opts.Version,
+		backend:   opts.Backend,
 		auth:      opts.Token != "",
 		tokenHash: sha256.Sum256([]byte(opts.Token)),
 
@@ -297,6 +303,7 @@ func (s *Server) Close() {
 
 // Route names: the label of the HTTP metrics and the "route" of the request logs.
 const (
+	routeStreams   = "GET /streams"
 	routeAppend    = "POST /streams/{stream}"
 	routeStream    = "GET /streams/{stream}"
 	routeEvents    = "GET /streams/{stream}/events"
@@ -316,6 +323,10 @@ const (
 	routeDiscard   = "POST /groups/{group}/parked/discard"
 	routeGroupWait = "GET /groups/{group}/wait"
 	routeHealth    = "GET /healthz"
+	routeSession   = "GET /auth/session"
+	routeLogin     = "POST /auth/session"
+	routeLogout    = "DELETE /auth/session"
+	routeTicket    = "POST /auth/ticket"
 	routeMetrics   = "GET /metrics"
 	routeConsole   = "GET /ui/"
 	routeUnmatched = "unmatched"
@@ -333,7 +344,7 @@ func (s *Server) routes(metricsHandler http.Handler) http.Handler {
 				return
 			}
 			switch route {
-			case routeAppend, routePutMeta, routeReplay, routeDiscard:
+			case routeAppend, routePutMeta, routeReplay, routeDiscard, routeLogin:
 				if !s.jsonBody(w, r) {
 					return
 				}
@@ -343,6 +354,7 @@ func (s *Server) routes(metricsHandler http.Handler) http.Handler {
 			h(w, r)
 		})
 	}
+	handle(routeStreams, false, s.handleListStreams)
 	handle(routeAppend, false, s.handleAppend)
 	handle(routeStream, false, s.handleStream)
 	handle(routeEvents, false, s.handleEvents)
@@ -362,6 +374,10 @@ func (s *Server) routes(metricsHandler http.Handler) http.Handler {
 	handle(routeDiscard, false, s.handleDiscard)
 	handle(routeGroupWait, false, s.handleGroupWait)
 	handle(routeHealth, true, s.handleHealth)
+	handle(routeSession, true, s.handleGetSession)
+	handle(routeLogin, true, s.handleCreateSession)
+	handle(routeLogout, true, s.handleDeleteSession)
+	handle(routeTicket, false, s.handleTicket)
 	handle(routeMetrics, false, metricsHandler.ServeHTTP)
 	handle(routeStats, false, s.handleStats)
 	handle(routeSubscriptions, false, s.handleSubscriptions)
@@ -371,6 +387,7 @@ func (s *Server) routes(metricsHandler http.Handler) http.Handler {
 	// The same paths without a method answer 405; any other path 404. Both after authentication,
 	// so that a client without the token learns nothing about the routes.
 	allowed := map[string]string{
+		"/streams":                       "GET, HEAD",
 		"/streams/{stream}":              "GET, HEAD, POST, DELETE",
 		"/streams/{stream}/events":       "GET, HEAD",
 		"/streams/{stream}/metadata":     "GET, HEAD, PUT",
@@ -386,6 +403,8 @@ func (s *Server) routes(metricsHandler http.Handler) http.Handler {
 		"/groups/{group}/parked/discard": "POST",
 		"/groups/{group}/wait":           "GET, HEAD",
 		"/healthz":                       "GET, HEAD",
+		"/auth/session":                  "GET, HEAD, POST, DELETE",
+		"/auth/ticket":                   "POST",
 		"/metrics":                       "GET, HEAD",
 		"/admin/stats":                   "GET, HEAD",
 		"/subscriptions":                 "GET, HEAD",
@@ -394,7 +413,7 @@ func (s *Server) routes(metricsHandler http.Handler) http.Handler {
 	}
 	for p, methods := range allowed {
 		mux.HandleFunc(p, func(w http.ResponseWriter, r *http.Request) {
-			open := p == "/healthz" || p == "/ui/" || p == "/ui"
+			open := p == "/healthz" || p == "/auth/session" || p == "/ui/" || p == "/ui"
 			if !open && !s.authorized(w, r) {
 				return
 			}
@@ -432,6 +451,7 @@ func (s *Server) routes(metricsHandler http.Handler) http.Handler {
 		if !s.guard(rw, r) {
 			return
 		}
+		s.takeTicket(r, info)
 		if msg := uncleanPath(r.URL.EscapedPath()); msg != "" {
 			// ServeMux would redirect to the cleaned path: answer in JSON instead.
 			if s.authorized(rw, r) {
@@ -460,20 +480,19 @@ func uncleanPath(p string) string {
 
 // authorized checks the bearer token, answering 401 when it is missing or wrong.
 func (s *Server) authorized(w http.ResponseWriter, r *http.Request) bool {
-	if !s.auth {
+	// The scheme is case-insensitive (RFC 9110 §11.1); the token is compared, as a hash so that
+	// not even its length shows, in constant time (credentialsOK). A browser may instead send a
+	// session cookie, or a ticket on a GET (auth.go).
+	if s.credentialsOK(r) {
 		return true
 	}
 	got := r.Header.Get("Authorization")
-	// The scheme is case-insensitive (RFC 9110 §11.1); the token is compared, as a hash so that
-	// not even its length shows, in constant time.
-	scheme, token, _ := strings.Cut(got, " ")
-	h := sha256.Sum256([]byte(token))
-	if subtle.ConstantTimeCompare(h[:], s.tokenHash[:]) == 1 && strings.EqualFold(scheme, "Bearer") {
-		return true
-	}
-	msg, challenge := "this endpoint needs \"Authorization: Bearer <token>\"", `Bearer realm="estuite"`
-	if got != "" {
+	msg, challenge := "this endpoint needs \"Authorization: Bearer <token>\" (or, from a browser, a session or ticket: see /auth/session)", `Bearer realm="estuite"`
+	switch {
+	case got != "":
 		msg, challenge = "the bearer token is not valid", `Bearer realm="estuite", error="invalid_token"`
+	case requestInfoOf(r).ticketSent:
+		msg, challenge = "the ticket is not valid or has expired: get a new one with POST /auth/ticket", `Bearer realm="estuite", error="invalid_token"`
 	}
 	w.Header().Set("WWW-Authenticate", challenge)
 	s.writeError(w, r, &apiError{Status: http.StatusUnauthorized, Code: codeUnauthorized, Message: msg})
@@ -486,6 +505,8 @@ type requestInfo struct {
 	stream string
 	group  string    // the consumer group of a /groups/{group} route
 	err    *apiError // the error answered, if any
+
+	ticketSent, ticketValid, ticketBad bool // the ?ticket= of a GET: see takeTicket
 }
 
 type requestInfoKey struct{}

@@ -334,7 +334,12 @@ func serve(ctx context.Context, logger *slog.Logger, b *backendFlags, o serveOpt
 		dispatchers = []*estuite.Dispatcher{estuite.NewDispatcher(store, &dispatchOpts)}
 	}
 	dispatcher := dispatchers[0]
-	srv, err = server.New(server.Options{Store: store, Token: o.token, Logger: logger, Dispatcher: dispatcher, ShardDispatchers: dispatchers,
+	backendName := "azure"
+	if b.embedded() {
+		backendName = "embedded"
+	}
+	srv, err = server.New(server.Options{Store: store, Version: versionLine(), Backend: backendName,
+		Token: o.token, Logger: logger, Dispatcher: dispatcher, ShardDispatchers: dispatchers,
 		AllowedHosts: append(addrHost(o.addr), o.allowedHosts...), CORSOrigins: o.corsOrigins,
 		MaxLiveStreams: o.maxLiveStreams, LiveWriteTimeout: o.liveWriteTimeout, Prices: o.prices})
 	if err != nil {

@@ -41,7 +41,7 @@ func init() {
 				if err != nil {
 					return err
 				}
-				if *repair && !report.OK() {
+				if *repair && (!report.OK() || len(report.Uncatalogued) > 0) {
 					res, err := store.Repair(ctx, report)
 					if err != nil {
 						return err
@@ -91,6 +91,7 @@ func printReport(w io.Writer, r *estuite.VerifyReport) {
 	section("redacted entries of visible versions", len(r.WrongRedactions), r.WrongRedactions)
 	section("lost below the removal floor", len(r.Lost), r.Lost)
 	section("progress rows behind", len(r.ProgressBehind), r.ProgressBehind)
+	section("streams missing from the catalog (--repair adds them)", len(r.Uncatalogued), r.Uncatalogued)
 	if r.Redacted > 0 {
 		fmt.Fprintf(w, "redacted feed entries: %d\n", r.Redacted)
 	}
