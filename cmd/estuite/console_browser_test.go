@@ -96,6 +96,12 @@ func seedConsoleStore(t *testing.T, dir string) {
 		{"blob-1", []estuite.EventData{{Type: "PhotoUploaded", Format: estuite.Binary, Data: []byte("hello")}}},
 		{"invoice-1", []estuite.EventData{{Type: "InvoiceFailed", Data: []byte(`{"reason":"card declined"}`)}}},
 	}
+	for i := range 55 { // more than a page of the list
+		appends = append(appends, struct {
+			stream string
+			events []estuite.EventData
+		}{fmt.Sprintf("customer-%02d", i), []estuite.EventData{{Type: "CustomerRegistered", Data: []byte(`{}`)}}})
+	}
 	long := make([]estuite.EventData, 45)
 	for i := range long {
 		long[i] = estuite.EventData{Type: "Ticked", Data: []byte(fmt.Sprintf(`{"tick":%d}`, i+1))}
@@ -119,13 +125,13 @@ func seedConsoleStore(t *testing.T, dir string) {
 			break
 		}
 	}
-	handled := make(chan struct{}, 100)
+	handled := make(chan struct{}, 200)
 	sub, err := store.Subscribe(ctx, estuite.SubscriptionOptions{Name: "read-model", CheckpointEvery: 1,
 		Handler: func(context.Context, estuite.FeedEvent) error { handled <- struct{}{}; return nil }})
 	if err != nil {
 		t.Fatal(err)
 	}
-	for range 50 {
+	for range 105 {
 		<-handled
 	}
 	if err := sub.Stop(); err != nil {

@@ -68,7 +68,7 @@ async function loadSession() {
 async function loadServerInfo() {
   try {
     const hz = await api('/healthz');
-    const parts = [hz.version && `v${hz.version}`, hz.backend].filter(Boolean);
+    const parts = [hz.version, hz.backend].filter(Boolean);
     fill(document.getElementById('server-info'), parts.join(' · '));
   } catch { /* the header line is optional */ }
 }

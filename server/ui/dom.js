@@ -130,7 +130,7 @@ export function lineChart(series, { unit = '', yMin = 0, width = 720, from, to }
     return svg;
   }
   const t0 = from ?? Math.min(...all.map((p) => p[0])), t1 = Math.max(to ?? Math.max(...all.map((p) => p[0])), t0 + 1);
-  const yMax = Math.max(yMin + 1e-9, ...all.map((p) => p[1])) * 1.1;
+  const yMax = niceMax(Math.max(yMin, ...all.map((p) => p[1])));
   const x = (t) => PAD.l + ((t - t0) / (t1 - t0)) * (W - PAD.l - PAD.r);
   const y = (v) => H - PAD.b - (v / yMax) * (H - PAD.t - PAD.b);
   axes(svg, W, t0, t1, yMax, x, y, unit);
@@ -152,7 +152,7 @@ export function barChart(times, series, { unit = '', width = 720, from, to, slot
     return svg;
   }
   const totals = times.map((_, i) => series.reduce((a, s) => a + s.values[i], 0));
-  const yMax = Math.max(1, ...totals) * 1.1;
+  const yMax = niceMax(Math.max(1, ...totals));
   const t0 = from ?? times[0], t1 = Math.max(to ?? times[times.length - 1], t0 + 1);
   const span = W - PAD.l - PAD.r;
   const bw = Math.max(1, Math.min(16, span / (slots || times.length) - 1));
@@ -174,9 +174,9 @@ export function barChart(times, series, { unit = '', width = 720, from, to, slot
 }
 
 function axes(svg, W, t0, t1, yMax, x, y, unit) {
-  const ms = unit === ' s' && yMax / 1.1 < 1; // seconds below one: in milliseconds
+  const ms = unit === ' s' && yMax < 1; // seconds below one: in milliseconds
   for (let i = 0; i <= 4; i++) {
-    const v = (yMax / 1.1) * (i / 4);
+    const v = yMax * (i / 4);
     svg.append(h('svg:line', { x1: PAD.l, x2: W - PAD.r, y1: y(v), y2: y(v), class: 'gridline' }));
     svg.append(h('svg:text', { x: PAD.l - 6, y: y(v) + 4, 'text-anchor': 'end', class: 'axis' },
       ms ? `${Math.round(v * 1000)} ms` : shortNum(v) + unit));
@@ -185,6 +185,14 @@ function axes(svg, W, t0, t1, yMax, x, y, unit) {
   svg.append(h('svg:text', { x: PAD.l, y: H - 6, class: 'axis' }, clock(t0)));
   svg.append(h('svg:text', { x: (PAD.l + W - PAD.r) / 2, y: H - 6, 'text-anchor': 'middle', class: 'axis' }, clock((t0 + t1) / 2)));
   svg.append(h('svg:text', { x: W - PAD.r, y: H - 6, 'text-anchor': 'end', class: 'axis' }, clock(t1)));
+}
+
+// niceMax rounds v up to 1, 2, 2.5 or 5 times a power of ten (quarters of it read well).
+function niceMax(v) {
+  if (!(v > 0)) return 1;
+  const p = Math.pow(10, Math.floor(Math.log10(v)));
+  const f = v / p;
+  return (f <= 1 ? 1 : f <= 2 ? 2 : f <= 2.5 ? 2.5 : f <= 5 ? 5 : 10) * p;
 }
 
 function shortNum(v) {

@@ -41,10 +41,13 @@ export function render(root) {
     const pending = d.pendingStreams ?? shardList.reduce((a, s) => a + s.pendingStreams, 0);
     const oldest = d.oldestPendingSeconds ?? Math.max(0, ...shardList.map((s) => s.oldestPendingSeconds));
     const state = d.state || (held ? 'leading' : shardList.some((s) => s.running) ? 'standby' : 'none');
-    const holder = d.owner ? d.owner : held ? 'this server' : '—';
+    // The lease holder by name when the server tells it (with credentials), else whether it is us.
+    const holder = d.leaseHolder || (held ? 'this server' : d.leaseHolder === '' ? 'nobody' : '—');
+    const here = d.owner && d.leaseHolder === d.owner;
     const lastErr = d.lastError || (st.errors.length ? st.errors[st.errors.length - 1].error : null);
     fill(cards,
-      stat('Lease holder', holder, state === 'leading' ? 'this server is dispatching' : state),
+      stat('Lease holder', h('span', { id: 'lease-holder', class: 'name', title: holder }, holder),
+        state === 'leading' ? (here ? 'this server is dispatching' : 'this server holds a lease') : `this server: ${state}${d.owner ? ` (${d.owner})` : ''}`),
       stat('Feed head', h('span', { id: 'feed-head' }, fmtNumber(head)), shardList.length > 1 ? `${shardList.length} shards` : 'highest position'),
       stat('Backlog', fmtNumber(pending), `stream${pending === 1 ? '' : 's'} with appends not yet in the feed`),
       stat('Oldest pending', fmtSeconds(oldest), 'since its dirty marker was found'),

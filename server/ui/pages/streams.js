@@ -3,7 +3,11 @@
 import { api, enc, query } from '../api.js';
 import { h, fill, fmtNumber, fmtTime, payload, table, errorBox } from '../dom.js';
 
-const PAGE = 20;
+const PAGE = 20; // events a page of a stream
+const LIST = 50; // streams a page of the list
+
+// pages remembers the cursors of the list's pages before the one shown, for one prefix.
+const pages = { prefix: '', back: [] };
 
 export function render(root, route) {
   return route.page === 'stream' ? renderStream(root, route) : renderList(root, route);
@@ -12,7 +16,10 @@ export function render(root, route) {
 function renderList(root, route) {
   const prefix = route.params.get('prefix') || '';
   const after = route.params.get('after') || '';
-  const back = (route.params.get('back') || '').split(',').filter(Boolean); // cursors of the pages before
+  // The cursors of the pages before this one, kept in memory (a stream name may hold any
+  // character, so they stay out of the URL): "Previous" goes back through them.
+  if (!after || pages.prefix !== prefix) { pages.prefix = prefix; pages.back = []; }
+  const back = pages.back;
   const search = h('input', { type: 'search', name: 'prefix', placeholder: 'Stream name prefix, e.g. order-', value: prefix, class: 'grow' });
   const open = h('input', { type: 'text', name: 'stream', placeholder: 'Exact stream name', class: 'grow' });
   const list = h('div', { class: 'list' }, h('p', { class: 'muted' }, 'Loading…'));
@@ -25,15 +32,15 @@ function renderList(root, route) {
         open, h('button', { type: 'submit' }, 'Open'))),
     list);
   const ctrl = new AbortController();
-  api('/streams' + query({ prefix, after, limit: 50 }), { signal: ctrl.signal }).then((res) => {
+  api('/streams' + query({ prefix, after, limit: LIST }), { signal: ctrl.signal }).then((res) => {
     const rows = res.streams.map((s) => [h('a', { href: '#/stream/' + encodeURIComponent(s.stream), class: 'stream-link' }, s.stream), fmtNumber(s.version)]);
     const pager = h('div', { class: 'pager' },
       h('button', { type: 'button', disabled: !after, onclick: () => {
-        const prev = back.slice(0, -1);
-        location.hash = '#/streams' + query({ prefix, after: back[back.length - 1] === '-' ? '' : back[back.length - 1], back: prev.join(',') });
+        location.hash = '#/streams' + query({ prefix, after: back.pop() || '' });
       } }, '← Previous'),
       h('button', { type: 'button', disabled: res.next === null || res.next === undefined, onclick: () => {
-        location.hash = '#/streams' + query({ prefix, after: res.next, back: [...back, after || '-'].join(',') });
+        back.push(after);
+        location.hash = '#/streams' + query({ prefix, after: res.next });
       } }, 'Next →'));
     fill(list, table(['Stream', 'Version'], rows, { empty: prefix ? `No stream starts with “${prefix}”.` : 'No streams yet.' }), pager);
   }).catch((e) => {

@@ -69,11 +69,23 @@ await check('streams', async () => {
   const listed = (await fetch(base + '/streams?limit=1')).ok;
   await page.goto(base + '/ui/#/streams');
   if (listed) {
-    await page.locator('a.stream-link', { hasText: 'order-1' }).first().waitFor();
+    await page.locator('a.stream-link', { hasText: 'blob-1' }).first().waitFor();
     await page.fill('input[name=prefix]', 'order-');
     await page.click('form.inline >> text=Search');
     await page.waitForFunction(() => !document.body.textContent.includes('blob-1') && document.body.textContent.includes('order-2'));
     await shot('streams');
+    // Paging the list: 50 a page.
+    await page.fill('input[name=prefix]', 'customer-');
+    await page.click('form.inline >> text=Search');
+    await page.locator('a.stream-link', { hasText: 'customer-49' }).waitFor();
+    if (await page.locator('a.stream-link', { hasText: 'customer-50' }).count()) throw new Error('more than 50 streams on a page');
+    await page.click('.pager >> text=Next');
+    await page.locator('a.stream-link', { hasText: 'customer-54' }).waitFor();
+    if (await page.locator('a.stream-link').count() !== 5) throw new Error('the second page should hold customer-50 to 54');
+    await page.click('.pager >> text=Previous');
+    await page.locator('a.stream-link', { hasText: 'customer-00' }).waitFor();
+    await page.fill('input[name=prefix]', 'order-');
+    await page.click('form.inline >> text=Search');
     await page.click('a.stream-link >> text=order-1');
   } else {
     // A server without GET /streams: the page says so, and opens a stream by name.
@@ -113,7 +125,7 @@ await check('streams', async () => {
 await check('feed', async () => {
   await page.goto(base + '/ui/#/feed');
   await page.locator('#feed-status', { hasText: 'live' }).waitFor();
-  await page.locator('#feed-rows tr.ev-row', { hasText: 'long-1' }).first().waitFor(); // the latest events, at once
+  await page.locator('#feed-rows tr.ev-row').nth(19).waitFor(); // the latest 20 events, at once
   await api('POST', '/streams/tail-1', { events: [{ type: 'TailSeen', data: { n: 1 } }] });
   await page.locator('#feed-rows tr.ev-row', { hasText: 'tail-1' }).waitFor();
   await page.click('#feed-pause');
