@@ -16,6 +16,10 @@ const listeners = new Set();
 // onUnauthorized registers f, called when any call is answered 401.
 export function onUnauthorized(f) { listeners.add(f); }
 
+// unauthorized tells the listeners that the browser has no valid credentials (a live stream
+// refused, a session expired).
+export function unauthorized() { listeners.forEach((f) => f()); }
+
 // api calls the API: method and path, an optional JSON body. It resolves to the decoded JSON
 // (null for 204) and rejects with an ApiError.
 export async function api(path, { method = 'GET', body, signal } = {}) {
@@ -38,7 +42,7 @@ export async function api(path, { method = 'GET', body, signal } = {}) {
     try { data = JSON.parse(text); } catch { data = null; }
   }
   if (!res.ok) {
-    if (res.status === 401) listeners.forEach((f) => f());
+    if (res.status === 401) unauthorized();
     throw new ApiError(res.status, data && data.error, data && data.message, data);
   }
   return data;

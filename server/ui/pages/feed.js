@@ -2,7 +2,7 @@
 // pause and resume. The browser's EventSource reconnects by itself with Last-Event-ID after the
 // stream ends (a server restart); when it gives up (an error answer, such as 503 while the server
 // shuts down), the page opens a new stream after the last position it showed.
-import { api, query } from '../api.js';
+import { api, query, unauthorized } from '../api.js';
 import { h, fill, fmtNumber, fmtTime, payload } from '../dom.js';
 
 const MAX_ROWS = 500;
@@ -73,9 +73,10 @@ export function render(root, route) {
     es.onerror = () => {
       if (stopped || paused) return;
       if (es.readyState === EventSource.CLOSED) {
-        // The browser gave up (an error answer): start again after the last event shown.
+        // The browser gave up (an error answer): start again after the last event shown. A
+        // session that expired shows as a 401 to an ordinary call, which brings the login form.
         es.close();
-        retry = setTimeout(open, 2000);
+        retry = setTimeout(() => api('/auth/session').then((st) => (st.authenticated ? open() : unauthorized()), open), 2000);
       }
       setStatus('reconnecting…', 'warn');
     };
