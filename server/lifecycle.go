@@ -139,6 +139,10 @@ func parseMetadataBody(body []byte) (estuite.StreamMetadata, estuite.MetadataExp
 	return md, expected, err
 }
 
+// StreamVersionHeader is the header of a DELETE /streams/{stream} answer (204) that says the
+// stream's version when it was deleted: its events up to it are deleted.
+const StreamVersionHeader = "Estuite-Stream-Version"
+
 // handleDelete serves DELETE /streams/{stream}?expectedVersion=V&hard=true.
 func (s *Server) handleDelete(w http.ResponseWriter, r *http.Request) {
 	stream := s.stream(r)
@@ -162,10 +166,13 @@ func (s *Server) handleDelete(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, badRequest(`hard must be "true" or "false", not %q`, h))
 		return
 	}
-	if _, err := s.store.Delete(r.Context(), stream, &o); err != nil {
+	res, err := s.store.Delete(r.Context(), stream, &o)
+	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
+	// The version deleted up to, for clients that report it (estuite delete --server).
+	w.Header().Set(StreamVersionHeader, strconv.FormatInt(res.Version, 10))
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(http.StatusNoContent)
 }
