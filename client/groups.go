@@ -87,10 +87,10 @@ func (c *Client) GroupState(ctx context.Context, group string) (estuite.GroupSta
 	return st, nil
 }
 
-// Parked returns a consumer group's parked events, in shard and position order (GET
+// ParkedEvents returns a consumer group's parked events, in shard and position order (GET
 // /groups/{group}/parked): the first limit of them (0: the server's default of 100; at most
 // MaxPageLimit).
-func (c *Client) Parked(ctx context.Context, group string, limit int) ([]estuite.ParkedEvent, error) {
+func (c *Client) ParkedEvents(ctx context.Context, group string, limit int) ([]estuite.ParkedEvent, error) {
 	q := url.Values{}
 	if limit > 0 {
 		q.Set("limit", strconv.Itoa(limit))

@@ -19,6 +19,9 @@ const (
 	VerifyCanceled = verifyjson.StateCanceled
 )
 
+// MaxVerifyListItems is the most entries of each of a report's lists that the server sends.
+const MaxVerifyListItems = verifyjson.MaxListItems
+
 // VerifyCounts are the full lengths of a verification report's lists (the server sends at most
 // 1,000 entries of each).
 type VerifyCounts = verifyjson.Counts

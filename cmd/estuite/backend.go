@@ -167,7 +167,8 @@ func (b *backendFlags) open(ctx context.Context) (*estuite.Store, error) {
 		path := filepath.Join(b.dir(), "estuite.db")
 		bb, err := bolt.Open(path, &bolt.Options{Timeout: 2 * time.Second})
 		if errors.Is(err, berrors.ErrTimeout) {
-			return nil, fmt.Errorf("%s is in use by another process (a running `estuite serve`?): stop it, or use its HTTP API", path)
+			return nil, fmt.Errorf("%s is in use by another process (a running `estuite serve`?): go through it with --server http://%s\n"+
+				"(its address, if it listens elsewhere: see its --addr; and --token-file or $ESTUITE_TOKEN if it has a token), or stop it", path, DefaultAddr)
 		}
 		if err != nil {
 			return nil, err
