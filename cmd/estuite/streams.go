@@ -27,7 +27,7 @@ func init() {
 			commitID := fs.String("commit-id", "", "commit ID (default: generated); a retry with the same ID is answered as a duplicate")
 			metadata := fs.String("metadata", "", "metadata: a JSON object")
 			binary := fs.Bool("binary", false, "store the data as binary, not JSON")
-			subject := fs.String("subject", "", "the data subject the event is about: its data and metadata are stored encrypted\nwith the subject's key, and `estuite forget` erases them")
+			subject := fs.String("subject", "", "the data subject the event is about: its data and metadata are stored encrypted\nwith the subject's key, and estuite forget erases them")
 			return func(ctx context.Context, e *env, args []string) error {
 				if len(args) < 2 || len(args) > 3 {
 					return usagef("want STREAM TYPE [JSON], got %d arguments", len(args))
