@@ -58,9 +58,9 @@ func (c *Client) Feed(ctx context.Context, opts FeedOptions) (FeedPage, error) {
 		q.Set("redacted", "true")
 	}
 	var out struct {
-		Events []eventJSON `json:"events"`
-		Next   int64       `json:"next"`
-		Head   int64       `json:"head"`
+		Events []feedEventJSON `json:"events"`
+		Next   int64           `json:"next"`
+		Head   int64           `json:"head"`
 	}
 	if _, _, err := c.call(ctx, request{method: http.MethodGet, path: "/feed", query: q}, &out); err != nil {
 		return FeedPage{}, err

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/estuite/estuite"
+	"github.com/estuite/estuite/internal/wire"
 )
 
 // groupPath is the escaped path of a consumer group's route: /groups/{group}, then suffix.
@@ -24,11 +25,7 @@ func optionalTime(s *string) (time.Time, error) {
 // Groups returns the store's consumer groups, in name order (GET /groups).
 func (c *Client) Groups(ctx context.Context) ([]estuite.GroupInfo, error) {
 	var out struct {
-		Groups []struct {
-			Group  string `json:"group"`
-			Shards int    `json:"shards"`
-			Ranges int    `json:"ranges"`
-		} `json:"groups"`
+		Groups []wire.GroupInfo `json:"groups"`
 	}
 	if _, _, err := c.call(ctx, request{method: http.MethodGet, path: "/groups"}, &out); err != nil {
 		return nil, err
@@ -43,25 +40,7 @@ func (c *Client) Groups(ctx context.Context) ([]estuite.GroupInfo, error) {
 // GroupState returns a consumer group's members, slots and parked count (GET /groups/{group}):
 // estuite.ErrGroupNotFound for a group never created.
 func (c *Client) GroupState(ctx context.Context, group string) (estuite.GroupState, error) {
-	var out struct {
-		Group   string `json:"group"`
-		Shards  int    `json:"shards"`
-		Ranges  int    `json:"ranges"`
-		Members []struct {
-			Member  string  `json:"member"`
-			Updated *string `json:"updated"`
-			Slots   int     `json:"slots"`
-		} `json:"members"`
-		Slots []struct {
-			Shard    int     `json:"shard"`
-			Range    int     `json:"range"`
-			Owner    *string `json:"owner"`
-			Position int64   `json:"position"`
-			Lag      int64   `json:"lag"`
-			Updated  *string `json:"updated"`
-		} `json:"slots"`
-		Parked int `json:"parked"`
-	}
+	var out wire.GroupState
 	if _, _, err := c.call(ctx, request{method: http.MethodGet, path: groupPath(group, "")}, &out); err != nil {
 		return estuite.GroupState{}, err
 	}
@@ -96,20 +75,7 @@ func (c *Client) ParkedEvents(ctx context.Context, group string, limit int) ([]e
 		q.Set("limit", strconv.Itoa(limit))
 	}
 	var out struct {
-		Parked []struct {
-			Shard    int     `json:"shard"`
-			Range    int     `json:"range"`
-			Position int64   `json:"position"`
-			Stream   string  `json:"stream"`
-			Version  int64   `json:"version"`
-			Type     string  `json:"type"`
-			EventID  string  `json:"eventId"`
-			Error    string  `json:"error"`
-			Attempts int     `json:"attempts"`
-			Waiting  bool    `json:"waiting"`
-			Replay   bool    `json:"replay"`
-			Parked   *string `json:"parked"`
-		} `json:"parked"`
+		Parked []wire.Parked `json:"parked"`
 	}
 	if _, _, err := c.call(ctx, request{method: http.MethodGet, path: groupPath(group, "/parked"), query: q}, &out); err != nil {
 		return nil, err

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/estuite/estuite"
+	"github.com/estuite/estuite/internal/wire"
 	"github.com/google/uuid"
 )
 
@@ -22,23 +23,10 @@ const MaxPageLimit = 1000
 // was deleted (server.StreamVersionHeader).
 const StreamVersionHeader = "Estuite-Stream-Version"
 
-// eventJSON is an event as the API shows it (docs/http-api.md, Events).
-type eventJSON struct {
-	Shard        *int            `json:"shard"`
-	Position     int64           `json:"position"`
-	Redacted     bool            `json:"redacted"`
-	Stream       string          `json:"stream"`
-	Version      int64           `json:"version"`
-	ID           string          `json:"id"`
-	Type         string          `json:"type"`
-	Data         json.RawMessage `json:"data"`
-	DataBase64   *string         `json:"dataBase64"`
-	Metadata     json.RawMessage `json:"metadata"`
-	CommitID     string          `json:"commitId"`
-	RecordedAt   string          `json:"recordedAt"`
-	DispatchedAt string          `json:"dispatchedAt"`
-	Subject      string          `json:"subject"`
-	Erased       bool            `json:"erased"`
+// feedEventJSON is an event as the API shows it (a feed entry may be a redacted one).
+type feedEventJSON struct {
+	wire.Event
+	Redacted bool `json:"redacted"`
 }
 
 // parseTime reads a time as the API writes it; "" is the zero time.
@@ -50,7 +38,7 @@ func parseTime(s string) (time.Time, error) {
 }
 
 // recorded returns the event e stands for.
-func (e *eventJSON) recorded() (estuite.RecordedEvent, error) {
+func recorded(e *wire.Event) (estuite.RecordedEvent, error) {
 	ev := estuite.RecordedEvent{Stream: e.Stream, Version: e.Version, Type: e.Type, CommitID: e.CommitID,
 		Subject: e.Subject, Erased: e.Erased}
 	var err error
@@ -76,7 +64,7 @@ func (e *eventJSON) recorded() (estuite.RecordedEvent, error) {
 }
 
 // feed returns the feed event e stands for.
-func (e *eventJSON) feed() (estuite.FeedEvent, error) {
+func (e *feedEventJSON) feed() (estuite.FeedEvent, error) {
 	fe := estuite.FeedEvent{Position: e.Position, Redacted: e.Redacted}
 	if e.Shard != nil {
 		fe.Shard = *e.Shard
@@ -85,7 +73,7 @@ func (e *eventJSON) feed() (estuite.FeedEvent, error) {
 		return fe, nil
 	}
 	var err error
-	if fe.RecordedEvent, err = e.recorded(); err != nil {
+	if fe.RecordedEvent, err = recorded(&e.Event); err != nil {
 		return fe, err
 	}
 	if fe.DispatchedAt, err = parseTime(e.DispatchedAt); err != nil {
@@ -206,15 +194,15 @@ func (c *Client) ReadPage(ctx context.Context, stream string, opts ReadOptions) 
 		q.Set("direction", "backward")
 	}
 	var out struct {
-		Version int64       `json:"version"`
-		Events  []eventJSON `json:"events"`
+		Version int64        `json:"version"`
+		Events  []wire.Event `json:"events"`
 	}
 	if _, _, err := c.call(ctx, request{method: http.MethodGet, path: streamPath(stream, "/events"), query: q}, &out); err != nil {
 		return StreamPage{}, err
 	}
 	page := StreamPage{Version: out.Version, Events: make([]estuite.RecordedEvent, 0, len(out.Events))}
 	for i := range out.Events {
-		ev, err := out.Events[i].recorded()
+		ev, err := recorded(&out.Events[i])
 		if err != nil {
 			return StreamPage{}, err
 		}
@@ -278,16 +266,8 @@ func (c *Client) Delete(ctx context.Context, stream string, opts *estuite.Delete
 	return estuite.DeleteResult{Stream: stream, Version: v}, nil
 }
 
-// metadataJSON is a stream's metadata as the API shows it.
-type metadataJSON struct {
-	MetadataVersion int64           `json:"metadataVersion"`
-	MaxAge          *int64          `json:"maxAge"`
-	MaxCount        *int64          `json:"maxCount"`
-	TruncateBefore  *int64          `json:"truncateBefore"`
-	Custom          json.RawMessage `json:"custom"`
-}
-
-func (m metadataJSON) metadata() estuite.StreamMetadata {
+// metadataOf returns the metadata m stands for.
+func metadataOf(m wire.Metadata) estuite.StreamMetadata {
 	md := estuite.StreamMetadata{MetadataVersion: m.MetadataVersion, MaxCount: m.MaxCount, TruncateBefore: m.TruncateBefore}
 	if m.MaxAge != nil {
 		d := time.Duration(*m.MaxAge) * time.Second
@@ -301,11 +281,11 @@ func (m metadataJSON) metadata() estuite.StreamMetadata {
 
 // Metadata returns a stream's metadata (GET /streams/{stream}/metadata).
 func (c *Client) Metadata(ctx context.Context, stream string) (estuite.StreamMetadata, error) {
-	var out metadataJSON
+	var out wire.Metadata
 	if _, _, err := c.call(ctx, request{method: http.MethodGet, path: streamPath(stream, "/metadata")}, &out); err != nil {
 		return estuite.StreamMetadata{}, err
 	}
-	return out.metadata(), nil
+	return metadataOf(out), nil
 }
 
 // SetMetadata replaces a stream's metadata (PUT /streams/{stream}/metadata) if its metadata
@@ -334,11 +314,11 @@ func (c *Client) SetMetadata(ctx context.Context, stream string, md estuite.Stre
 		}
 		body["custom"] = md.Custom
 	}
-	var out metadataJSON
+	var out wire.Metadata
 	if _, _, err := c.call(ctx, request{method: http.MethodPut, path: streamPath(stream, "/metadata"), body: body}, &out); err != nil {
 		return estuite.StreamMetadata{}, err
 	}
-	return out.metadata(), nil
+	return metadataOf(out), nil
 }
 
 // Scavenge runs one scavenge pass on the server and returns what it did (POST /admin/scavenge).

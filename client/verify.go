@@ -41,7 +41,8 @@ type VerifyJob struct {
 	State string // VerifyRunning, VerifyDone, VerifyFailed or VerifyCanceled
 	// Started is when it started; Finished when it ended (zero while it runs).
 	Started, Finished time.Time
-	Progress          VerifyProgress
+	// Progress is how far it was when the server answered.
+	Progress VerifyProgress
 	// Report is what it found, once done (nil otherwise). Its lists hold at most 1,000 entries
 	// each: Truncated says whether any was cut, Counts how long each is.
 	Report    *estuite.VerifyReport

@@ -9,21 +9,15 @@ import (
 	"time"
 
 	"github.com/estuite/estuite"
+	"github.com/estuite/estuite/internal/wire"
 )
 
 // maxMetadataBodyBytes bounds a PUT /streams/{stream}/metadata body: the custom object's limit
 // (estuite.MaxCustomMetadataLength UTF-16 units, at most 3 bytes each) and room for the rest.
 const maxMetadataBodyBytes = 3*estuite.MaxCustomMetadataLength + 4096
 
-// metadataJSON is a stream's metadata as the API shows it.
-type metadataJSON struct {
-	Stream          string          `json:"stream"`
-	MetadataVersion int64           `json:"metadataVersion"`
-	MaxAge          *int64          `json:"maxAge"` // seconds
-	MaxCount        *int64          `json:"maxCount"`
-	TruncateBefore  *int64          `json:"truncateBefore"`
-	Custom          json.RawMessage `json:"custom"`
-}
+// metadataJSON is a stream's metadata as the API shows it (internal/wire).
+type metadataJSON = wire.Metadata
 
 func toMetadataJSON(stream string, md estuite.StreamMetadata) metadataJSON {
 	out := metadataJSON{Stream: stream, MetadataVersion: md.MetadataVersion, MaxCount: md.MaxCount, TruncateBefore: md.TruncateBefore, Custom: md.Custom}

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/estuite/estuite"
+	"github.com/estuite/estuite/client"
 	"github.com/estuite/estuite/server"
 )
 
@@ -159,7 +160,11 @@ func init() {
 				defer t.close()
 				store := t.api()
 				if action == "list" {
-					parked, err := store.ParkedEvents(ctx, group, *limit)
+					n := *limit
+					if n == 0 && t.remote != nil {
+						n = client.MaxPageLimit // the API has no paging: its most, not its default of 100
+					}
+					parked, err := store.ParkedEvents(ctx, group, n)
 					if err != nil {
 						return err
 					}
