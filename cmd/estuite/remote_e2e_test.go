@@ -100,6 +100,12 @@ func TestCommandsThroughAServerPrintWhatTheyPrintOnTheStore(t *testing.T) {
 		t.Fatalf("a command on a store a server holds: exit %d\n%s", code, stderr)
 	}
 
+	// A second server on it is told that the store has one server, not to go through the first.
+	if _, stderr, code := cli(t, "serve", "--data", remote, "--addr", freePort(t)); code != 1 ||
+		!strings.Contains(stderr, "one embedded store has one server") || strings.Contains(stderr, "--server") {
+		t.Fatalf("a second serve: exit %d\n%s", code, stderr)
+	}
+
 	events := int64(3) // the feed heads of both stores: poison's 3 events
 	steps := [][]string{
 		{"append", "order-1", "Placed", `{"n":1}`, "--commit-id", "c1"},
