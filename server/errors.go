@@ -50,6 +50,7 @@ type apiError struct {
 	CommitID      string `json:"commitId,omitempty"`
 	EventID       string `json:"eventId,omitempty"`
 	Parked        bool   `json:"parked,omitempty"` // event_parked: the event waited for was parked
+	ID            string `json:"id,omitempty"`     // verify_running: the running verification's ID
 	Err           error  `json:"-"`
 	// quiet logs the answer at Debug: see logLevel.
 	quiet bool

@@ -11,6 +11,7 @@ import (
 
 	"github.com/estuite/estuite"
 	"github.com/estuite/estuite/internal/jsoncheck"
+	"github.com/estuite/estuite/internal/wire"
 )
 
 // Limits of the consumer group routes.
@@ -37,53 +38,14 @@ var (
 	errServerClosing = errors.New("the server is closing")
 )
 
-// groupInfoJSON is a consumer group's layout as the API shows it.
-type groupInfoJSON struct {
-	Group  string `json:"group"`
-	Shards int    `json:"shards"`
-	Ranges int    `json:"ranges"`
-}
-
-// groupStateJSON is a consumer group's state (estuite.GroupState) as the API shows it.
-type groupStateJSON struct {
-	Group   string            `json:"group"`
-	Shards  int               `json:"shards"`
-	Ranges  int               `json:"ranges"`
-	Members []groupMemberJSON `json:"members"`
-	Slots   []groupSlotJSON   `json:"slots"`
-	Parked  int               `json:"parked"`
-}
-
-type groupMemberJSON struct {
-	Member  string  `json:"member"`
-	Updated *string `json:"updated"` // null when the row holds no time
-	Slots   int     `json:"slots"`
-}
-
-type groupSlotJSON struct {
-	Shard    int     `json:"shard"`
-	Range    int     `json:"range"`
-	Owner    *string `json:"owner"` // null when free
-	Position int64   `json:"position"`
-	Lag      int64   `json:"lag"`
-	Updated  *string `json:"updated"` // null when the slot has no row yet
-}
-
-// parkedJSON is a parked event (estuite.ParkedEvent) as the API shows it.
-type parkedJSON struct {
-	Shard    int     `json:"shard"`
-	Range    int     `json:"range"`
-	Position int64   `json:"position"`
-	Stream   string  `json:"stream"`
-	Version  int64   `json:"version"`
-	Type     string  `json:"type"`
-	EventID  string  `json:"eventId"`
-	Error    string  `json:"error"`
-	Attempts int     `json:"attempts"`
-	Waiting  bool    `json:"waiting"`
-	Replay   bool    `json:"replay"`
-	Parked   *string `json:"parked"` // null when the row holds no time
-}
+// The consumer groups' answers as the API shows them (internal/wire).
+type (
+	groupInfoJSON   = wire.GroupInfo
+	groupStateJSON  = wire.GroupState
+	groupMemberJSON = wire.GroupMember
+	groupSlotJSON   = wire.GroupSlot
+	parkedJSON      = wire.Parked
+)
 
 // optionalTime is t as the API formats it, or nil (null) for the zero time.
 func optionalTime(t time.Time) *string {

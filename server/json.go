@@ -14,6 +14,7 @@ import (
 
 	"github.com/estuite/estuite"
 	"github.com/estuite/estuite/internal/jsoncheck"
+	"github.com/estuite/estuite/internal/wire"
 	"github.com/google/uuid"
 )
 
@@ -47,23 +48,8 @@ func marshalJSON(v any) ([]byte, error) {
 	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
 }
 
-// eventJSON is an event as the API shows it.
-type eventJSON struct {
-	Shard        *int            `json:"shard,omitempty"`    // GET /feed/all only
-	Position     int64           `json:"position,omitempty"` // feed events only
-	Stream       string          `json:"stream"`
-	Version      int64           `json:"version"`
-	ID           string          `json:"id"`
-	Type         string          `json:"type"`
-	Data         json.RawMessage `json:"data,omitempty"`       // JSON data; absent when empty
-	DataBase64   *string         `json:"dataBase64,omitempty"` // binary data
-	Metadata     json.RawMessage `json:"metadata,omitempty"`
-	CommitID     string          `json:"commitId"`
-	RecordedAt   string          `json:"recordedAt"`
-	DispatchedAt string          `json:"dispatchedAt,omitempty"` // feed events only
-	Subject      string          `json:"subject,omitempty"`      // events that name a subject
-	Erased       bool            `json:"erased,omitempty"`       // the subject was forgotten: no data, no metadata
-}
+// eventJSON is an event as the API shows it (internal/wire).
+type eventJSON = wire.Event
 
 // timeFormat is RFC 3339 in UTC with microseconds, the precision the store records.
 const timeFormat = "2006-01-02T15:04:05.000000Z07:00"

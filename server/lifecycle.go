@@ -9,21 +9,15 @@ import (
 	"time"
 
 	"github.com/estuite/estuite"
+	"github.com/estuite/estuite/internal/wire"
 )
 
 // maxMetadataBodyBytes bounds a PUT /streams/{stream}/metadata body: the custom object's limit
 // (estuite.MaxCustomMetadataLength UTF-16 units, at most 3 bytes each) and room for the rest.
 const maxMetadataBodyBytes = 3*estuite.MaxCustomMetadataLength + 4096
 
-// metadataJSON is a stream's metadata as the API shows it.
-type metadataJSON struct {
-	Stream          string          `json:"stream"`
-	MetadataVersion int64           `json:"metadataVersion"`
-	MaxAge          *int64          `json:"maxAge"` // seconds
-	MaxCount        *int64          `json:"maxCount"`
-	TruncateBefore  *int64          `json:"truncateBefore"`
-	Custom          json.RawMessage `json:"custom"`
-}
+// metadataJSON is a stream's metadata as the API shows it (internal/wire).
+type metadataJSON = wire.Metadata
 
 func toMetadataJSON(stream string, md estuite.StreamMetadata) metadataJSON {
 	out := metadataJSON{Stream: stream, MetadataVersion: md.MetadataVersion, MaxCount: md.MaxCount, TruncateBefore: md.TruncateBefore, Custom: md.Custom}
@@ -139,6 +133,10 @@ func parseMetadataBody(body []byte) (estuite.StreamMetadata, estuite.MetadataExp
 	return md, expected, err
 }
 
+// StreamVersionHeader is the header of a DELETE /streams/{stream} answer (204) that says the
+// stream's version when it was deleted: its events up to it are deleted.
+const StreamVersionHeader = "Estuite-Stream-Version"
+
 // handleDelete serves DELETE /streams/{stream}?expectedVersion=V&hard=true.
 func (s *Server) handleDelete(w http.ResponseWriter, r *http.Request) {
 	stream := s.stream(r)
@@ -162,10 +160,13 @@ func (s *Server) handleDelete(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, badRequest(`hard must be "true" or "false", not %q`, h))
 		return
 	}
-	if _, err := s.store.Delete(r.Context(), stream, &o); err != nil {
+	res, err := s.store.Delete(r.Context(), stream, &o)
+	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
+	// The version deleted up to, for clients that report it (estuite delete --server).
+	w.Header().Set(StreamVersionHeader, strconv.FormatInt(res.Version, 10))
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(http.StatusNoContent)
 }

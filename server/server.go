@@ -189,7 +189,8 @@ type Server struct {
 	live      map[*liveConn]struct{}
 	liveSlots int // live streams admitted and not yet ended (≤ maxLive); some not yet in live
 
-	stats *stats // GET /admin/stats: sampled by a goroutine that Close stops
+	stats  *stats     // GET /admin/stats: sampled by a goroutine that Close stops
+	verify verifyJobs // POST /admin/verify and its jobs (verify.go)
 }
 
 // New returns a server for opts.Store.
@@ -293,12 +294,14 @@ func New(opts Options) (*Server, error) {
 func (s *Server) Handler() http.Handler { return s.handler }
 
 // Close ends every live feed stream and consumer group wait (GET /groups/{group}/wait), and
-// refuses new ones (503 unavailable), so that http.Server.Shutdown, which waits for running
+// refuses new ones (503 unavailable); it cancels a running verification (POST /admin/verify) and
+// waits until it has stopped, so that http.Server.Shutdown, which waits for running
 // requests, can finish (a stream whose client has stopped reading ends within
 // Options.LiveWriteTimeout). It stops the sampling of GET /admin/stats too. Other requests are
 // served as before. Close does not close the store.
 func (s *Server) Close() {
 	s.closeOnce.Do(func() { close(s.closing) })
+	s.verify.close()
 }
 
 // Route names: the label of the HTTP metrics and the "route" of the request logs.
@@ -311,6 +314,10 @@ const (
 	routeGetMeta   = "GET /streams/{stream}/metadata"
 	routePutMeta   = "PUT /streams/{stream}/metadata"
 	routeScavenge  = "POST /admin/scavenge"
+	routeVerify    = "POST /admin/verify"
+	routeVerifyGet = "GET /admin/verify"
+	routeVerifyJob = "GET /admin/verify/{id}"
+	routeVerifyDel = "DELETE /admin/verify/{id}"
 	routeFeed      = "GET /feed"
 	routeLive      = "GET /feed/live"
 	routeFeedAll   = "GET /feed/all"
@@ -362,6 +369,10 @@ func (s *Server) routes(metricsHandler http.Handler) http.Handler {
 	handle(routeGetMeta, false, s.handleGetMetadata)
 	handle(routePutMeta, false, s.handlePutMetadata)
 	handle(routeScavenge, false, s.handleScavenge)
+	handle(routeVerify, false, s.handleVerifyStart)
+	handle(routeVerifyGet, false, s.handleVerifyJob)
+	handle(routeVerifyJob, false, s.handleVerifyJob)
+	handle(routeVerifyDel, false, s.handleVerifyCancel)
 	handle(routeFeed, false, s.handleFeed)
 	handle(routeLive, false, s.handleLive)
 	handle(routeFeedAll, false, s.handleFeedAll)
@@ -396,6 +407,8 @@ func (s *Server) routes(metricsHandler http.Handler) http.Handler {
 		"/feed/all":                      "GET, HEAD",
 		"/subjects/{subject}":            "GET, HEAD, DELETE",
 		"/admin/scavenge":                "POST",
+		"/admin/verify":                  "GET, HEAD, POST",
+		"/admin/verify/{id}":             "GET, HEAD, DELETE",
 		"/groups":                        "GET, HEAD",
 		"/groups/{group}":                "GET, HEAD",
 		"/groups/{group}/parked":         "GET, HEAD",
@@ -419,7 +432,7 @@ func (s *Server) routes(metricsHandler http.Handler) http.Handler {
 			}
 			w.Header().Set("Allow", methods)
 			s.writeError(w, r, &apiError{Status: http.StatusMethodNotAllowed, Code: codeMethodNotAllowed,
-				Message: "method " + r.Method + " is not allowed here; allowed: " + methods,
+				Message: "method " + r.Method + " is not allowed here; allowed: " + methods + slashHint(r.URL.EscapedPath()),
 				quiet:   open}) // anyone may cause it: not worth a line at Info
 		})
 	}
@@ -427,7 +440,7 @@ func (s *Server) routes(metricsHandler http.Handler) http.Handler {
 		if !s.authorized(w, r) {
 			return
 		}
-		s.writeError(w, r, &apiError{Status: http.StatusNotFound, Code: codeNotFound, Message: "no route for " + r.URL.EscapedPath()})
+		s.writeError(w, r, &apiError{Status: http.StatusNotFound, Code: codeNotFound, Message: "no route for " + r.URL.EscapedPath() + slashHint(r.URL.EscapedPath())})
 	})
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()

@@ -33,6 +33,7 @@ type backendFlags struct {
 	keyCache      time.Duration // --key-cache: Options.KeyCacheLifetime
 	feedShards    int           // --feed-shards: Options.FeedShards
 	wrapped       bool          // open found a master key
+	serving       bool          // the command is serve: a locked store is another server's, not one to go through
 }
 
 func (b *backendFlags) register(fs *flag.FlagSet) {
@@ -166,8 +167,12 @@ func (b *backendFlags) open(ctx context.Context) (*estuite.Store, error) {
 		}
 		path := filepath.Join(b.dir(), "estuite.db")
 		bb, err := bolt.Open(path, &bolt.Options{Timeout: 2 * time.Second})
+		if errors.Is(err, berrors.ErrTimeout) && b.serving {
+			return nil, fmt.Errorf("%s is in use by another process (another `estuite serve`?): one embedded store has one server", path)
+		}
 		if errors.Is(err, berrors.ErrTimeout) {
-			return nil, fmt.Errorf("%s is in use by another process (a running `estuite serve`?): stop it, or use its HTTP API", path)
+			return nil, fmt.Errorf("%s is in use by another process (a running `estuite serve`?): go through it with --server http://%s\n"+
+				"(its address, if it listens elsewhere: see its --addr; and --token-file or $ESTUITE_TOKEN if it has a token), or stop it", path, DefaultAddr)
 		}
 		if err != nil {
 			return nil, err

@@ -32,6 +32,8 @@ func init() {
 		setup: func(fs *flag.FlagSet) func(context.Context, *env, []string) error {
 			var b backendFlags
 			b.register(fs)
+			var r remoteFlags
+			r.register(fs)
 			list := fs.String("workloads", "all", "comma-separated workloads to run (see --list)")
 			scale := fs.Float64("scale", 1, "multiply the workloads' sizes by this factor (0.01 runs in seconds)")
 			asJSON := fs.Bool("json", false, "print the report as JSON instead of tables")
@@ -40,6 +42,9 @@ func init() {
 			listOnly := fs.Bool("list", false, "list the workloads and exit")
 			printPrices := fs.Bool("print-prices", false, "print the shipped price table, a template for --prices, and exit")
 			return func(ctx context.Context, e *env, args []string) error {
+				if err := r.localOnly("bench", "it measures storage itself (the embedded store, or Azure with a connection string)"); err != nil {
+					return err
+				}
 				if len(args) != 0 {
 					return usagef("bench takes no arguments")
 				}

@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"regexp"
 	"runtime"
 	"runtime/debug"
 	"sort"
@@ -58,19 +59,27 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	fs := flag.NewFlagSet("estuite "+c.name, flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	// The flag package's own messages name flags with one dash: they are swallowed, and the
+	// error is printed below with the flag's name as the help writes it (--limit).
+	fs.SetOutput(io.Discard)
 	do := c.setup(fs)
-	fs.Usage = func() {
-		fmt.Fprintf(stderr, "usage: estuite %s [flags] %s\n\n%s\n\nflags:\n", c.name, c.usage, c.summary)
-		fs.PrintDefaults()
+	usage := func() {
+		fmt.Fprintf(stderr, "usage: estuite %s [flags] %s\n\n%s\n\nflags (before or after the arguments; -- ends them):\n", c.name, c.usage, c.summary)
+		printFlags(stderr, fs)
 	}
-	if err := fs.Parse(args[1:]); err != nil {
+	fs.Usage = func() {}
+	rest, err := interspersed(fs, args[1:])
+	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
+			usage()
 			return 0
 		}
+		fmt.Fprintf(stderr, "estuite %s: %s\n", c.name, dashDash(err.Error()))
+		usage()
 		return 2
 	}
-	err := do(ctx, &env{stdout: stdout, stderr: stderr}, fs.Args())
+	fs.Usage = usage
+	err = do(ctx, &env{stdout: stdout, stderr: stderr}, rest)
 	var ue usageError
 	var ec exitCode
 	switch {
@@ -131,4 +140,30 @@ func versionLine() string {
 		}
 	}
 	return line + " " + info.GoVersion
+}
+
+// flagInMessage is a flag's name as the flag package writes it in its errors: one dash.
+var flagInMessage = regexp.MustCompile(`(^|[\s:])-([A-Za-z][A-Za-z0-9-]*)`)
+
+// dashDash rewrites the flag package's "-limit" in msg as "--limit", as the help writes it.
+func dashDash(msg string) string { return flagInMessage.ReplaceAllString(msg, "$1--$2") }
+
+// printFlags lists fs's flags as --name, with their help and default.
+func printFlags(w io.Writer, fs *flag.FlagSet) {
+	fs.VisitAll(func(f *flag.Flag) {
+		name, help := flag.UnquoteUsage(f)
+		line := "  --" + f.Name
+		if name != "" {
+			line += " " + name
+		}
+		help = strings.ReplaceAll(help, "\n", "\n    \t")
+		switch def := f.DefValue; {
+		case def == "" || def == "0" || def == "false" || def == "0s":
+		case fmt.Sprintf("%T", f.Value) == "*flag.stringValue":
+			help += fmt.Sprintf(" (default %q)", def)
+		default:
+			help += " (default " + def + ")"
+		}
+		fmt.Fprintf(w, "%s\n    \t%s\n", line, help)
+	})
 }

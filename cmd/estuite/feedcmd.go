@@ -5,8 +5,10 @@ import (
 	"errors"
 	"flag"
 	"strings"
+	"time"
 
 	"github.com/estuite/estuite"
+	"github.com/estuite/estuite/client"
 )
 
 func init() {
@@ -16,6 +18,8 @@ func init() {
 		setup: func(fs *flag.FlagSet) func(context.Context, *env, []string) error {
 			var b backendFlags
 			b.register(fs)
+			var r remoteFlags
+			r.register(fs)
 			after := fs.Int64("after", 0, "start after this position")
 			limit := fs.Int("limit", 0, "most events (default: all; not with --follow)")
 			follow := fs.Bool("follow", false, "keep following the feed")
@@ -30,11 +34,27 @@ func init() {
 				if *types != "" {
 					typeList = strings.Split(*types, ",")
 				}
-				store, err := b.openExisting(ctx)
+				if err := checkPosition("after", *after); err != nil {
+					return err
+				}
+				if err := checkNotNegative("limit", int64(*limit)); err != nil {
+					return err
+				}
+				if err := checkNotNegative("shard", int64(*shard)); err != nil {
+					return err
+				}
+				if *follow && *limit > 0 {
+					return usagef("--limit is not for --follow")
+				}
+				t, err := openTarget(ctx, fs, &b, &r, true)
 				if err != nil {
 					return err
 				}
-				defer store.Close()
+				defer t.close()
+				if t.remote != nil {
+					return remoteFeed(ctx, e, t.remote, client.FeedOptions{Shard: *shard, After: *after, Types: typeList, Prefix: *prefix}, *limit, *follow)
+				}
+				store := t.store
 				if *follow {
 					return followFeed(ctx, e, store, *shard, *after, typeList, *prefix)
 				}
@@ -87,4 +107,50 @@ func followFeed(ctx context.Context, e *env, store *estuite.Store, shard int, af
 	case <-sub.Done():
 		return sub.Err()
 	}
+}
+
+// followPoll bounds how long `estuite feed --follow --server` waits between two looks at a
+// feed it has read to its end: it starts at followPollMin and doubles up to it while nothing comes.
+const (
+	followPollMin = 50 * time.Millisecond
+	followPoll    = time.Second
+)
+
+// remoteFeed prints the feed of a server page by page (GET /feed) as the store's loop above does:
+// up to limit events (0: all), and with follow, on and on, polling the feed's end with a backoff.
+func remoteFeed(ctx context.Context, e *env, c *client.Client, opts client.FeedOptions, limit int, follow bool) error {
+	printed, wait := 0, followPollMin
+	for limit == 0 || printed < limit {
+		opts.Limit = client.MaxPageLimit
+		if limit > 0 {
+			opts.Limit = min(opts.Limit, limit-printed)
+		}
+		page, err := c.Feed(ctx, opts)
+		if err != nil {
+			if follow && ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		for _, ev := range page.Events {
+			if err := writeFeedEvent(e.stdout, ev); err != nil {
+				return err
+			}
+			printed++
+		}
+		if page.Next != opts.After {
+			opts.After, wait = page.Next, followPollMin
+			continue
+		}
+		if !follow {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, followPoll)
+	}
+	return nil
 }

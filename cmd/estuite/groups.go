@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -13,6 +12,7 @@ import (
 	"time"
 
 	"github.com/estuite/estuite"
+	"github.com/estuite/estuite/client"
 	"github.com/estuite/estuite/server"
 )
 
@@ -27,20 +27,19 @@ func init() {
 		setup: func(fs *flag.FlagSet) func(context.Context, *env, []string) error {
 			var b backendFlags
 			b.register(fs)
+			var r remoteFlags
+			r.register(fs)
 			asJSON := fs.Bool("json", false, `print what GET /groups answers: {"groups":[{"group","shards","ranges"}]}`)
 			return func(ctx context.Context, e *env, args []string) error {
-				args, err := interspersed(fs, args)
-				if err != nil {
-					return err
-				}
 				if len(args) != 0 {
 					return usagef("groups takes no arguments, got %d", len(args))
 				}
-				store, err := b.openExisting(ctx)
+				t, err := openTarget(ctx, fs, &b, &r, true)
 				if err != nil {
 					return err
 				}
-				defer store.Close()
+				defer t.close()
+				store := t.api()
 				groups, err := store.Groups(ctx)
 				if err != nil {
 					return err
@@ -70,20 +69,19 @@ func init() {
 		setup: func(fs *flag.FlagSet) func(context.Context, *env, []string) error {
 			var b backendFlags
 			b.register(fs)
+			var r remoteFlags
+			r.register(fs)
 			asJSON := fs.Bool("json", false, "print what GET /groups/{group} answers")
 			return func(ctx context.Context, e *env, args []string) error {
-				args, err := interspersed(fs, args)
-				if err != nil {
-					return err
-				}
 				if len(args) != 1 {
 					return usagef("want one GROUP, got %d arguments", len(args))
 				}
-				store, err := b.openExisting(ctx)
+				t, err := openTarget(ctx, fs, &b, &r, true)
 				if err != nil {
 					return err
 				}
-				defer store.Close()
+				defer t.close()
+				store := t.api()
 				st, err := store.GroupState(ctx, args[0])
 				if err != nil {
 					return err
@@ -109,14 +107,12 @@ func init() {
 		setup: func(fs *flag.FlagSet) func(context.Context, *env, []string) error {
 			var b backendFlags
 			b.register(fs)
+			var r remoteFlags
+			r.register(fs)
 			asJSON := fs.Bool("json", false, "print what the HTTP API answers (GET /groups/{group}/parked, or {\"replayed\": n} / {\"discarded\": n})")
 			limit := fs.Int("limit", 0, "list: the most events listed (default: all)")
 			all := fs.Bool("all", false, "replay, discard: every parked event of the group")
 			return func(ctx context.Context, e *env, args []string) error {
-				args, err := interspersed(fs, args)
-				if err != nil {
-					return err
-				}
 				given := map[string]bool{}
 				fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
 				action := "list"
@@ -134,6 +130,7 @@ func init() {
 				}
 				group, rest := args[0], args[1:]
 				var refs []estuite.ParkedRef
+				var err error
 				switch action {
 				case "list":
 					if len(rest) > 0 {
@@ -156,13 +153,18 @@ func init() {
 						return err
 					}
 				}
-				store, err := b.open(ctx)
+				t, err := openTarget(ctx, fs, &b, &r, false)
 				if err != nil {
 					return err
 				}
-				defer store.Close()
+				defer t.close()
+				store := t.api()
 				if action == "list" {
-					parked, err := store.ParkedEvents(ctx, group, *limit)
+					n := *limit
+					if n == 0 && t.remote != nil {
+						n = client.MaxPageLimit // the API has no paging: its most, not its default of 100
+					}
+					parked, err := store.ParkedEvents(ctx, group, n)
 					if err != nil {
 						return err
 					}
@@ -192,11 +194,11 @@ func init() {
 	})
 }
 
-// interspersed parses the flags among args (what is left after the flags before the first
-// argument) and returns the other arguments, so that flags may follow them: `estuite parked
-// replay orders --all`. "--" ends the flags.
+// interspersed parses the flags among args and returns the other arguments, so that flags may
+// follow them: `estuite read order-1 --limit 5`, `estuite parked replay orders --all`. "--" ends
+// the flags. It returns fs.Parse's error (flag.ErrHelp for --help).
 func interspersed(fs *flag.FlagSet, args []string) ([]string, error) {
-	var rest []string
+	rest := []string{}
 	for len(args) > 0 {
 		a := args[0]
 		switch {
@@ -204,10 +206,7 @@ func interspersed(fs *flag.FlagSet, args []string) ([]string, error) {
 			return append(rest, args[1:]...), nil
 		case len(a) > 1 && a[0] == '-':
 			if err := fs.Parse(args); err != nil {
-				if errors.Is(err, flag.ErrHelp) {
-					return nil, exitCode(0) // the usage is printed
-				}
-				return nil, exitCode(2) // the error and the usage are printed
+				return nil, err
 			}
 			consumed := len(args) - len(fs.Args())
 			if consumed > 0 && args[consumed-1] == "--" {

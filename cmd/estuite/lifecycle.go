@@ -20,6 +20,8 @@ func init() {
 		setup: func(fs *flag.FlagSet) func(context.Context, *env, []string) error {
 			var b backendFlags
 			b.register(fs)
+			var r remoteFlags
+			r.register(fs)
 			expected := fs.String("expected-version", "any", `expected version: a number, "any", "no_stream" or "exists"`)
 			hard := fs.Bool("hard", false, "delete for good (a tombstone)")
 			return func(ctx context.Context, e *env, args []string) error {
@@ -30,12 +32,12 @@ func init() {
 				if err != nil {
 					return err
 				}
-				store, err := b.open(ctx)
+				t, err := openTarget(ctx, fs, &b, &r, false)
 				if err != nil {
 					return err
 				}
-				defer store.Close()
-				res, err := store.Delete(ctx, args[0], &estuite.DeleteOptions{Expected: exp, Hard: *hard})
+				defer t.close()
+				res, err := t.api().Delete(ctx, args[0], &estuite.DeleteOptions{Expected: exp, Hard: *hard})
 				if err != nil {
 					return err
 				}
@@ -52,6 +54,8 @@ func init() {
 		setup: func(fs *flag.FlagSet) func(context.Context, *env, []string) error {
 			var b backendFlags
 			b.register(fs)
+			var r remoteFlags
+			r.register(fs)
 			set := fs.Bool("set", false, "replace the metadata")
 			expected := fs.String("expected-metadata-version", "any", `with --set: the metadata version it must be at, or "any"`)
 			maxAge := fs.Duration("max-age", 0, "with --set: hide events older than this (whole seconds, e.g. 720h)")
@@ -92,15 +96,15 @@ func init() {
 					}
 					exp = estuite.MetadataExpected(v)
 				}
-				store, err := b.open(ctx)
+				t, err := openTarget(ctx, fs, &b, &r, false)
 				if err != nil {
 					return err
 				}
-				defer store.Close()
+				defer t.close()
 				if *set {
-					md, err = store.SetMetadata(ctx, args[0], md, exp)
+					md, err = t.api().SetMetadata(ctx, args[0], md, exp)
 				} else {
-					md, err = store.Metadata(ctx, args[0])
+					md, err = t.api().Metadata(ctx, args[0])
 				}
 				if err != nil {
 					return err
@@ -121,16 +125,18 @@ func init() {
 		setup: func(fs *flag.FlagSet) func(context.Context, *env, []string) error {
 			var b backendFlags
 			b.register(fs)
+			var r remoteFlags
+			r.register(fs)
 			return func(ctx context.Context, e *env, args []string) error {
 				if len(args) != 0 {
 					return usagef("want no arguments, got %d", len(args))
 				}
-				store, err := b.open(ctx)
+				t, err := openTarget(ctx, fs, &b, &r, false)
 				if err != nil {
 					return err
 				}
-				defer store.Close()
-				st, err := store.Scavenge(ctx)
+				defer t.close()
+				st, err := t.api().Scavenge(ctx)
 				if err != nil {
 					return err
 				}

@@ -18,27 +18,25 @@ func init() {
 		setup: func(fs *flag.FlagSet) func(context.Context, *env, []string) error {
 			var b backendFlags
 			b.register(fs)
+			var r remoteFlags
+			r.register(fs)
 			prefix := fs.String("prefix", "", "list only the streams whose names start with this")
 			after := fs.String("after", "", "list the streams after this one (the next of the previous page)")
 			limit := fs.Int("limit", estuite.DefaultListStreamsLimit, fmt.Sprintf("the most streams to list, 1 to %d", estuite.MaxListStreamsLimit))
 			asJSON := fs.Bool("json", false, `print what GET /streams answers: {"streams":[{"stream","version"}],"next":…}`)
 			return func(ctx context.Context, e *env, args []string) error {
-				args, err := interspersed(fs, args)
-				if err != nil {
-					return err
-				}
 				if len(args) != 0 {
 					return usagef("streams takes no arguments (use --prefix), got %d", len(args))
 				}
 				if *limit < 1 || *limit > estuite.MaxListStreamsLimit {
 					return usagef("--limit must be 1 to %d, not %d", estuite.MaxListStreamsLimit, *limit)
 				}
-				store, err := b.openExisting(ctx)
+				t, err := openTarget(ctx, fs, &b, &r, true)
 				if err != nil {
 					return err
 				}
-				defer store.Close()
-				list, err := store.ListStreams(ctx, &estuite.ListStreamsOptions{Prefix: *prefix, After: *after, Limit: *limit})
+				defer t.close()
+				list, err := t.api().ListStreams(ctx, &estuite.ListStreamsOptions{Prefix: *prefix, After: *after, Limit: *limit})
 				if err != nil {
 					return err
 				}

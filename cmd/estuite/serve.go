@@ -35,7 +35,7 @@ func init() {
 			"With a connection string: Azure Table Storage; several servers may share one account.\n" +
 			"SIGTERM or SIGINT stops it cleanly: in-flight requests finish, the dispatcher stops.",
 		setup: func(fs *flag.FlagSet) func(context.Context, *env, []string) error {
-			var b backendFlags
+			b := backendFlags{serving: true}
 			b.register(fs)
 			addr := fs.String("addr", DefaultAddr, "address to listen on")
 			var token, tokenFile string

@@ -6,8 +6,10 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"iter"
 
 	"github.com/estuite/estuite"
+	"github.com/estuite/estuite/client"
 	"github.com/estuite/estuite/server"
 )
 
@@ -19,11 +21,13 @@ func init() {
 		setup: func(fs *flag.FlagSet) func(context.Context, *env, []string) error {
 			var b backendFlags
 			b.register(fs)
+			var r remoteFlags
+			r.register(fs)
 			expected := fs.String("expected-version", "any", `expected version: a number, "any", "no_stream" or "exists"`)
 			commitID := fs.String("commit-id", "", "commit ID (default: generated); a retry with the same ID is answered as a duplicate")
 			metadata := fs.String("metadata", "", "metadata: a JSON object")
 			binary := fs.Bool("binary", false, "store the data as binary, not JSON")
-			subject := fs.String("subject", "", "the data subject the event is about: its data and metadata are stored encrypted\nwith the subject's key, and `estuite forget` erases them")
+			subject := fs.String("subject", "", "the data subject the event is about: its data and metadata are stored encrypted\nwith the subject's key, and estuite forget erases them")
 			return func(ctx context.Context, e *env, args []string) error {
 				if len(args) < 2 || len(args) > 3 {
 					return usagef("want STREAM TYPE [JSON], got %d arguments", len(args))
@@ -39,18 +43,18 @@ func init() {
 				if err != nil {
 					return err
 				}
-				store, err := b.open(ctx)
+				t, err := openTarget(ctx, fs, &b, &r, false)
 				if err != nil {
 					return err
 				}
-				defer store.Close()
-				res, err := store.Append(ctx, args[0], []estuite.EventData{ev}, &estuite.AppendOptions{Expected: exp, CommitID: *commitID})
+				defer t.close()
+				res, err := t.api().Append(ctx, args[0], []estuite.EventData{ev}, &estuite.AppendOptions{Expected: exp, CommitID: *commitID})
 				if err != nil {
 					return err
 				}
-				if b.embedded() {
+				if t.store != nil && b.embedded() {
 					// No other process can dispatch while this one holds the file: do it now.
-					if _, err := estuite.NewDispatcher(store, nil).Step(ctx); err != nil {
+					if _, err := estuite.NewDispatcher(t.store, nil).Step(ctx); err != nil {
 						return fmt.Errorf("appended, but dispatching to the feed failed (the next `estuite serve` will): %w", err)
 					}
 				}
@@ -70,16 +74,18 @@ func init() {
 		setup: func(fs *flag.FlagSet) func(context.Context, *env, []string) error {
 			var b backendFlags
 			b.register(fs)
+			var r remoteFlags
+			r.register(fs)
 			return func(ctx context.Context, e *env, args []string) error {
 				if len(args) != 1 {
 					return usagef("want one SUBJECT, got %d arguments", len(args))
 				}
-				store, err := b.open(ctx)
+				t, err := openTarget(ctx, fs, &b, &r, false)
 				if err != nil {
 					return err
 				}
-				defer store.Close()
-				if err := store.Forget(ctx, args[0]); err != nil {
+				defer t.close()
+				if err := t.api().Forget(ctx, args[0]); err != nil {
 					return err
 				}
 				return json.NewEncoder(e.stdout).Encode(map[string]any{"subject": args[0], "forgotten": true})
@@ -96,7 +102,13 @@ func init() {
 		setup: func(fs *flag.FlagSet) func(context.Context, *env, []string) error {
 			var b backendFlags
 			b.register(fs)
+			var r remoteFlags
+			r.register(fs)
 			return func(ctx context.Context, e *env, args []string) error {
+				if err := r.localOnly("rewrap-keys", "it needs the master keys, which a server never hands out; run it where the store is\n"+
+					"(stop an `estuite serve` that holds the embedded store first)"); err != nil {
+					return err
+				}
 				if len(args) != 0 {
 					return usagef("takes no arguments, got %d", len(args))
 				}
@@ -130,6 +142,8 @@ func init() {
 		setup: func(fs *flag.FlagSet) func(context.Context, *env, []string) error {
 			var b backendFlags
 			b.register(fs)
+			var r remoteFlags
+			r.register(fs)
 			from := fs.Int64("from", 0, "first version (default: the first, or the last with --backward)")
 			limit := fs.Int("limit", 0, "most events (default: all)")
 			backward := fs.Bool("backward", false, "newest first")
@@ -137,20 +151,32 @@ func init() {
 				if len(args) != 1 {
 					return usagef("want one STREAM, got %d arguments", len(args))
 				}
-				store, err := b.openExisting(ctx)
+				if err := checkNotNegative("from", *from); err != nil {
+					return err
+				}
+				if err := checkNotNegative("limit", int64(*limit)); err != nil {
+					return err
+				}
+				t, err := openTarget(ctx, fs, &b, &r, true)
 				if err != nil {
 					return err
 				}
-				defer store.Close()
-				opts := &estuite.ReadOptions{From: *from, Limit: *limit, PageBytes: readBytes}
-				if *backward {
-					opts.Direction = estuite.Backward
+				defer t.close()
+				var events iter.Seq2[estuite.RecordedEvent, error]
+				if t.remote != nil {
+					events = t.remote.Read(ctx, args[0], client.ReadOptions{From: *from, Limit: *limit, Backward: *backward})
+				} else {
+					opts := &estuite.ReadOptions{From: *from, Limit: *limit, PageBytes: readBytes}
+					if *backward {
+						opts.Direction = estuite.Backward
+					}
+					read, err := t.store.Read(ctx, args[0], opts)
+					if err != nil {
+						return err
+					}
+					events = read.Events
 				}
-				read, err := store.Read(ctx, args[0], opts)
-				if err != nil {
-					return err
-				}
-				for ev, err := range read.Events {
+				for ev, err := range events {
 					if err != nil {
 						return err
 					}

@@ -1,0 +1,186 @@
+// Package client is a Go client of the Estuite HTTP API (docs/http-api.md): appends, stream reads,
+// the feed, deletes and metadata, subjects, consumer groups, scavenging and verification.
+//
+//	c, err := client.New("http://127.0.0.1:2113", &client.Options{Token: os.Getenv("ESTUITE_TOKEN")})
+//	res, err := c.Append(ctx, "order-42", []estuite.EventData{{Type: "OrderPlaced", Data: []byte(`{}`)}}, nil)
+//	if errors.Is(err, estuite.ErrWrongExpectedVersion) { ... }
+//
+// Errors the server answers with its JSON error body are *Error values; those with a counterpart
+// in package estuite match its sentinel errors with errors.Is (a wrong expected version is
+// estuite.ErrWrongExpectedVersion, an unknown stream estuite.ErrStreamNotFound, …). Every answer
+// is read to at most Options.MaxResponseBytes, so a misbehaving server cannot make the client
+// hold more than that.
+package client
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// DefaultMaxResponseBytes bounds an answer's body by default (Options.MaxResponseBytes): above
+// the server's largest page (a feed page of its default 4 MiB budget holds at least one event of
+// up to about 1 MB, which JSON and base64 can make a few times larger).
+const DefaultMaxResponseBytes = 64 << 20
+
+// Options configure a Client. nil means defaults.
+type Options struct {
+	// Token is sent as "Authorization: Bearer <token>" when set.
+	Token string
+	// HTTPClient makes the requests; nil means a client with a 60 s timeout per request.
+	HTTPClient *http.Client
+	// MaxResponseBytes bounds the body of every answer; a larger one fails the call with
+	// ErrResponseTooLarge. 0 means DefaultMaxResponseBytes.
+	MaxResponseBytes int64
+	// UserAgent, when set, is sent as the User-Agent header.
+	UserAgent string
+}
+
+// Client calls one Estuite server. It is safe for concurrent use.
+type Client struct {
+	base      *url.URL
+	token     string
+	hc        *http.Client
+	maxBytes  int64
+	userAgent string
+}
+
+// ErrResponseTooLarge is returned when an answer's body is larger than Options.MaxResponseBytes.
+var ErrResponseTooLarge = errors.New("client: the server's answer is larger than Options.MaxResponseBytes")
+
+// New returns a client of the server at baseURL (http or https, e.g. "http://127.0.0.1:2113";
+// a path, if any, is the prefix of every route). opts may be nil.
+func New(baseURL string, opts *Options) (*Client, error) {
+	u, err := url.Parse(baseURL)
+	if err != nil {
+		return nil, fmt.Errorf("client: the server URL %q: %w", baseURL, err)
+	}
+	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, fmt.Errorf("client: the server URL %q must be http://HOST[:PORT] or https://HOST[:PORT]", baseURL)
+	}
+	if u.RawQuery != "" || u.Fragment != "" || u.User != nil {
+		return nil, fmt.Errorf("client: the server URL %q must have no query, fragment or user", baseURL)
+	}
+	u.Path = strings.TrimSuffix(u.Path, "/")
+	u.RawPath = ""
+	c := &Client{base: u, hc: &http.Client{Timeout: 60 * time.Second}, maxBytes: DefaultMaxResponseBytes}
+	if opts != nil {
+		c.token, c.userAgent = opts.Token, opts.UserAgent
+		if opts.HTTPClient != nil {
+			c.hc = opts.HTTPClient
+		}
+		if opts.MaxResponseBytes < 0 {
+			return nil, errors.New("client: Options.MaxResponseBytes is negative")
+		}
+		if opts.MaxResponseBytes > 0 {
+			c.maxBytes = opts.MaxResponseBytes
+		}
+	}
+	return c, nil
+}
+
+// BaseURL returns the server's URL as given to New, without a trailing slash.
+func (c *Client) BaseURL() string { return c.base.String() }
+
+// PathSegment encodes a name (a stream, a subject, a consumer group) as one path segment, as the
+// API wants it: percent-encoded, "/" as %2F, and the names "." and ".." as %2E and %2E%2E.
+func PathSegment(name string) string {
+	switch name {
+	case ".":
+		return "%2E"
+	case "..":
+		return "%2E%2E"
+	}
+	return url.PathEscape(name)
+}
+
+// request is one call: its method, its escaped path (segments already encoded), query and body.
+type request struct {
+	method string
+	path   string // escaped, from the route's root: "/streams/" + PathSegment(name)
+	query  url.Values
+	body   any // encoded as JSON when not nil
+}
+
+// do sends req and returns the answer's status, headers and body (at most c.maxBytes), or the
+// server's error body as an *Error for a status of 400 and above.
+func (c *Client) do(ctx context.Context, req request) (int, http.Header, []byte, error) {
+	u := *c.base
+	u.RawPath = c.base.EscapedPath() + req.path
+	p, err := url.PathUnescape(u.RawPath)
+	if err != nil {
+		return 0, nil, nil, fmt.Errorf("client: the path %q: %w", u.RawPath, err)
+	}
+	u.Path = p
+	if len(req.query) > 0 {
+		u.RawQuery = req.query.Encode()
+	}
+	var body io.Reader
+	if req.body != nil {
+		b, err := json.Marshal(req.body)
+		if err != nil {
+			return 0, nil, nil, err
+		}
+		body = bytes.NewReader(b)
+	}
+	hr, err := http.NewRequestWithContext(ctx, req.method, u.String(), body)
+	if err != nil {
+		return 0, nil, nil, err
+	}
+	hr.URL = &u // keep the path's encoding exactly as built
+	if req.body != nil {
+		hr.Header.Set("Content-Type", "application/json")
+	}
+	hr.Header.Set("Accept", "application/json")
+	if c.token != "" {
+		hr.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	if c.userAgent != "" {
+		hr.Header.Set("User-Agent", c.userAgent)
+	}
+	resp, err := c.hc.Do(hr)
+	if err != nil {
+		return 0, nil, nil, err
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, c.maxBytes+1))
+	if err != nil {
+		return resp.StatusCode, resp.Header, nil, fmt.Errorf("client: reading the answer to %s %s: %w", req.method, req.path, err)
+	}
+	if int64(len(data)) > c.maxBytes {
+		return resp.StatusCode, resp.Header, nil, fmt.Errorf("%w (%s %s)", ErrResponseTooLarge, req.method, req.path)
+	}
+	if resp.StatusCode >= 400 {
+		return resp.StatusCode, resp.Header, data, errorFrom(resp, data)
+	}
+	return resp.StatusCode, resp.Header, data, nil
+}
+
+// call sends req and decodes a successful answer's JSON body into out (when out is not nil).
+func (c *Client) call(ctx context.Context, req request, out any) (int, http.Header, error) {
+	status, h, data, err := c.do(ctx, req)
+	if err != nil || out == nil {
+		return status, h, err
+	}
+	if err := json.Unmarshal(data, out); err != nil {
+		return status, h, fmt.Errorf("client: the answer to %s %s is not what the API says (%v)", req.method, req.path, err)
+	}
+	return status, h, nil
+}
+
+// streamPath is the escaped path of a stream's route: /streams/{stream}, then suffix.
+func streamPath(stream, suffix string) string { return "/streams/" + PathSegment(stream) + suffix }
+
+// parseInt reads a decimal header value; ok is false when it is absent or malformed.
+func parseInt(s string) (int64, bool) {
+	v, err := strconv.ParseInt(s, 10, 64)
+	return v, err == nil
+}
