@@ -175,8 +175,9 @@ export function barChart(times, series, { unit = '', width = 720, from, to, slot
 
 function axes(svg, W, t0, t1, yMax, x, y, unit) {
   const ms = unit === ' s' && yMax < 1; // seconds below one: in milliseconds
-  for (let i = 0; i <= 4; i++) {
-    const v = yMax * (i / 4);
+  const n = divisions(yMax);
+  for (let i = 0; i <= n; i++) {
+    const v = yMax * (i / n);
     svg.append(h('svg:line', { x1: PAD.l, x2: W - PAD.r, y1: y(v), y2: y(v), class: 'gridline' }));
     svg.append(h('svg:text', { x: PAD.l - 6, y: y(v) + 4, 'text-anchor': 'end', class: 'axis' },
       ms ? `${Math.round(v * 1000)} ms` : shortNum(v) + unit));
@@ -187,12 +188,18 @@ function axes(svg, W, t0, t1, yMax, x, y, unit) {
   svg.append(h('svg:text', { x: W - PAD.r, y: H - 6, 'text-anchor': 'end', class: 'axis' }, clock(t1)));
 }
 
-// niceMax rounds v up to 1, 2, 2.5 or 5 times a power of ten (quarters of it read well).
+// niceMax rounds v up to 1, 2, 2.5 or 5 times a power of ten.
 function niceMax(v) {
   if (!(v > 0)) return 1;
   const p = Math.pow(10, Math.floor(Math.log10(v)));
   const f = v / p;
   return (f <= 1 ? 1 : f <= 2 ? 2 : f <= 2.5 ? 2.5 : f <= 5 ? 5 : 10) * p;
+}
+
+// divisions is how many grid steps split a niceMax value into round ones.
+function divisions(max) {
+  const f = max / Math.pow(10, Math.floor(Math.log10(max)));
+  return f === 2.5 || f === 5 ? 5 : 4;
 }
 
 function shortNum(v) {

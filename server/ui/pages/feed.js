@@ -11,8 +11,10 @@ const BACKLOG = 20; // events before the head shown when the page opens
 export function render(root, route) {
   const types = route.params.get('type') || '';
   const prefix = route.params.get('prefix') || '';
+  const shard = route.params.get('shard') || ''; // a store of several feed shards: the one followed
   const typeIn = h('input', { type: 'text', name: 'type', placeholder: 'Event types, comma-separated', value: types, class: 'grow' });
   const prefixIn = h('input', { type: 'text', name: 'prefix', placeholder: 'Stream prefix, e.g. order-', value: prefix, class: 'grow' });
+  const shardIn = h('select', { name: 'shard', class: 'hidden', title: 'Feed shard' });
   const status = h('span', { class: 'badge', id: 'feed-status' }, 'connecting…');
   const pauseBtn = h('button', { type: 'button', id: 'feed-pause' }, 'Pause');
   const counter = h('span', { class: 'muted', id: 'feed-count' }, '');
@@ -23,8 +25,8 @@ export function render(root, route) {
     h('div', { class: 'toolbar' },
       h('form', { class: 'inline grow', onsubmit: (e) => {
         e.preventDefault();
-        location.hash = '#/feed' + query({ type: typeIn.value.trim(), prefix: prefixIn.value });
-      } }, typeIn, prefixIn, h('button', { type: 'submit' }, 'Apply')),
+        location.hash = '#/feed' + query({ type: typeIn.value.trim(), prefix: prefixIn.value, shard: shardIn.value === '0' ? '' : shardIn.value });
+      } }, typeIn, prefixIn, shardIn, h('button', { type: 'submit' }, 'Apply')),
       pauseBtn, counter),
     h('table', { class: 'grid feed' },
       h('thead', {}, h('tr', {}, ['Position', 'Stream', 'Version', 'Type', 'Recorded', 'Dispatched'].map((x) => h('th', {}, x)))),
@@ -57,7 +59,7 @@ export function render(root, route) {
   const open = () => {
     if (stopped || paused) return;
     clearTimeout(retry);
-    es = new EventSource('/feed/live' + query({ after: last, type: typeList, prefix }));
+    es = new EventSource('/feed/live' + query({ after: last, type: typeList, prefix, shard }));
     es.onopen = () => setStatus('live', 'ok');
     es.onmessage = (m) => {
       let ev;
@@ -90,8 +92,16 @@ export function render(root, route) {
     if (paused) { close(); setStatus('paused', 'muted'); } else { setStatus('connecting…'); open(); }
   });
 
+  // A store of several feed shards: each has its own positions; the page follows one.
+  api('/healthz').then((hz) => {
+    const n = hz.feedShards || 1;
+    if (n < 2) return;
+    for (let i = 0; i < n; i++) shardIn.append(h('option', { value: String(i), selected: String(i) === (shard || '0') }, `shard ${i}`));
+    shardIn.classList.remove('hidden');
+  }).catch(() => { /* one shard, as far as the page knows */ });
+
   // Start a little before the head, so that the page shows the latest events at once.
-  api('/feed' + query({ after: '4611686018427387904', limit: 1 })).then((res) => {
+  api('/feed' + query({ after: '4611686018427387904', limit: 1, shard })).then((res) => {
     last = Math.max(0, (res.head || 0) - BACKLOG);
   }).catch(() => { last = 0; }).finally(open);
 

@@ -10,6 +10,7 @@ const findings = [
   ['missing', 'Missing from the feed', 'committed events neither in the feed nor announced: estuite verify --repair announces them again'],
   ['holes', 'Holes', 'missing events below what the feed already holds of their stream: nothing fills them'],
   ['lost', 'Lost', 'events the store cannot account for'],
+  ['uncatalogued', 'Uncatalogued streams', 'streams missing from the stream catalog (GET /streams does not list them): estuite verify --repair adds them'],
   ['duplicates', 'Duplicates', 'feed events whose stream version appeared at an earlier position'],
   ['gaps', 'Gaps', 'feed positions below the head that hold no row'],
   ['orderViolations', 'Order violations', 'feed events out of their stream’s order, or unlike the stream’s event'],
@@ -86,6 +87,15 @@ export function render(root) {
     try { await api(`/admin/verify/${encodeURIComponent(id)}`, { method: 'DELETE' }); } catch (e) { fill(result, errorBox(e)); }
   });
 
+  // The latest verification of this server, if any: a running one is followed, a finished one
+  // shown.
+  api('/admin/verify').then((job) => {
+    if (stopped || id) return;
+    id = job.id;
+    show(job);
+    if (job.state === 'running') poll();
+  }).catch(() => { /* none yet */ });
+
   return () => { stopped = true; clearTimeout(timer); };
 }
 
@@ -110,6 +120,7 @@ function report(r) {
 
 function finding(list) {
   if (!list.length) return null;
+  if (typeof list[0] !== 'object') return table(['stream'], list.map((x) => [String(x)]));
   const heads = Object.keys(list[0]);
   return table(heads, list.map((x) => heads.map((k) => String(x[k]))));
 }
