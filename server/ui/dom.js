@@ -199,7 +199,7 @@ function niceMax(v) {
 // divisions is how many grid steps split a niceMax value into round ones.
 function divisions(max) {
   const f = max / Math.pow(10, Math.floor(Math.log10(max)));
-  return f === 2.5 || f === 5 ? 5 : 4;
+  return Math.abs(f - 2.5) < 1e-9 || Math.abs(f - 5) < 1e-9 ? 5 : 4;
 }
 
 function shortNum(v) {
