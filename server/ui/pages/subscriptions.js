@@ -41,15 +41,17 @@ function renderOverview(root) {
 }
 
 function renderGroup(root, group) {
-  const state = h('div', {}, h('p', { class: 'muted' }, 'Loading…'));
+  const summary = h('div', {}, h('p', { class: 'muted' }, 'Loading…'));
+  const state = h('div', {});
   const parked = h('div', { id: 'parked' });
   const message = h('div', { id: 'group-message' });
   root.append(
     h('div', { class: 'page-head' },
       h('div', { class: 'crumbs' }, h('a', { href: '#/subscriptions' }, 'Subscriptions & groups'), ' / '),
       h('h1', {}, group)),
-    message, state,
-    h('section', { class: 'card' }, h('h2', {}, 'Parked events'), parked));
+    message, summary,
+    h('section', { class: 'card' }, h('h2', {}, 'Parked events'), parked),
+    state);
   let stopped = false;
   const base = `/groups/${enc(group)}`;
 
@@ -81,15 +83,16 @@ function renderGroup(root, group) {
     try {
       const [st, pk] = await Promise.all([api(base), api(`${base}/parked?limit=1000`)]);
       if (stopped) return;
-      fill(state,
+      fill(summary,
         h('div', { class: 'stats' },
           h('div', { class: 'stat' }, h('div', { class: 'stat-label' }, 'Slots'), h('div', { class: 'stat-value' }, fmtNumber(st.slots.length)),
             h('div', { class: 'stat-sub' }, `${st.shards} shard${st.shards === 1 ? '' : 's'} × ${st.ranges} ranges`)),
           h('div', { class: 'stat' }, h('div', { class: 'stat-label' }, 'Members'), h('div', { class: 'stat-value' }, fmtNumber(st.members.length))),
           h('div', { class: 'stat' }, h('div', { class: 'stat-label' }, 'Parked'), h('div', { class: 'stat-value', id: 'parked-count' }, fmtNumber(st.parked))),
           h('div', { class: 'stat' }, h('div', { class: 'stat-label' }, 'Most behind'),
-            h('div', { class: 'stat-value' }, fmtNumber(Math.max(0, ...st.slots.map((s) => s.lag)))), h('div', { class: 'stat-sub' }, 'events, one slot'))),
-        h('div', { class: 'two' },
+            h('div', { class: 'stat-value' }, fmtNumber(Math.max(0, ...st.slots.map((s) => s.lag)))), h('div', { class: 'stat-sub' }, 'events, one slot'))));
+      fill(state,
+        h('div', { class: 'two wide-right' },
           h('section', { class: 'card' }, h('h2', {}, 'Members'), table(['Member', 'Slots', 'Renewed'],
             st.members.map((m) => [h('strong', {}, m.member), m.slots, fmtTime(m.updated)]), { empty: 'No member is running.' })),
           h('section', { class: 'card' }, h('h2', {}, 'Slots'), table(['Shard', 'Range', 'Owner', 'Checkpoint', 'Lag', 'Updated'],
@@ -112,7 +115,7 @@ function renderGroup(root, group) {
           confirmButton('Discard all', () => change('discard', { all: true }))) : null,
         table(['Feed position', 'Event', 'Type', 'Attempts', 'Last error', 'Parked', ''], rows, { empty: 'Nothing is parked.', cls: 'parked' }));
     } catch (e) {
-      if (!stopped) fill(state, e.code === 'group_not_found' ? h('div', { class: 'alert' }, `There is no consumer group “${group}”.`) : errorBox(e));
+      if (!stopped) fill(summary, e.code === 'group_not_found' ? h('div', { class: 'alert' }, `There is no consumer group “${group}”.`) : errorBox(e));
     }
   };
   load();
