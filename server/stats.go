@@ -74,12 +74,13 @@ type stats struct {
 	samples  []statsSample // oldest first, at most StatsWindow/StatsInterval
 	last     time.Time     // when the interval in progress began
 	lastReqs estuite.RequestCounts
-	steps    dispatchSample // the interval in progress: events, maxLag, backlog, errors
+	steps    dispatchSample // the interval in progress: events, maxLag, errors
+	backlogs map[int]int64  // by shard: the backlog after its last successful step reported
 	errs     []statsError   // oldest first, at most maxStatsErrors
 }
 
 func newStats(s *Server, prices bench.Prices, now time.Time) *stats {
-	return &stats{s: s, prices: prices, last: now, lastReqs: s.store.RequestCounts()}
+	return &stats{s: s, prices: prices, last: now, lastReqs: s.store.RequestCounts(), backlogs: make(map[int]int64)}
 }
 
 // run samples every StatsInterval until done is closed.
@@ -96,7 +97,7 @@ func (st *stats) run(done <-chan struct{}) {
 	}
 }
 
-// observe records a dispatch step (ObserveDispatch) in the interval in progress.
+// observe records a dispatch step (ObserveDispatch, ObserveShardStep) in the interval in progress.
 func (st *stats) observe(ds estuite.DispatchStats, err error) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
@@ -117,7 +118,7 @@ func (st *stats) observe(ds estuite.DispatchStats, err error) {
 		}
 		return
 	}
-	st.steps.backlog = ds.Backlog
+	st.backlogs[ds.Shard] = ds.Backlog
 }
 
 // current is the interval in progress, up to now. st.mu is held.
@@ -125,6 +126,9 @@ func (st *stats) observe(ds estuite.DispatchStats, err error) {
 func (st *stats) current(now time.Time) (statsSample, estuite.RequestCounts) {
 	reqs := st.s.store.RequestCounts()
 	smp := statsSample{end: now, seconds: max(now.Sub(st.last).Seconds(), 0), requests: byKind(reqs.Sub(st.lastReqs)), disp: st.steps}
+	for _, b := range st.backlogs {
+		smp.disp.backlog += b
+	}
 	st.s.dispatchHealth(&smp.disp)
 	return smp, reqs
 }
@@ -139,7 +143,7 @@ func (st *stats) sample(now time.Time) {
 		st.samples = st.samples[len(st.samples)-n:]
 	}
 	st.last, st.lastReqs = now, reqs
-	st.steps = dispatchSample{backlog: st.steps.backlog}
+	st.steps = dispatchSample{}
 }
 
 // dispatchHealth adds what this process's dispatchers report to d.
@@ -263,6 +267,12 @@ func (st *stats) report(now time.Time) statsJSON {
 	}
 	return out
 }
+
+// ObserveShardStep records a dispatch step of any feed shard in the statistics of GET
+// /admin/stats (events dispatched, lag, backlog, errors), and in nothing else: pass it as the
+// OnStep of the dispatchers of Options.ShardDispatchers but the one of Options.Dispatcher, whose
+// OnStep is ObserveDispatch (which records the step in the statistics too). It does not block.
+func (s *Server) ObserveShardStep(st estuite.DispatchStats, err error) { s.stats.observe(st, err) }
 
 // handleStats serves GET /admin/stats.
 func (s *Server) handleStats(w http.ResponseWriter, r *http.Request) {

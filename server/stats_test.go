@@ -175,3 +175,23 @@ func TestStatsSamplerStopsOnClose(t *testing.T) {
 		t.Fatal("the sampler still runs after Close")
 	}
 }
+
+// TestStatsCountEveryShardsSteps checks that the steps of other shards' dispatchers, reported
+// through ObserveShardStep, add their events and backlog to those of ObserveDispatch.
+func TestStatsCountEveryShardsSteps(t *testing.T) {
+	srv, _, _ := statsServer(t, nil)
+	start := srv.stats.last
+	srv.ObserveDispatch(estuite.DispatchStats{Shard: 0, Lags: []time.Duration{time.Millisecond}, Backlog: 3}, nil)
+	srv.ObserveShardStep(estuite.DispatchStats{Shard: 1, Lags: []time.Duration{2 * time.Millisecond, time.Millisecond}, Backlog: 4}, nil)
+	srv.ObserveShardStep(estuite.DispatchStats{Shard: 1}, errors.New("shard 1 failed"))
+	srv.stats.sample(start.Add(StatsInterval))
+	srv.ObserveShardStep(estuite.DispatchStats{Shard: 1, Backlog: 0}, nil)
+	_, st := getStats(t, srv, "")
+	smp := st.Samples[0]
+	if smp.Events != 3 || smp.MaxLagSeconds != 0.002 || smp.Backlog != 7 || smp.DispatchErrors != 1 {
+		t.Errorf("sample %+v; want 3 events, 2 ms, a backlog of 3 + 4, 1 error", smp)
+	}
+	if st.Current.Backlog != 3 || st.Current.Events != 0 || len(st.Errors) != 1 || st.Errors[0].Shard != 1 {
+		t.Errorf("now %+v, errors %+v; want shard 1's backlog gone, shard 0's 3 left, shard 1's error listed", st.Current, st.Errors)
+	}
+}

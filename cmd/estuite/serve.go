@@ -317,6 +317,8 @@ func serve(ctx context.Context, logger *slog.Logger, b *backendFlags, o serveOpt
 		OnStep: func(st estuite.DispatchStats, err error) {
 			if st.Shard == 0 {
 				srv.ObserveDispatch(st, err) // /metrics and /healthz report shard 0's dispatcher
+			} else {
+				srv.ObserveShardStep(st, err) // GET /admin/stats counts every shard's
 			}
 			if err != nil && ctx.Err() == nil {
 				logger.Warn("dispatch step failed", "shard", st.Shard, "error", err)
