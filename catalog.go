@@ -120,9 +120,6 @@ func (s *Store) ListStreams(ctx context.Context, opts *ListStreamsOptions) (Stre
 	}
 
 	infos := make([]StreamInfo, len(rows))
-	errs := make([]error, len(rows))
-	var wg sync.WaitGroup
-	sem := make(chan struct{}, listHeadReaders)
 	for i, row := range rows {
 		name, _ := row.Properties[propCatalogStream].(string)
 		if name == "" {
@@ -133,11 +130,18 @@ func (s *Store) ListStreams(ctx context.Context, opts *ListStreamsOptions) (Stre
 			name = n
 		}
 		infos[i].Name = name
+	}
+	// The heads, 8 at a time, read past the head cache: a listing must not push the heads of
+	// the streams being appended to out of it.
+	errs := make([]error, len(rows))
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, listHeadReaders)
+	for i := range infos {
 		wg.Add(1)
 		sem <- struct{}{}
 		go func() {
 			defer func() { <-sem; wg.Done() }()
-			infos[i].Version, errs[i] = s.Version(ctx, name)
+			infos[i].Version, errs[i] = s.uncachedVersion(ctx, infos[i].Name)
 		}()
 	}
 	wg.Wait()
@@ -163,7 +167,9 @@ func (s *Store) ListStreams(ctx context.Context, opts *ListStreamsOptions) (Stre
 // after and stopping at the first key without prefix. full reports that more rows may follow.
 func (s *Store) catalogRows(ctx context.Context, shard int, from, after, prefix string, limit int) (rows []table.Entity, full bool, err error) {
 	errStop := errors.New("stop")
-	q := table.Query{PartitionKey: catalogPartition(shard), From: from, Limit: limit + 1}
+	// limit rows, one more to know whether more follow, and one more for the row after itself,
+	// which the query returns first when it is there: one query page for a full page.
+	q := table.Query{PartitionKey: catalogPartition(shard), From: from, Limit: limit + 2}
 	err = s.events.queryPages(ctx, q, func(p table.Page) error {
 		for _, e := range p.Entities {
 			if e.RowKey == after && after != "" {
@@ -233,4 +239,24 @@ func (v *verifier) walkCatalog(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// uncachedVersion is Version without the head cache: a point read of the head, not kept.
+func (s *Store) uncachedVersion(ctx context.Context, stream string) (int64, error) {
+	pk := streamKey(stream)
+	row, err := s.streams.get(ctx, pk, headRowKey)
+	if errors.Is(err, table.ErrNotFound) {
+		return 0, ErrStreamNotFound
+	}
+	if err != nil {
+		return 0, err
+	}
+	h, err := decodeHead(row)
+	if err != nil {
+		return 0, err
+	}
+	if err := checkReadable(stream, h); err != nil {
+		return 0, err
+	}
+	return h.version, nil
 }

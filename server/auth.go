@@ -15,13 +15,16 @@ import (
 
 // Browser authentication. A web page cannot give EventSource an Authorization header, and must
 // not keep the long-lived token in a URL (it ends up in logs and history). Two ways out, both
-// derived from the token, so that they need no state and survive restarts, and changing the token
-// ends them all:
+// MACs over an expiry and random bytes, keyed by Options.SessionKey (random per process when not
+// set) and the token's hash, so that they need no state, and changing the token ends them all:
 //
 //   - a session: POST /auth/session with the token sets an HttpOnly, SameSite=Strict cookie that
 //     authenticates the page's own fetches and EventSources for SessionDuration (the console);
 //   - a ticket: POST /auth/ticket (authenticated) returns a string that authenticates GET requests
 //     as ?ticket= for TicketDuration — an EventSource of a page on another origin.
+//
+// The key is not derived from the token alone: a ticket, which may end up in a log, must not let
+// its reader test guesses of the token offline.
 const (
 	// SessionCookie is the name of the console's session cookie.
 	SessionCookie = "estuite_session"
@@ -40,10 +43,15 @@ const (
 	kindTicket  = "ticket"
 )
 
-// credentialKey is the key of the MACs of sessions and tickets: derived from the token's hash.
+// MinSessionKeyBytes is the shortest Options.SessionKey.
+const MinSessionKeyBytes = 32
+
+// credentialKey is the key of the MACs of sessions and tickets of kind: the session key's MAC of
+// the kind and the token's hash.
 func (s *Server) credentialKey(kind string) []byte {
-	m := hmac.New(sha256.New, s.tokenHash[:])
-	m.Write([]byte("estuite-credential-v1/" + kind))
+	m := hmac.New(sha256.New, s.sessionKey)
+	m.Write([]byte("estuite-credential-v1/" + kind + "/"))
+	m.Write(s.tokenHash[:])
 	return m.Sum(nil)
 }
 

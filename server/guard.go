@@ -162,8 +162,8 @@ func (s *Server) guard(w http.ResponseWriter, r *http.Request) bool {
 		w.Header().Add("Vary", "Origin")
 	}
 	// /healthz answers under any Host, as it needs no token: it writes nothing and tells no data
-	// (at most each feed shard's lease, head and pending count), and probes (a load balancer's,
-	// Kubernetes') name the server by an address of their own.
+	// (numbers: leases, heads, pending counts; names and errors only under an allowed Host), and
+	// probes (a load balancer's, Kubernetes') name the server by an address of their own.
 	if !s.auth && r.URL.Path != "/healthz" && !s.hostAllowed(r.Host) {
 		s.writeError(w, r, &apiError{Status: http.StatusForbidden, Code: codeForbiddenHost,
 			Message: fmt.Sprintf("the Host %q is not allowed: without a token, the server answers only to loopback addresses, \"localhost\" and its allowed hosts", r.Host)})

@@ -269,14 +269,16 @@ type dispatcherJSON struct {
 // handleHealth serves GET /healthz: the version and backend, and what this process's
 // dispatchers know of the feed, from memory (no storage request). Names and error texts (the
 // owner, the lease holder, the last error) are shown only to a request with credentials when the
-// server has a token.
+// server has a token, and only under an allowed Host when it has none.
 func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) {
 	out := healthJSON{Status: "ok", Version: s.version, Backend: s.backend, FeedShards: s.store.FeedShards()}
 	disps := s.shardDisps
 	if len(disps) == 0 && s.dispatcher != nil {
 		disps = []*estuite.Dispatcher{s.dispatcher}
 	}
-	detail := s.credentialsOK(r)
+	// Names and error texts: with credentials on a token server; on one without, only under an
+	// allowed Host (a DNS-rebinding page must not read them: /healthz answers under any Host).
+	detail := s.credentialsOK(r) && (s.auth || s.hostAllowed(r.Host))
 	out.Dispatcher.State = "none"
 	var head int64
 	for i, d := range disps {

@@ -27,10 +27,13 @@
 package server
 
 import (
+	"bytes"
 	"cmp"
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"path"
@@ -89,6 +92,11 @@ type Options struct {
 	// Token, when set, is required on every endpoint but /healthz as "Authorization: Bearer
 	// <token>" (the scheme in any case). It is compared in constant time.
 	Token string
+	// SessionKey keys the browser sessions and tickets (POST /auth/session, /auth/ticket): at
+	// least MinSessionKeyBytes random bytes. Give every server of a store the same key for a
+	// session to hold across them and across restarts; nil means a random key of this process,
+	// so that sessions and tickets end when it stops.
+	SessionKey []byte
 	// AllowedHosts are the host names and IP addresses, besides the loopback addresses and
 	// "localhost", that a request's Host header may name when no Token is set (with any port);
 	// a request under any other Host is refused with 403 forbidden_host, so that a web page
@@ -160,11 +168,12 @@ type Options struct {
 // ObserveDispatch to the dispatcher as DispatcherOptions.OnStep, and call Close before
 // http.Server.Shutdown.
 type Server struct {
-	store     *estuite.Store
-	version   string // Options.Version
-	backend   string // Options.Backend
-	tokenHash [sha256.Size]byte
-	auth      bool
+	store      *estuite.Store
+	version    string // Options.Version
+	backend    string // Options.Backend
+	tokenHash  [sha256.Size]byte
+	sessionKey []byte // Options.SessionKey, or random
+	auth       bool
 
 	allowedHosts map[string]bool // lower case, IPv6 without brackets
 	corsOrigins  map[string]bool // normalized: see normalizeOrigin
@@ -244,6 +253,15 @@ func New(opts Options) (*Server, error) {
 	}
 	if s.log == nil {
 		s.log = slog.Default()
+	}
+	switch n := len(opts.SessionKey); {
+	case n == 0:
+		s.sessionKey = make([]byte, MinSessionKeyBytes)
+		_, _ = rand.Read(s.sessionKey)
+	case n < MinSessionKeyBytes:
+		return nil, fmt.Errorf("server: Options.SessionKey has %d bytes, at least %d are needed", n, MinSessionKeyBytes)
+	default:
+		s.sessionKey = bytes.Clone(opts.SessionKey)
 	}
 	if s.maxBody == 0 {
 		s.maxBody = DefaultMaxBodyBytes

@@ -55,7 +55,9 @@ func init() {
 					if list.Next != "" {
 						out.Next = &list.Next
 					}
-					return json.NewEncoder(e.stdout).Encode(out)
+					enc := json.NewEncoder(e.stdout)
+					enc.SetEscapeHTML(false) // the bytes the server sends
+					return enc.Encode(out)
 				}
 				if len(list.Streams) == 0 {
 					_, err := fmt.Fprintln(e.stdout, "no streams")

@@ -46,6 +46,8 @@ func init() {
 				return nil
 			})
 			fs.StringVar(&tokenFile, "token-file", "", "read the token from this file (a trailing newline is dropped)")
+			sessionKeyFile := fs.String("session-key-file", "", "key the console's sessions and tickets with the bytes of this file (at least 32):\n"+
+				"give every server of a store the same file for a session to hold across them and across restarts (default: a random key per process)")
 			insecure := fs.Bool("insecure", false, "allow listening on a non-loopback address without a token")
 			logFormat := fs.String("log-format", "text", "log format: text or json")
 			logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
@@ -119,6 +121,15 @@ func init() {
 				if o.token, err = resolveToken(token, tokenSet, tokenFile); err != nil {
 					return err
 				}
+				if *sessionKeyFile != "" {
+					if o.sessionKey, err = os.ReadFile(*sessionKeyFile); err != nil {
+						return usagef("--session-key-file: %v", err)
+					}
+					if len(o.sessionKey) < server.MinSessionKeyBytes {
+						return usagef("--session-key-file %s holds %d bytes; at least %d random bytes are needed (e.g. head -c 32 /dev/urandom > FILE)",
+							*sessionKeyFile, len(o.sessionKey), server.MinSessionKeyBytes)
+					}
+				}
 				if o.token == "" && !*insecure && !isLoopback(*addr) {
 					return usagef("refusing to listen on %s without a token: set --token-file (or ESTUITE_TOKEN), or pass --insecure", *addr)
 				}
@@ -158,6 +169,7 @@ const MinTokenLength = 16
 // serveOptions are the settings of `estuite serve` besides its backend and logging.
 type serveOptions struct {
 	addr, token     string
+	sessionKey      []byte // --session-key-file's contents
 	shutdownTimeout time.Duration
 	instance        string // "" means the default: see defaultInstance
 	leaseDuration   time.Duration
@@ -341,7 +353,7 @@ func serve(ctx context.Context, logger *slog.Logger, b *backendFlags, o serveOpt
 		backendName = "embedded"
 	}
 	srv, err = server.New(server.Options{Store: store, Version: versionLine(), Backend: backendName,
-		Token: o.token, Logger: logger, Dispatcher: dispatcher, ShardDispatchers: dispatchers,
+		Token: o.token, SessionKey: o.sessionKey, Logger: logger, Dispatcher: dispatcher, ShardDispatchers: dispatchers,
 		AllowedHosts: append(addrHost(o.addr), o.allowedHosts...), CORSOrigins: o.corsOrigins,
 		MaxLiveStreams: o.maxLiveStreams, LiveWriteTimeout: o.liveWriteTimeout, Prices: o.prices})
 	if err != nil {
