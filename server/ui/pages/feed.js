@@ -67,13 +67,12 @@ export function render(root, route) {
       last = ev.position;
       addRow(ev);
     };
-    es.addEventListener('error', (m) => {
-      if (m.data) { // the server's own error event: storage failing
-        try { setStatus('error: ' + JSON.parse(m.data).message, 'bad'); } catch { /* keep the status */ }
-      }
-    });
-    es.onerror = () => {
+    es.onerror = (m) => {
       if (stopped || paused) return;
+      if (m.data) { // the server's own "event: error" (storage failing); the stream ends next
+        try { setStatus('error: ' + JSON.parse(m.data).message, 'bad'); } catch { /* keep the status */ }
+        return;
+      }
       if (es.readyState === EventSource.CLOSED) {
         // The browser gave up (an error answer): start again after the last event shown. A
         // session that expired shows as a 401 to an ordinary call, which brings the login form.
