@@ -67,6 +67,11 @@ func screenshotDir(t *testing.T, root string) string {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
+	// The screenshots of a failed page test are named NAME-failed.png: only this run's may stay.
+	old, _ := filepath.Glob(filepath.Join(dir, "*-failed.png"))
+	for _, f := range old {
+		os.Remove(f)
+	}
 	return dir
 }
 
