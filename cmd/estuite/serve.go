@@ -161,6 +161,9 @@ type serveOptions struct {
 	maxConnections                         int
 	maxLiveStreams                         int
 	liveWriteTimeout                       time.Duration
+	// flushTraces shuts the tracer provider down, sending the spans not yet exported (nil:
+	// tracing off).
+	flushTraces func()
 }
 
 // resolveToken returns the token the server requires: --token when given, else the contents of
@@ -262,7 +265,29 @@ func embeddedInstance(path string) (string, error) {
 	return id, nil
 }
 
-func serve(ctx context.Context, logger *slog.Logger, b *backendFlags, o serveOptions) error {
+func serve(ctx context.Context, logger *slog.Logger, b *backendFlags, o serveOptions) (err error) {
+	tp, tracingEndpoint, err := newTracerProvider(ctx)
+	if err != nil {
+		return err
+	}
+	if tp != nil {
+		b.tracerProvider = tp
+		flushed := false
+		flush := func() {
+			if flushed {
+				return
+			}
+			flushed = true
+			// Sends the spans not yet exported, within the shutdown timeout.
+			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), o.shutdownTimeout)
+			defer cancel()
+			if ferr := tp.Shutdown(fctx); ferr != nil {
+				logger.Warn("tracing: flushing spans failed", "error", ferr)
+			}
+		}
+		defer flush()
+		o.flushTraces = flush
+	}
 	store, err := b.open(ctx)
 	if err != nil {
 		return err
@@ -354,7 +379,7 @@ func serve(ctx context.Context, logger *slog.Logger, b *backendFlags, o serveOpt
 	}()
 	logger.Info("estuite serving", "addr", ln.Addr().String(), "tls", tlsConfig != nil, "backend", b.describe(), "auth", o.token != "",
 		"instance", instance, "lease_duration", o.leaseDuration, "max_connections", o.maxConnections,
-		"master_key", b.wrapped, "key_cache", b.keyCache)
+		"master_key", b.wrapped, "key_cache", b.keyCache, "tracing", tracingEndpoint)
 
 	select {
 	case err = <-served:
@@ -376,6 +401,9 @@ func serve(ctx context.Context, logger *slog.Logger, b *backendFlags, o serveOpt
 	}
 	if errors.Is(err, http.ErrServerClosed) {
 		err = nil
+	}
+	if o.flushTraces != nil {
+		o.flushTraces()
 	}
 	logger.Info("stopped", "error", err)
 	return err
