@@ -162,8 +162,11 @@ func withTraceContext(sc trace.SpanContext, events []EventData) ([]EventData, bo
 	propagation.TraceContext{}.Inject(trace.ContextWithSpanContext(context.Background(), sc), carrier)
 	var out []EventData
 	for i := range events {
+		if events[i].Subject != "" {
+			continue
+		}
 		md, ok := injectTraceContext(events[i].Metadata, carrier[metaTraceparent], carrier[metaTracestate])
-		if !ok || events[i].Subject != "" {
+		if !ok {
 			continue
 		}
 		if out == nil {
@@ -238,9 +241,12 @@ func eventLink(ev *RecordedEvent) (trace.Link, bool) {
 	return trace.Link{SpanContext: sc}, true
 }
 
-// handlerSpan starts the span of one handler call on ev, linked to the span that appended it.
+// handlerSpan starts the span of one handler call on ev, linked to the span that appended it. It
+// is a root: a subscription or group member runs long after (and apart from) the call that
+// started it, whose span its context may still carry.
 func (t *tracing) handlerSpan(ctx context.Context, name string, ev *FeedEvent, attrs ...attribute.KeyValue) (context.Context, trace.Span) {
 	opts := []trace.SpanStartOption{
+		trace.WithNewRoot(),
 		trace.WithSpanKind(trace.SpanKindConsumer),
 		trace.WithAttributes(
 			attribute.String("estuite.stream", ev.Stream),
@@ -257,11 +263,21 @@ func (t *tracing) handlerSpan(ctx context.Context, name string, ev *FeedEvent, a
 	return t.tracer.Start(ctx, name, opts...)
 }
 
+// untraced returns ctx without the span it may carry, for a background loop started under it: the
+// loop's spans are roots of their own.
+func (t *tracing) untraced(ctx context.Context) context.Context {
+	if t == nil || !trace.SpanContextFromContext(ctx).IsValid() {
+		return ctx
+	}
+	return trace.ContextWithSpanContext(ctx, trace.SpanContext{})
+}
+
 // step runs one dispatch step, in a span when tracing is on and the step did work (wrote events,
-// fenced heads, resolved markers, or failed): an idle poll makes no span, since a dispatcher
-// polls every shard at least every MaxPollInterval for ever and such spans would bury the ones
-// that matter. The step's storage requests are buffered until its outcome is known, then
-// recorded as its span's events.
+// fenced heads, resolved markers, or failed): a child of ctx's span, if any (Step; the run loop's
+// steps are roots, see Start). An idle poll makes no span, since a dispatcher polls every shard
+// at least every MaxPollInterval for ever and such spans would bury the ones that matter. The
+// step's storage requests are buffered until its outcome is known, then recorded as its span's
+// events.
 func (d *Dispatcher) step(ctx context.Context, shards []int) (DispatchStats, error) {
 	t := d.s.tr
 	if t == nil {

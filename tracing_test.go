@@ -183,7 +183,10 @@ func TestTracingSpanTree(t *testing.T) {
 	rtp, rexp := newRecordingProvider(t)
 	reader := openStore(t, b, &estuite.Options{TracerProvider: rtp})
 	got := newCollector()
-	sub, err := reader.Subscribe(context.Background(), estuite.SubscriptionOptions{Name: "traced", Handler: got.handle})
+	// Subscribed under a span of the reader's own: the handler spans are roots all the same.
+	subCtx, starter := rtp.Tracer("test").Start(context.Background(), "subscribe")
+	sub, err := reader.Subscribe(subCtx, estuite.SubscriptionOptions{Name: "traced", Handler: got.handle})
+	starter.End()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -215,8 +218,8 @@ func TestTracingSpanTree(t *testing.T) {
 			if linksTo(s, ap.SpanContext) {
 				linked++
 			}
-			if s.SpanKind != trace.SpanKindConsumer {
-				t.Errorf("%s span kind %v", name, s.SpanKind)
+			if s.SpanKind != trace.SpanKindConsumer || s.Parent.IsValid() {
+				t.Errorf("%s span kind %v, parent %v: want a consumer span without a parent", name, s.SpanKind, s.Parent.SpanID())
 			}
 		}
 		// Events 1 and 2 link to the append span; event 3 to the traceparent its caller wrote.
