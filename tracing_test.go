@@ -76,11 +76,12 @@ func TestTracingSpanTree(t *testing.T) {
 	wtp, wexp := newRecordingProvider(t)
 	writer := openStore(t, b, &estuite.Options{TracerProvider: wtp})
 	ctx, caller := wtp.Tracer("test").Start(context.Background(), "caller")
-	res, err := writer.Append(ctx, "order-1", []estuite.EventData{
+	appended := []estuite.EventData{
 		{Type: "Placed", Data: []byte(`{}`), Metadata: json.RawMessage(` {"correlation": "c-1"}`)},
 		{Type: "Paid", Data: []byte(`{}`)},
 		{Type: "Shipped", Data: []byte(`{}`), Metadata: json.RawMessage(`{"traceparent":"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}`)},
-	}, &estuite.AppendOptions{Expected: estuite.NoStream, CommitID: "c1"})
+	}
+	res, err := writer.Append(ctx, "order-1", appended, &estuite.AppendOptions{Expected: estuite.NoStream, CommitID: "c1"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -133,11 +134,10 @@ func TestTracingSpanTree(t *testing.T) {
 
 	// A retry of the commit in another trace is still the same commit.
 	ctx2, other := wtp.Tracer("test").Start(context.Background(), "retry")
-	again, err := writer.Append(ctx2, "order-1", []estuite.EventData{
-		{Type: "Placed", Data: []byte(`{}`), Metadata: json.RawMessage(` {"correlation": "c-1"}`)},
-		{Type: "Paid", Data: []byte(`{}`)},
-		{Type: "Shipped", Data: []byte(`{}`), Metadata: json.RawMessage(`{"traceparent":"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}`)},
-	}, &estuite.AppendOptions{Expected: estuite.NoStream, CommitID: "c1"})
+	if appended[1].Metadata != nil || string(appended[0].Metadata) != ` {"correlation": "c-1"}` {
+		t.Fatalf("the caller's events were changed: %+v", appended)
+	}
+	again, err := writer.Append(ctx2, "order-1", appended, &estuite.AppendOptions{Expected: estuite.NoStream, CommitID: "c1"})
 	other.End()
 	if err != nil || !again.Duplicate || again.LastVersion != res.LastVersion {
 		t.Fatalf("retry in another trace: %+v, %v; want the original result as a duplicate", again, err)
