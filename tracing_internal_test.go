@@ -25,6 +25,7 @@ func TestTracingOffAllocatesNothing(t *testing.T) {
 	if _, err := st.submitOnce(ctx, "p", []table.Op{{Kind: table.Upsert, Entity: row}}); err != nil {
 		t.Fatal(err)
 	}
+	ops := []table.Op{{Kind: table.Upsert, Entity: row}}
 	bare := func(call func()) float64 { return testing.AllocsPerRun(200, call) }
 	for _, c := range []struct {
 		name           string
@@ -42,13 +43,14 @@ func TestTracingOffAllocatesNothing(t *testing.T) {
 				return st.t.Query(ctx, table.Query{PartitionKey: "p"})
 			})
 		}},
-		{"submit", func() { _, _ = st.submitOnce(ctx, "p", []table.Op{{Kind: table.Upsert, Entity: row}}) }, func() {
-			ops := []table.Op{{Kind: table.Upsert, Entity: row}}
+		{"submit", func() { _, _ = st.submitOnce(ctx, "p", ops) }, func() {
 			st.counts.submit(ops)
 			_, _ = st.t.Submit(ctx, "p", ops)
 		}},
 	} {
-		if w, p := bare(c.wrapped), bare(c.plain); w != p {
+		w, p := bare(c.wrapped), bare(c.plain)
+		t.Logf("%s: %v allocations through the wrapper, %v without it", c.name, w, p)
+		if w > p {
 			t.Errorf("%s with tracing off: %v allocations, %v without the hooks", c.name, w, p)
 		}
 	}
