@@ -265,7 +265,7 @@ func embeddedInstance(path string) (string, error) {
 	return id, nil
 }
 
-func serve(ctx context.Context, logger *slog.Logger, b *backendFlags, o serveOptions) (err error) {
+func serve(ctx context.Context, logger *slog.Logger, b *backendFlags, o serveOptions) error {
 	tp, tracingEndpoint, err := newTracerProvider(ctx)
 	if err != nil {
 		return err
