@@ -273,7 +273,7 @@ func (t *tracing) untraced(ctx context.Context) context.Context {
 }
 
 // step runs one dispatch step, in a span when tracing is on and the step did work (wrote events,
-// fenced heads, resolved markers, or failed): a child of ctx's span, if any (Step; the run loop's
+// fenced heads, resolved markers, or failed other than by its context's end): a child of ctx's span, if any (Step; the run loop's
 // steps are roots, see Start). An idle poll makes no span, since a dispatcher polls every shard
 // at least every MaxPollInterval for ever and such spans would bury the ones that matter. The
 // step's storage requests are buffered until its outcome is known, then recorded as its span's
@@ -286,8 +286,8 @@ func (d *Dispatcher) step(ctx context.Context, shards []int) (DispatchStats, err
 	started := time.Now()
 	rec := &traceRecorder{}
 	st, err := d.stepOnce(context.WithValue(ctx, recorderKey{}, rec), shards)
-	if st.Events == 0 && st.Fenced == 0 && st.Resolved == 0 && err == nil {
-		return st, err
+	if st.Events == 0 && st.Fenced == 0 && st.Resolved == 0 && (err == nil || ctx.Err() != nil) {
+		return st, err // idle, or cut short by the dispatcher's stop
 	}
 	_, span := t.tracer.Start(ctx, spanDispatchStep, trace.WithTimestamp(started), trace.WithAttributes(
 		attribute.Int("estuite.shard", st.Shard),
