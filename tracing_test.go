@@ -311,3 +311,33 @@ func TestTracingSubscriptionHandlerErrorSpan(t *testing.T) {
 		t.Errorf("second call's attempt %v", a.Emit())
 	}
 }
+
+// TestTracingTraceContextSkipsSealedEventsAndKeepsTracestate: an event naming a subject gets no
+// trace context (its metadata is sealed), and a span context's tracestate is stored beside the
+// traceparent.
+func TestTracingTraceContextSkipsSealedEventsAndKeepsTracestate(t *testing.T) {
+	tp, _ := newRecordingProvider(t)
+	s := openStore(t, mem.New(nil), &estuite.Options{TracerProvider: tp})
+	ts, err := trace.ParseTraceState("vendor=abc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	parent := trace.NewSpanContext(trace.SpanContextConfig{TraceID: trace.TraceID{1}, SpanID: trace.SpanID{2},
+		TraceFlags: trace.FlagsSampled, TraceState: ts, Remote: true})
+	ctx := trace.ContextWithRemoteSpanContext(context.Background(), parent)
+	mustAppendCtx(t, ctx, s, "user-1", []estuite.EventData{
+		{Type: "Registered", Subject: "user-1", Metadata: json.RawMessage(`{"a":1}`)},
+		{Type: "Noted", Metadata: json.RawMessage(`{}`)},
+	})
+	_, events := readAll(t, s, "user-1", nil)
+	if string(events[0].Metadata) != `{"a":1}` {
+		t.Errorf("sealed event's metadata %s", events[0].Metadata)
+	}
+	var md struct{ Traceparent, Tracestate string }
+	if err := json.Unmarshal(events[1].Metadata, &md); err != nil || !strings.HasPrefix(md.Traceparent, "00-01000000000000000000000000000000-") || md.Tracestate != "vendor=abc" {
+		t.Errorf("plain event's metadata %s", events[1].Metadata)
+	}
+	if !strings.HasSuffix(string(events[1].Metadata), `"vendor=abc"}`) {
+		t.Errorf("empty object's metadata %s: want only the trace context", events[1].Metadata)
+	}
+}
