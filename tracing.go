@@ -142,7 +142,8 @@ func (s *Store) tracedAppend(ctx context.Context, stream string, events []EventD
 	res, err = s.appendEvents(ctx, stream, stored, events, o)
 	var tooLarge *TooLargeError
 	if injected && errors.As(err, &tooLarge) {
-		// The trace context made an append too large that fits without it: it goes without.
+		// The trace context may be what made the append too large (TooLargeError comes only from
+		// validation, before any request): it goes without, and fails as before if still too large.
 		span.AddEvent("estuite.traceparent_dropped", trace.WithAttributes(attribute.String("reason", err.Error())))
 		res, err = s.appendEvents(ctx, stream, events, events, o)
 	}
@@ -151,9 +152,9 @@ func (s *Store) tracedAppend(ctx context.Context, stream string, events []EventD
 
 // withTraceContext returns events with sc's W3C trace context in the metadata of each event that
 // can take it, and true; or events itself and false when none can (or sc is not valid). An event
-// can take it when
-// its metadata is empty or a JSON object without a "traceparent" key, and it names no subject
-// (its metadata would be sealed, and the commit's hash covers it). events is not modified.
+// can take it when its metadata is empty or a JSON object without a "traceparent" key, and it
+// names no subject (its metadata would be sealed, and the commit's hash covers it). events is
+// not modified.
 func withTraceContext(sc trace.SpanContext, events []EventData) ([]EventData, bool) {
 	if !sc.IsValid() {
 		return events, false
