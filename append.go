@@ -59,12 +59,22 @@ func (s *Store) Append(ctx context.Context, stream string, events []EventData, o
 	if opts != nil {
 		o = *opts
 	}
-	a, err := s.prepareAppend(stream, events, o)
+	if s.tr != nil {
+		return s.tracedAppend(ctx, stream, events, o)
+	}
+	return s.appendEvents(ctx, stream, events, events, o)
+}
+
+// appendEvents is Append of the events stored, whose commit is identified by the events as the
+// caller gave them (hashed): stored differs from hashed only by the trace context a traced
+// append adds to their metadata, which a retry of the commit (in another trace) need not repeat.
+func (s *Store) appendEvents(ctx context.Context, stream string, stored, hashed []EventData, o AppendOptions) (AppendResult, error) {
+	a, err := s.prepareAppend(stream, stored, hashed, o)
 	if err != nil {
 		return AppendResult{}, err
 	}
 	if a.sealed != nil || a.snapshot != nil && len(a.snapshot.Subjects) > 0 {
-		if err := s.sealAppend(ctx, a, events); err != nil {
+		if err := s.sealAppend(ctx, a, hashed); err != nil {
 			return s.refusedSealed(ctx, a, err)
 		}
 	}
@@ -113,7 +123,9 @@ type eventID struct {
 	index int
 }
 
-func (s *Store) prepareAppend(stream string, events []EventData, o AppendOptions) (*appendPlan, error) {
+// prepareAppend validates an append of events and builds its rows; hashed are the events as the
+// caller gave them, whose hash identifies the commit (appendEvents).
+func (s *Store) prepareAppend(stream string, events, hashed []EventData, o AppendOptions) (*appendPlan, error) {
 	if err := validateStreamName(stream); err != nil {
 		return nil, err
 	}
@@ -181,7 +193,7 @@ func (s *Store) prepareAppend(stream string, events []EventData, o AppendOptions
 		}
 	}
 	if a.sealed == nil {
-		a.hash = commitHash(events, nil) // otherwise sealAppend computes it, with the subjects' keys
+		a.hash = commitHash(hashed, nil) // otherwise sealAppend computes it, with the subjects' keys
 	}
 	if rows := len(a.events) + len(a.eventIDs); rows > MaxAppendRows {
 		return nil, &TooLargeError{What: "append", Size: rows, Limit: MaxAppendRows,

@@ -270,7 +270,7 @@ type streamWork struct {
 	resolve    []dirtyMarker // markers that may go once pending is written
 }
 
-func (d *Dispatcher) step(ctx context.Context, shards []int) (stats DispatchStats, err error) {
+func (d *Dispatcher) stepOnce(ctx context.Context, shards []int) (stats DispatchStats, err error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	stats.Shard = d.shard

@@ -37,7 +37,7 @@ func (d *Dispatcher) Start(ctx context.Context) error {
 			return errors.New("estuite: dispatcher already running")
 		}
 	}
-	ctx, cancel := context.WithCancel(ctx)
+	ctx, cancel := context.WithCancel(d.s.tr.untraced(ctx))
 	d.run.cancel, d.run.done, d.run.err = cancel, make(chan struct{}), nil
 	d.setRunning(true)
 	go func(done chan struct{}) {

@@ -45,7 +45,11 @@ type EventData struct {
 	// Format says whether Data is JSON (the zero value) or binary.
 	Format DataFormat
 	// Metadata is empty or a JSON object, e.g. correlation and causation IDs: valid UTF-8
-	// without escaped lone surrogates, as JSON data.
+	// without escaped lone surrogates, as JSON data. A store with tracing on
+	// (Options.TracerProvider) stores it with the append span's W3C trace context added as its
+	// first members, "traceparent" and "tracestate" (unless it has a "traceparent" already, or
+	// the event names a Subject); the caller's slice is not changed. See docs/operations.md,
+	// "Tracing".
 	Metadata json.RawMessage
 	// Subject, when set, names the data subject (the person) the event's data is about:
 	// 1–MaxSubjectLength characters of valid UTF-8, no control characters. The event's Data and

@@ -1043,7 +1043,7 @@ func (m *GroupMember) deliver(ctx context.Context, slot GroupSlot, h *heldSlot, 
 	}
 	clock := m.o.Clock
 	hctx, cancel := context.WithTimeout(ctx, max(h.until.Sub(clock.Now()), 0))
-	err := m.o.Handler(hctx, ev)
+	err := m.callHandler(hctx, slot, ev, false)
 	cancel()
 	if err == nil {
 		h.failPos, h.failAttempts, h.retryAt = 0, 0, time.Time{}

@@ -286,7 +286,7 @@ func (m *GroupMember) replayOne(ctx context.Context, slot GroupSlot, h *heldSlot
 		attempts = attempt - first + 1
 		m.replayTries[ref] = attempt
 		hctx, cancel := context.WithTimeout(ctx, max(h.until.Sub(clock.Now()), 0))
-		herr = m.o.Handler(hctx, ev)
+		herr = m.callHandler(hctx, slot, ev, true)
 		cancel()
 		if herr == nil || ctx.Err() != nil || !clock.Now().Before(h.until) || m.o.MaxRetries >= 0 && attempt > m.o.MaxRetries {
 			break

@@ -118,15 +118,18 @@ func (c *counter) page(continuation string) {
 	}
 }
 
-// submit counts one batch request of ops.
-func (c *counter) submit(ops []table.Op) {
+// submit counts one batch request of ops, and returns its kind: "batch", "delete" or "write".
+func (c *counter) submit(ops []table.Op) string {
 	switch {
 	case len(ops) > 1:
 		c.batches.Add(1)
+		return "batch"
 	case len(ops) == 1 && ops[0].Kind == table.Delete:
 		c.deletes.Add(1)
+		return "delete"
 	default:
 		c.writes.Add(1)
+		return "write"
 	}
 }
 
@@ -134,29 +137,49 @@ func (c *counter) submit(ops []table.Op) {
 // goes through it.
 type storage struct {
 	t      table.Table
+	name   string // the table's name
 	retry  RetryPolicy
 	counts *counter
 	rows   *rowEstimate // the size of the table's event rows, for reads with a byte budget
+	tr     *tracing     // records requests in traced operations (nil: tracing off)
 }
 
 func (s storage) get(ctx context.Context, pk, rk string) (table.Entity, error) {
 	return withRetry(ctx, s.retry, func() (table.Entity, error) {
 		s.counts.pointReads.Add(1)
-		return s.t.Get(ctx, pk, rk)
+		if s.tr == nil {
+			return s.t.Get(ctx, pk, rk)
+		}
+		started := time.Now()
+		e, err := s.t.Get(ctx, pk, rk)
+		s.tr.request(ctx, "get", s.name, pk, 0, started, err)
+		return e, err
 	})
 }
 
 func (s storage) query(ctx context.Context, q table.Query) (table.Page, error) {
 	return withRetry(ctx, s.retry, func() (table.Page, error) {
 		s.counts.page(q.Continuation)
-		return s.t.Query(ctx, q)
+		if s.tr == nil {
+			return s.t.Query(ctx, q)
+		}
+		started := time.Now()
+		p, err := s.t.Query(ctx, q)
+		s.tr.request(ctx, "query", s.name, q.PartitionKey, 0, started, err)
+		return p, err
 	})
 }
 
 func (s storage) scan(ctx context.Context, q table.ScanQuery) (table.Page, error) {
 	return withRetry(ctx, s.retry, func() (table.Page, error) {
 		s.counts.page(q.Continuation)
-		return s.t.Scan(ctx, q)
+		if s.tr == nil {
+			return s.t.Scan(ctx, q)
+		}
+		started := time.Now()
+		p, err := s.t.Scan(ctx, q)
+		s.tr.request(ctx, "scan", s.name, "", 0, started, err)
+		return p, err
 	})
 }
 
@@ -209,6 +232,12 @@ func (s storage) submitRefused(ctx context.Context, pk string, ops []table.Op) (
 // submitOnce sends a batch once, without retry: an append must look at what is stored before it
 // tries again, because a failed batch may have committed.
 func (s storage) submitOnce(ctx context.Context, pk string, ops []table.Op) ([]string, error) {
-	s.counts.submit(ops)
-	return s.t.Submit(ctx, pk, ops)
+	kind := s.counts.submit(ops)
+	if s.tr == nil {
+		return s.t.Submit(ctx, pk, ops)
+	}
+	started := time.Now()
+	etags, err := s.t.Submit(ctx, pk, ops)
+	s.tr.request(ctx, kind, s.name, pk, len(ops), started, err)
+	return etags, err
 }

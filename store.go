@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/estuite/estuite/table"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Defaults of Options.
@@ -68,6 +69,14 @@ type Options struct {
 	// not change (docs/operations.md, "Feed shards"), and Open refuses a store with events under
 	// another count.
 	FeedShards int
+	// TracerProvider, when set, traces the store with OpenTelemetry (docs/operations.md,
+	// "Tracing"): a span per append (its storage requests as span events), per dispatch step
+	// that did work and per subscription or consumer group handler call (linked to the span of
+	// the append that wrote the event), and each appended event's metadata carries the append
+	// span's W3C trace context ("traceparent", see EventData.Metadata). nil, the default, turns
+	// tracing off: the store makes no OpenTelemetry call at all — it does not fall back to the
+	// global provider (pass otel.GetTracerProvider() for that) — and writes no trace context.
+	TracerProvider trace.TracerProvider
 
 	// knownShards, in tests, is the store's shard count, so that Open reads no row for it (the
 	// simulation opens its processes' stores outside their actors).
@@ -99,6 +108,8 @@ type Store struct {
 	announcer announcer
 	// announceWindow is Options.AnnounceWindow (0: early announcements off).
 	announceWindow time.Duration
+	// tr traces the store (nil: tracing off).
+	tr *tracing
 }
 
 // Open opens the event store kept in backend, creating its tables when missing. The store owns
@@ -151,6 +162,7 @@ func Open(ctx context.Context, backend table.Backend, opts *Options) (*Store, er
 		return nil, invalid("previous master keys", "are set without a MasterKey to rewrap their keys under")
 	}
 	counts := &counter{}
+	tr := newTracing(o.TracerProvider)
 	openTable := func(suffix string) (storage, error) {
 		name := o.TablePrefix + suffix
 		if err := table.ValidateTableName(name); err != nil {
@@ -160,7 +172,7 @@ func Open(ctx context.Context, backend table.Backend, opts *Options) (*Store, er
 		if err != nil {
 			return storage{}, fmt.Errorf("estuite: opening table %s: %w", name, err)
 		}
-		return storage{t: t, retry: o.Retry, counts: counts, rows: &rowEstimate{}}, nil
+		return storage{t: t, name: name, retry: o.Retry, counts: counts, rows: &rowEstimate{}, tr: tr}, nil
 	}
 	streams, err := openTable("streams")
 	if err != nil {
@@ -187,6 +199,7 @@ func Open(ctx context.Context, backend table.Backend, opts *Options) (*Store, er
 		keyCache: keyCache{lifetime: o.KeyCacheLifetime, max: o.KeyCacheSize, m: make(map[string]*keyEntry)},
 
 		announceWindow: max(o.AnnounceWindow, 0),
+		tr:             tr,
 	}
 	if o.knownShards > 0 {
 		s.feedShards = o.knownShards

@@ -278,7 +278,7 @@ func (sub *Subscription) handle(ctx context.Context, ev FeedEvent) error {
 	o := &sub.o
 	delay := o.RetryBackoff
 	for attempt := 0; ; attempt++ {
-		err := o.Handler(ctx, ev)
+		err := sub.callHandler(ctx, ev, attempt+1)
 		if err == nil {
 			return nil
 		}

@@ -46,6 +46,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.opentelemetry.io/otel/propagation"
 )
 
 // Defaults of Options.
@@ -357,6 +358,9 @@ const (
 	routeUnmatched = "unmatched"
 )
 
+// traceContext reads the W3C traceparent and tracestate headers of requests.
+var traceContext propagation.TraceContext
+
 // routes builds the request multiplexer inside the middleware that counts, logs, guards (Host,
 // Origin, CORS: see guard) and authenticates requests.
 func (s *Server) routes(metricsHandler http.Handler) http.Handler {
@@ -375,6 +379,11 @@ func (s *Server) routes(metricsHandler http.Handler) http.Handler {
 				}
 			case routeMetrics:
 				w.Header().Set("Cache-Control", "no-store")
+			}
+			if r.Header.Get("Traceparent") != "" {
+				// The client's W3C trace context: a traced store's spans (an append's) continue
+				// its trace (docs/http-api.md, "Tracing").
+				r = r.WithContext(traceContext.Extract(r.Context(), propagation.HeaderCarrier(r.Header)))
 			}
 			h(w, r)
 		})

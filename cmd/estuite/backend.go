@@ -18,6 +18,7 @@ import (
 	"github.com/estuite/estuite/table/azure"
 	"github.com/estuite/estuite/table/bolt"
 	berrors "go.etcd.io/bbolt/errors"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // backendFlags select the storage every command works on: the embedded store in a directory,
@@ -34,6 +35,8 @@ type backendFlags struct {
 	feedShards    int           // --feed-shards: Options.FeedShards
 	wrapped       bool          // open found a master key
 	serving       bool          // the command is serve: a locked store is another server's, not one to go through
+	// tracerProvider is Options.TracerProvider (nil: no tracing); set by serve.
+	tracerProvider trace.TracerProvider
 }
 
 func (b *backendFlags) register(fs *flag.FlagSet) {
@@ -185,7 +188,7 @@ func (b *backendFlags) open(ctx context.Context) (*estuite.Store, error) {
 		}
 		backend = ab
 	}
-	store, err := estuite.Open(ctx, backend, &estuite.Options{TablePrefix: b.tablePrefix, MasterKey: master, PreviousMasterKeys: previous, KeyCacheLifetime: b.keyCache, FeedShards: b.feedShards})
+	store, err := estuite.Open(ctx, backend, &estuite.Options{TablePrefix: b.tablePrefix, MasterKey: master, PreviousMasterKeys: previous, KeyCacheLifetime: b.keyCache, FeedShards: b.feedShards, TracerProvider: b.tracerProvider})
 	if err != nil {
 		backend.Close()
 		return nil, fmt.Errorf("opening the %s: %w", b.describe(), err)

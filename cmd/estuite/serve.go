@@ -185,6 +185,9 @@ type serveOptions struct {
 	liveWriteTimeout                       time.Duration
 	pricesFile                             string
 	prices                                 *bench.Prices // loaded from pricesFile; nil: the shipped table
+	// flushTraces shuts the tracer provider down, sending the spans not yet exported (nil:
+	// tracing off).
+	flushTraces func()
 }
 
 // resolveToken returns the token the server requires: --token when given, else the contents of
@@ -287,6 +290,28 @@ func embeddedInstance(path string) (string, error) {
 }
 
 func serve(ctx context.Context, logger *slog.Logger, b *backendFlags, o serveOptions) error {
+	tp, tracingEndpoint, err := newTracerProvider(ctx)
+	if err != nil {
+		return err
+	}
+	if tp != nil {
+		b.tracerProvider = tp
+		flushed := false
+		flush := func() {
+			if flushed {
+				return
+			}
+			flushed = true
+			// Sends the spans not yet exported, within the shutdown timeout.
+			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), o.shutdownTimeout)
+			defer cancel()
+			if ferr := tp.Shutdown(fctx); ferr != nil {
+				logger.Warn("tracing: flushing spans failed", "error", ferr)
+			}
+		}
+		defer flush()
+		o.flushTraces = flush
+	}
 	store, err := b.open(ctx)
 	if err != nil {
 		return err
@@ -385,7 +410,7 @@ func serve(ctx context.Context, logger *slog.Logger, b *backendFlags, o serveOpt
 	}()
 	logger.Info("estuite serving", "addr", ln.Addr().String(), "tls", tlsConfig != nil, "backend", b.describe(), "auth", o.token != "",
 		"instance", instance, "lease_duration", o.leaseDuration, "max_connections", o.maxConnections,
-		"master_key", b.wrapped, "key_cache", b.keyCache)
+		"master_key", b.wrapped, "key_cache", b.keyCache, "tracing", tracingEndpoint)
 
 	select {
 	case err = <-served:
@@ -407,6 +432,9 @@ func serve(ctx context.Context, logger *slog.Logger, b *backendFlags, o serveOpt
 	}
 	if errors.Is(err, http.ErrServerClosed) {
 		err = nil
+	}
+	if o.flushTraces != nil {
+		o.flushTraces()
 	}
 	logger.Info("stopped", "error", err)
 	return err
