@@ -3,8 +3,12 @@ package table
 import (
 	"bytes"
 	"encoding/json"
+	"math"
+	"math/rand/v2"
+	"strings"
 	"testing"
 	"time"
+	"unicode/utf16"
 	"unicode/utf8"
 )
 
@@ -62,5 +66,76 @@ func TestEncodeJSONMatchesJSONSizeAndSDKEncoding(t *testing.T) {
 	}
 	if len(m) != len(want) {
 		t.Errorf("encoded %d members, want %d", len(m), len(want))
+	}
+}
+
+// TestJSONSizeIsTheEncodedLength: JSONSize's counting without encoding (a table of escapes, digit
+// counts, the fixed width of times) agrees with EncodeJSON on random entities, and utf16Len with
+// the UTF-16 encoding, for every kind of string: ASCII, escapes, controls, non-ASCII, invalid
+// UTF-8, U+2028/U+2029.
+func TestJSONSizeIsTheEncodedLength(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 11))
+	pieces := []string{"a", "Z", "0", " ", `"`, `\`, "\n", "\r", "\t", "\x00", "\x1f", "\x7f", "<", ">", "&", "é", "€", "\u2028", "\u2029", "😀", "\xff", "\xe2\x82", "/", "%"}
+	str := func() string {
+		var b strings.Builder
+		for range rng.IntN(12) {
+			b.WriteString(pieces[rng.IntN(len(pieces))])
+		}
+		return b.String()
+	}
+	ints := []int64{0, 1, -1, 9, 10, 99, 100, -100, math.MaxInt64, math.MinInt64, 1 << 62, -(1 << 62)}
+	for i := range 5000 {
+		props := map[string]any{}
+		for range rng.IntN(6) {
+			name := "P" + str()
+			switch rng.IntN(5) {
+			case 0:
+				props[name] = str()
+			case 1:
+				props[name] = []byte(str())
+			case 2:
+				if rng.IntN(2) == 0 {
+					props[name] = ints[rng.IntN(len(ints))]
+				} else {
+					props[name] = rng.Int64() >> rng.IntN(63)
+				}
+			case 3:
+				props[name] = rng.IntN(2) == 0
+			case 4:
+				years := []int{1, 1970, 2026, 9999, 10000, -1, 0}
+				props[name] = time.Date(years[rng.IntN(len(years))], time.Month(1+rng.IntN(12)), 1+rng.IntN(28), rng.IntN(24), 0, 0, rng.IntN(1e9), time.UTC)
+			}
+		}
+		e := Entity{PartitionKey: str(), RowKey: str(), Properties: props}
+		if got, want := JSONSize(e), len(EncodeJSON(e)); got != want {
+			t.Fatalf("entity %d %#v: JSONSize %d, EncodeJSON wrote %d bytes", i, e, got, want)
+		}
+		s := str()
+		if got, want := utf16Len(s), len(utf16.Encode([]rune(s))); got != want {
+			t.Fatalf("utf16Len(%q) = %d, want %d", s, got, want)
+		}
+	}
+}
+
+// BenchmarkBatchSize measures BatchSize of a 50-event append batch as the store builds it (the
+// commit row, the head and 50 event rows of ~200-byte JSON data):
+//
+//	go test -run '^$' -bench BatchSize -benchmem ./table
+func BenchmarkBatchSize(b *testing.B) {
+	now := time.Now().UTC()
+	ops := []Op{
+		{Kind: Insert, Entity: Entity{PartitionKey: "order-1234567", RowKey: "C" + strings.Repeat("ab", 32), Properties: map[string]any{
+			"CommitId": "6f1c1f3e-5c5d-4a9e-9d55-0d6f1f0b7a11", "First": int64(1), "Last": int64(50), "Hash": strings.Repeat("cd", 32), "Recorded": now}}},
+		{Kind: Replace, Entity: Entity{PartitionKey: "order-1234567", RowKey: "H", Properties: map[string]any{"Version": int64(50), "Format": int64(1)}}},
+	}
+	for i := range 50 {
+		ops = append(ops, Op{Kind: Insert, Entity: Entity{PartitionKey: "order-1234567", RowKey: "E" + strings.Repeat("0", 18) + "1", Properties: map[string]any{
+			"Version": int64(i + 1), "Id": "6f1c1f3e-5c5d-4a9e-9d55-0d6f1f0b7a11", "Type": "OrderLinePlaced", "CommitId": "6f1c1f3e-5c5d-4a9e-9d55-0d6f1f0b7a11",
+			"Recorded": now, "DataFormat": "json", "Metadata": `{"correlationId":"6f1c1f3e-5c5d-4a9e-9d55-0d6f1f0b7a11"}`,
+			"Data": []byte(`{"order":"o-1234567","line":1,"sku":"SKU-000123","quantity":3,"price":"12.50","currency":"EUR","note":"deliver to the back door"}`)}}})
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		BatchSize(ops)
 	}
 }

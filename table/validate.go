@@ -52,8 +52,14 @@ func IsControl(r rune) bool {
 
 func utf16Len(s string) int {
 	n := 0
-	for _, r := range s {
-		n += utf16.RuneLen(r)
+	for i := 0; i < len(s); i++ {
+		if s[i] >= utf8.RuneSelf {
+			for _, r := range s[i:] {
+				n += utf16.RuneLen(r)
+			}
+			return n
+		}
+		n++ // an ASCII byte is one UTF-16 unit
 	}
 	return n
 }
@@ -254,52 +260,85 @@ func BatchSize(ops []Op) int {
 func JSONSize(e Entity) int {
 	n := len(`{"PartitionKey":,"RowKey":}`) + jsonStringLen(e.PartitionKey) + jsonStringLen(e.RowKey)
 	for name, v := range e.Properties {
-		n += 1 + jsonStringLen(name) + 1 // ,"name":
+		nameLen := jsonStringLen(name)
+		n += 1 + nameLen + 1 // ,"name":
 		switch v := v.(type) {
 		case string:
 			n += jsonStringLen(v)
 		case []byte:
-			n += 2 + base64.StdEncoding.EncodedLen(len(v)) + odataTypeLen(name, "Edm.Binary")
+			n += 2 + base64.StdEncoding.EncodedLen(len(v)) + odataTypeLen(nameLen, "Edm.Binary")
 		case int64:
-			n += 2 + len(strconv.FormatInt(v, 10)) + odataTypeLen(name, "Edm.Int64")
+			n += 2 + int64Len(v) + odataTypeLen(nameLen, "Edm.Int64")
 		case bool:
-			n += len(strconv.FormatBool(v))
+			n += len("false")
+			if v {
+				n -= 1
+			}
 		case time.Time:
-			n += 2 + len(formatTime(v)) + odataTypeLen(name, "Edm.DateTime")
+			n += 2 + timeLen(v) + odataTypeLen(nameLen, "Edm.DateTime")
 		}
 	}
 	return n
 }
 
-// odataTypeLen is the length of `,"name@odata.type":"typ"`.
-func odataTypeLen(name, typ string) int {
-	return 1 + jsonStringLen(name+"@odata.type") + 1 + jsonStringLen(typ)
+// odataTypeLen is the length of `,"name@odata.type":"typ"`, given the length of name as a JSON
+// string (quotes included): "@odata.type" and the type names hold nothing to escape.
+func odataTypeLen(nameLen int, typ string) int {
+	return 1 + nameLen + len("@odata.type") + 1 + 2 + len(typ)
 }
+
+// int64Len is len(strconv.FormatInt(v, 10)), without the string.
+func int64Len(v int64) int {
+	n := 1
+	u := uint64(v)
+	if v < 0 {
+		n++
+		u = uint64(-v) // -MinInt64 wraps to itself, which is right as a uint64
+	}
+	for u >= 10 {
+		u /= 10
+		n++
+	}
+	return n
+}
+
+// timeLen is len(formatTime(t)): TimeLayout's length for years 0 to 9999, where the layout is
+// fixed-width.
+func timeLen(t time.Time) int {
+	if y := t.UTC().Year(); y >= 0 && y <= 9999 {
+		return len(TimeLayout)
+	}
+	return len(formatTime(t))
+}
+
+// jsonExtra is, for each ASCII byte, how many bytes writeJSONString writes for it beyond one.
+var jsonExtra = func() (t [utf8.RuneSelf]uint8) {
+	for c := range utf8.RuneSelf {
+		switch {
+		case c == '"' || c == '\\' || c == '\n' || c == '\r' || c == '\t':
+			t[c] = 1
+		case c < 0x20 || c == '<' || c == '>' || c == '&':
+			t[c] = uint8(len(`\u0000`) - 1)
+		}
+	}
+	return t
+}()
 
 // jsonStringLen is the length of s as writeJSONString writes it.
 func jsonStringLen(s string) int {
-	n := 2
+	n := 2 + len(s)
 	for i := 0; i < len(s); {
 		c := s[i]
-		if c >= utf8.RuneSelf {
-			r, size := utf8.DecodeRuneInString(s[i:])
-			if (r == utf8.RuneError && size == 1) || r == '\u2028' || r == '\u2029' {
-				n += len(`\ufffd`)
-			} else {
-				n += size
-			}
-			i += size
+		if c < utf8.RuneSelf {
+			n += int(jsonExtra[c])
+			i++
 			continue
 		}
-		switch {
-		case c == '"' || c == '\\' || c == '\n' || c == '\r' || c == '\t':
-			n += 2
-		case c < 0x20 || c == '<' || c == '>' || c == '&':
-			n += len(`\u0000`)
-		default:
-			n++
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if (r == utf8.RuneError && size == 1) || r == '\u2028' || r == '\u2029' {
+			n += len(`\ufffd`) - size
 		}
-		i++
+		i += size
 	}
 	return n
 }

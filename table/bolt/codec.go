@@ -4,7 +4,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"maps"
 	"slices"
 	"time"
 )
@@ -78,7 +77,13 @@ func encodeRow(etag string, props map[string]any) ([]byte, error) {
 	buf = append(buf, FormatVersion)
 	buf = appendString(buf, etag)
 	buf = binary.AppendUvarint(buf, uint64(len(props)))
-	for _, name := range slices.Sorted(maps.Keys(props)) {
+	var nameBuf [16]string // rows have a dozen properties or fewer: no allocation for the names
+	names := nameBuf[:0]
+	for name := range props {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	for _, name := range names {
 		buf = appendString(buf, name)
 		switch v := props[name].(type) {
 		case string:
