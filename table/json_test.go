@@ -3,6 +3,7 @@ package table
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"strings"
@@ -122,20 +123,66 @@ func TestJSONSizeIsTheEncodedLength(t *testing.T) {
 //
 //	go test -run '^$' -bench BatchSize -benchmem ./table
 func BenchmarkBatchSize(b *testing.B) {
+	ops := benchAppendBatch()
+	b.ReportAllocs()
+	for b.Loop() {
+		BatchSize(ops)
+	}
+}
+
+// BenchmarkValidateBatch measures ValidateBatch of the batch of BenchmarkBatchSize.
+func BenchmarkValidateBatch(b *testing.B) {
+	ops := benchAppendBatch()
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := ValidateBatch("order-1234567", ops); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// benchAppendBatch is a 50-event append batch as the store builds it: the commit row, the head
+// and 50 event rows of ~200-byte JSON data, each with its own row key.
+func benchAppendBatch() (ops []Op) {
 	now := time.Now().UTC()
-	ops := []Op{
+	ops = []Op{
 		{Kind: Insert, Entity: Entity{PartitionKey: "order-1234567", RowKey: "C" + strings.Repeat("ab", 32), Properties: map[string]any{
 			"CommitId": "6f1c1f3e-5c5d-4a9e-9d55-0d6f1f0b7a11", "First": int64(1), "Last": int64(50), "Hash": strings.Repeat("cd", 32), "Recorded": now}}},
 		{Kind: Replace, Entity: Entity{PartitionKey: "order-1234567", RowKey: "H", Properties: map[string]any{"Version": int64(50), "Format": int64(1)}}},
 	}
 	for i := range 50 {
-		ops = append(ops, Op{Kind: Insert, Entity: Entity{PartitionKey: "order-1234567", RowKey: "E" + strings.Repeat("0", 18) + "1", Properties: map[string]any{
+		ops = append(ops, Op{Kind: Insert, Entity: Entity{PartitionKey: "order-1234567", RowKey: fmt.Sprintf("E%019d", i+1), Properties: map[string]any{
 			"Version": int64(i + 1), "Id": "6f1c1f3e-5c5d-4a9e-9d55-0d6f1f0b7a11", "Type": "OrderLinePlaced", "CommitId": "6f1c1f3e-5c5d-4a9e-9d55-0d6f1f0b7a11",
 			"Recorded": now, "DataFormat": "json", "Metadata": `{"correlationId":"6f1c1f3e-5c5d-4a9e-9d55-0d6f1f0b7a11"}`,
 			"Data": []byte(`{"order":"o-1234567","line":1,"sku":"SKU-000123","quantity":3,"price":"12.50","currency":"EUR","note":"deliver to the back door"}`)}}})
 	}
-	b.ReportAllocs()
-	for b.Loop() {
-		BatchSize(ops)
+	return ops
+}
+
+// TestValidatePropertiesMeasuresAsEntitySize: the entity size ValidateProperties sums on its way
+// is EntitySize's: an entity exactly at MaxEntityBytes passes, one byte-pair over fails, with
+// ASCII and non-ASCII strings, binary, integers, booleans and times.
+func TestValidatePropertiesMeasuresAsEntitySize(t *testing.T) {
+	for _, fill := range []string{"a", "é", "😀"} {
+		e := Entity{PartitionKey: "pé", RowKey: "r", Properties: map[string]any{
+			"B": []byte("xyz"), "I": int64(7), "T": true, "D": time.Now(), "S": ""}}
+		// Fill S to within a few bytes of the limit (a string property holds at most 64 KiB, so
+		// a few of them), then pad with binary bytes.
+		units := utf16Len(fill)
+		for i := 0; EntitySize(e) < MaxEntityBytes-MaxPropertyBytes; i++ {
+			e.Properties[fmt.Sprintf("S%d", i)] = strings.Repeat(fill, (MaxPropertyBytes/2-8)/units)
+		}
+		// Pad to the limit exactly with binary bytes.
+		e.Properties["B"] = make([]byte, 3+MaxEntityBytes-EntitySize(e))
+		if EntitySize(e) != MaxEntityBytes {
+			t.Fatalf("%q: EntitySize %d, want %d", fill, EntitySize(e), MaxEntityBytes)
+		}
+		if err := ValidateProperties(e); err != nil {
+			t.Fatalf("%q: an entity of exactly MaxEntityBytes: %v", fill, err)
+		}
+		e.Properties["B"] = append(e.Properties["B"].([]byte), 0)
+		if err := ValidateProperties(e); err == nil || !strings.Contains(err.Error(), "entity is") {
+			t.Fatalf("%q: an entity of MaxEntityBytes+1: %v, want the entity refused as too large", fill, err)
+		}
 	}
 }

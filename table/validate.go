@@ -50,6 +50,25 @@ func IsControl(r rune) bool {
 	return r < 0x20 || (r >= 0x7f && r <= 0x9f)
 }
 
+// utf16LenValid is utf16Len(s) and utf8.ValidString(s), in one pass.
+func utf16LenValid(s string) (int, bool) {
+	n := 0
+	for i := 0; i < len(s); {
+		if s[i] < utf8.RuneSelf {
+			n++
+			i++
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			return 0, false
+		}
+		n += utf16.RuneLen(r)
+		i += size
+	}
+	return n, true
+}
+
 func utf16Len(s string) int {
 	n := 0
 	for i := 0; i < len(s); i++ {
@@ -166,29 +185,39 @@ func ValidateProperties(e Entity) error {
 	if len(e.Properties) > MaxProperties {
 		return Invalidf("entity has %d properties, more than %d", len(e.Properties), MaxProperties)
 	}
+	// EntitySize, summed on the way: each string is read once, for its validity and its UTF-16
+	// length together.
+	size := 4 + 2*(utf16Len(e.PartitionKey)+utf16Len(e.RowKey))
 	for name, v := range e.Properties {
 		if !validPropertyName(name) {
 			return Invalidf("property name %q is not allowed", name)
 		}
+		size += 8 + 2*len(name)
 		switch v := v.(type) {
 		case string:
-			if !utf8.ValidString(v) {
+			units, ok := utf16LenValid(v)
+			if !ok {
 				return Invalidf("property %s is not valid UTF-8", name)
 			}
-			if n := 2 * utf16Len(v); n > MaxPropertyBytes {
+			if n := 2 * units; n > MaxPropertyBytes {
 				return Invalidf("property %s is %d bytes as UTF-16, more than %d", name, n, MaxPropertyBytes)
 			}
+			size += 4 + 2*units
 		case []byte:
 			if len(v) > MaxPropertyBytes {
 				return Invalidf("property %s is %d bytes, more than %d", name, len(v), MaxPropertyBytes)
 			}
-		case int64, bool, time.Time:
+			size += 4 + len(v)
+		case bool:
+			size++
+		case int64, time.Time:
+			size += 8
 		default:
 			return Invalidf("property %s has the unsupported type %T", name, v)
 		}
 	}
-	if n := EntitySize(e); n > MaxEntityBytes {
-		return Invalidf("entity is %d bytes, more than %d", n, MaxEntityBytes)
+	if size > MaxEntityBytes {
+		return Invalidf("entity is %d bytes, more than %d", size, MaxEntityBytes)
 	}
 	return nil
 }
