@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/estuite/estuite"
 	"github.com/estuite/estuite/client"
@@ -122,6 +123,13 @@ func TestReview2SetMetadataCustomNull(t *testing.T) {
 	if !errors.Is(err, estuite.ErrInvalidInput) {
 		t.Errorf("the client: SetMetadata with Custom null = %+v, %v; the store refuses it with ErrInvalidInput", md, err)
 	}
+	ev := []estuite.EventData{{Type: "T", Data: []byte(`{}`), Metadata: []byte("null")}}
+	if _, err := s.store.Append(ctx, "s", ev, nil); !errors.Is(err, estuite.ErrInvalidInput) {
+		t.Fatalf("the store: Append with Metadata null = %v", err)
+	}
+	if res, err := c.Append(ctx, "s", ev, nil); !errors.Is(err, estuite.ErrInvalidInput) {
+		t.Errorf("the client: Append with Metadata null = %+v, %v; the store refuses it with ErrInvalidInput", res, err)
+	}
 }
 
 // TestReview2AppendFollowsARedirectAsAGet: the client follows redirects (http.Client's default).
@@ -160,5 +168,30 @@ func TestReview2AppendFollowsARedirectAsAGet(t *testing.T) {
 	dres, err := c.Delete(ctx, "order-1", nil)
 	if _, verr := s.store.Version(ctx, "order-1"); err == nil && verr == nil {
 		t.Errorf("Delete through a redirect = %+v, nil: a success, yet the stream is still there", dres)
+	}
+}
+
+// TestReview2AppendTimeoutIsUnknownOutcome: as above, with the client's own timeout
+// (Options.HTTPClient's, 60 s by default) running out after the server committed.
+func TestReview2AppendTimeoutIsUnknownOutcome(t *testing.T) {
+	s := newTestServer(t)
+	release := make(chan struct{})
+	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		rec := httptest.NewRecorder()
+		s.srv.Handler().ServeHTTP(rec, r) // committed
+		<-release                         // the answer is slow to come back
+	}))
+	defer ts.Close()
+	defer close(release)
+	c, err := client.New(ts.URL, &client.Options{Token: testToken, HTTPClient: &http.Client{Timeout: 300 * time.Millisecond}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	_, err = c.Append(ctx, "order-2", []estuite.EventData{{Type: "T", Data: []byte(`{}`)}}, nil)
+	v, _ := s.store.Version(ctx, "order-2")
+	t.Logf("Append = %v; the store's version: %d", err, v)
+	if err == nil || !errors.Is(err, estuite.ErrUnavailable) {
+		t.Errorf("an append that timed out after committing returns %v (%T), not estuite.ErrUnavailable", err, err)
 	}
 }

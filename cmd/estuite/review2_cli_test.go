@@ -24,9 +24,11 @@ func TestReview2PositionalArgumentStartingWithDash(t *testing.T) {
 	}
 }
 
-// TestReview2MetadataCustomNullThroughAServer: `estuite metadata STREAM --set --custom null` is
-// refused on the store (exit 1, nothing written) but sets the metadata through a server (exit 0):
-// the client sends "custom": null, which the API reads as no custom object.
+// TestReview2MetadataCustomNullThroughAServer: `estuite metadata STREAM --set --custom null` and
+// `estuite append S T {} --metadata null` are refused on the store (exit 1, nothing written) but
+// write through a server (exit 0): the client sends "custom": null / "metadata": null, which the
+// API reads as none. And `feed --types ,` prints nothing (exit 0) on the store, but fails (exit 1)
+// through a server.
 func TestReview2MetadataCustomNullThroughAServer(t *testing.T) {
 	local, remote := t.TempDir(), t.TempDir()
 	tokenFile := filepath.Join(t.TempDir(), "token")
@@ -40,6 +42,8 @@ func TestReview2MetadataCustomNullThroughAServer(t *testing.T) {
 		{"metadata", "s", "--set", "--custom", "null"},
 		{"metadata", "s"},
 		{"feed", "--types", ","},
+		{"append", "s", "T", `{}`, "--metadata", "null"},
+		{"read", "s"},
 	} {
 		lout, lerr, lcode := cli(t, append(step, "--data", local)...)
 		rout, rerr, rcode := cli(t, append(step, "--server", srv.url(""), "--token-file", tokenFile)...)
