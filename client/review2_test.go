@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"sync/atomic"
+	"strings"
 	"testing"
 	"time"
 
@@ -193,5 +194,44 @@ func TestReview2AppendTimeoutIsUnknownOutcome(t *testing.T) {
 	t.Logf("Append = %v; the store's version: %d", err, v)
 	if err == nil || !errors.Is(err, estuite.ErrUnavailable) {
 		t.Errorf("an append that timed out after committing returns %v (%T), not estuite.ErrUnavailable", err, err)
+	}
+}
+
+// TestReview2ReadOfLargeEventsExceedsTheResponseBound: Client.Read asks for MaxPageLimit (1,000)
+// events a page whatever their size, and the server's stream read has no byte budget per answer;
+// with events of ~300 KB a page is larger than DefaultMaxResponseBytes (64 MiB) and Read fails
+// with ErrResponseTooLarge, where Store.Read reads the stream (so does `estuite read` on the
+// store, while `estuite read --server` fails).
+func TestReview2ReadOfLargeEventsExceedsTheResponseBound(t *testing.T) {
+	s := newTestServer(t)
+	ctx := context.Background()
+	data := []byte(`{"s":"` + strings.Repeat("x", 300<<10) + `"}`)
+	const n = 240
+	for range n {
+		if _, err := s.store.Append(ctx, "big", []estuite.EventData{{Type: "T", Data: data}}, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	read, err := s.store.Read(ctx, "big", &estuite.ReadOptions{PageBytes: 4 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := 0
+	for _, err := range read.Events {
+		if err != nil {
+			t.Fatal(err)
+		}
+		got++
+	}
+	if got != n {
+		t.Fatalf("Store.Read: %d events", got)
+	}
+	c := s.client(t, nil)
+	got = 0
+	for _, err := range c.Read(ctx, "big", client.ReadOptions{}) {
+		if err != nil {
+			t.Fatalf("Client.Read after %d of %d events (Store.Read read them all): %v", got, n, err)
+		}
+		got++
 	}
 }
