@@ -86,6 +86,15 @@ func TestReview2ThroughAServerDiffers(t *testing.T) {
 		{"forget", "nobody"},
 		{"forget", "a/b"},
 		{"append", "m2", "T", "{}", "--subject", "nobody"},
+		{"append", "bin", "T", "abc", "--binary", "--subject", "u9"},
+		{"append", "bin", "T", "", "--binary"},
+		{"append", "bin", "T", "\xff\xfe", "--binary"},
+		{"read", "bin"},
+		{"forget", "u9"},
+		{"read", "bin"},
+		{"feed", "--prefix", "bin"},
+		{"streams"},
+		{"streams", "--prefix", "b", "--json"},
 	}
 	for _, step := range steps {
 		name := strings.Join(step, " ")

@@ -11,8 +11,9 @@ import (
 )
 
 // TestReview2ParkedListThroughAServerIsCut: `estuite parked GROUP` lists every parked event on
-// the store, but at most client.MaxPageLimit (1,000) through a server — silently: nothing says
-// that the list was cut (verify --server says so on stderr).
+// the store, but at most client.MaxPageLimit (1,000) through a server. docs/operations.md says so,
+// but the command says nothing when it happens: the list is cut silently (verify --server says
+// on stderr when its lists were cut).
 func TestReview2ParkedListThroughAServerIsCut(t *testing.T) {
 	const n = 1005
 	local, remote := t.TempDir(), t.TempDir()
@@ -44,7 +45,7 @@ func TestReview2ParkedListThroughAServerIsCut(t *testing.T) {
 	for _, step := range [][]string{{"parked", "g"}, {"parked", "g", "--json"}} {
 		lout, lerr, lcode := cli(t, append(step, "--data", local)...)
 		rout, rerr, rcode := cli(t, append(step, "--server", srv.url(""), "--token-file", tokenFile)...)
-		if normalize(lout) != normalize(rout) || lcode != rcode {
+		if (normalize(lout) != normalize(rout) || lcode != rcode) && !strings.Contains(rerr, "1000") && !strings.Contains(rerr, "1,000") {
 			t.Errorf("%s: on the store exit %d, %d lines, %d bytes; through the server exit %d, %d lines, %d bytes; stderr through the server: %q",
 				strings.Join(step, " "), lcode, strings.Count(lout, "\n"), len(lout), rcode, strings.Count(rout, "\n"), len(rout), rerr)
 			_ = lerr
