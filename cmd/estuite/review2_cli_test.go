@@ -64,3 +64,20 @@ func TestReview2ServerURLSecretsEchoed(t *testing.T) {
 		}
 	}
 }
+
+// TestReview2EmptyServerFlagOpensTheLocalStore: `--server ""` (a script's `--server "$URL"` with
+// URL unset) is taken as no --server: the command opens — and for a write, creates — the
+// embedded store in the working directory and writes there, exit 0, instead of refusing the flag.
+func TestReview2EmptyServerFlagOpensTheLocalStore(t *testing.T) {
+	dir := t.TempDir()
+	t.Chdir(dir)
+	out, stderr, code := cli(t, "append", "order-1", "OrderPlaced", `{}`, "--server", "")
+	entries, _ := os.ReadDir(dir)
+	var names []string
+	for _, e := range entries {
+		names = append(names, e.Name())
+	}
+	if code != 2 {
+		t.Errorf("append --server \"\": exit %d, want a usage error (2)\n%s%s\nthe working directory now holds %v", code, out, stderr, names)
+	}
+}
