@@ -235,3 +235,41 @@ func TestReview2ReadOfLargeEventsExceedsTheResponseBound(t *testing.T) {
 		got++
 	}
 }
+
+// TestReview2AppendRetryOfACommitWithHTMLCharacters: Client.Append re-encodes the data with
+// json.Marshal, which escapes <, > and & (\u003c…). A commit first sent as is (by the store, curl,
+// or any client that sends the bytes it was given) and retried through the client with the same
+// commit ID and the same data is not the same commit to the store.
+func TestReview2AppendRetryOfACommitWithHTMLCharacters(t *testing.T) {
+	s := newTestServer(t)
+	ctx := context.Background()
+	ev := []estuite.EventData{{Type: "T", Data: []byte(`{"html":"<b>a & b</b>"}`)}}
+	if _, err := s.store.Append(ctx, "page-1", ev, &estuite.AppendOptions{CommitID: "c-1"}); err != nil {
+		t.Fatal(err)
+	}
+	c := s.client(t, nil)
+	res, err := c.Append(ctx, "page-1", ev, &estuite.AppendOptions{CommitID: "c-1"})
+	if err != nil || !res.Duplicate {
+		t.Errorf("the retry through the client = %+v, %v; want a duplicate", res, err)
+	}
+	read, err := s.store.Read(ctx, "page-1", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for e, err := range read.Events {
+		t.Logf("stored by the store: %s %v", e.Data, err)
+	}
+	// And the bytes a client append stores are not the caller's.
+	if _, err := c.Append(ctx, "page-2", ev, nil); err != nil {
+		t.Fatal(err)
+	}
+	read, err = s.store.Read(ctx, "page-2", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for e, err := range read.Events {
+		if err != nil || string(e.Data) != string(ev[0].Data) {
+			t.Errorf("appended through the client %s, stored %s (%v)", ev[0].Data, e.Data, err)
+		}
+	}
+}
