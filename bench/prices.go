@@ -152,3 +152,13 @@ func ParsePrices(data []byte) (Prices, error) {
 	}
 	return p, nil
 }
+
+// SecondsPerMonth is the month of the monthly figures computed from a rate: 730 hours, as Azure's
+// pricing calculator counts a month.
+const SecondsPerMonth = 730 * 3600
+
+// TransactionsMonthly is what a steady rate of Table Storage transactions (per second) costs per
+// month (SecondsPerMonth).
+func (p Prices) TransactionsMonthly(perSecond float64) float64 {
+	return perSecond * SecondsPerMonth * p.PerTransaction()
+}

@@ -146,12 +146,7 @@ func (s *Server) handleGroup(w http.ResponseWriter, r *http.Request) {
 // handleParked serves GET /groups/{group}/parked?limit=N.
 func (s *Server) handleParked(w http.ResponseWriter, r *http.Request) {
 	group := s.group(r)
-	q, err := parseQuery(r, []string{"limit"}, nil)
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	limit, err := limitParam(q)
+	limit, err := limitQuery(r)
 	if err != nil {
 		s.fail(w, r, err)
 		return

@@ -397,6 +397,15 @@ func intParam(q url.Values, name string, lo, hi int64) (int64, error) {
 	return v, nil
 }
 
+// limitQuery parses a query that may hold a limit and nothing else (see limitParam).
+func limitQuery(r *http.Request) (int, error) {
+	q, err := parseQuery(r, []string{"limit"}, nil)
+	if err != nil {
+		return 0, err
+	}
+	return limitParam(q)
+}
+
 // limitParam parses the limit parameter: DefaultLimit when absent, 1 to MaxLimit.
 func limitParam(q url.Values) (int, error) {
 	if !q.Has("limit") {

@@ -85,8 +85,10 @@ func (m *metrics) observeFeedHead(p int64) {
 }
 
 // ObserveDispatch records a dispatch step in the metrics (steps, errors, lag, each event's lag,
-// backlog, feed head). Pass it as estuite.DispatcherOptions.OnStep; it does not block.
+// backlog, feed head) and in the statistics of GET /admin/stats. Pass it as
+// estuite.DispatcherOptions.OnStep; it does not block.
 func (s *Server) ObserveDispatch(st estuite.DispatchStats, err error) {
+	s.stats.observe(st, err)
 	m := s.metrics
 	m.dispatchSteps.Inc()
 	for _, lag := range st.Lags { // a failed step may still have written some events

@@ -1,6 +1,7 @@
 // Package server serves an Estuite store over HTTP: appends, stream reads, the global feed (paged,
 // and live as Server-Sent Events), consumer groups (their state, parked events, waiting for a
-// group to handle an event), a health check and Prometheus metrics.
+// group to handle an event), a health check, Prometheus metrics, the last minutes' statistics
+// (GET /admin/stats) and a web console (/ui/, console.go).
 //
 // The HTTP contract — every route, body, error code and limit — is written down in
 // docs/http-api.md; clients rely on it, so a change to it is a change to that document first.
@@ -41,6 +42,7 @@ import (
 	"time"
 
 	"github.com/estuite/estuite"
+	"github.com/estuite/estuite/bench"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -156,6 +158,10 @@ type Options struct {
 	// feed head (two point reads, usually). 0 means DefaultMaxSubscriptionMetrics; a negative
 	// value turns the subscription metrics off, and with them every storage request of a scrape.
 	MaxSubscriptionMetrics int
+	// Prices are the prices GET /admin/stats puts on the storage requests it counts (the web
+	// console's cost page). nil means bench.DefaultPrices(); `estuite serve --prices FILE` loads
+	// its own with bench.LoadPrices.
+	Prices *bench.Prices
 }
 
 // Server is an HTTP front end to one store. Create it with New, serve Handler, pass
@@ -192,6 +198,7 @@ type Server struct {
 	live      map[*liveConn]struct{}
 	liveSlots int // live streams admitted and not yet ended (≤ maxLive); some not yet in live
 
+	stats  *stats     // GET /admin/stats: sampled by a goroutine that Close stops
 	verify verifyJobs // POST /admin/verify and its jobs (verify.go)
 }
 
@@ -290,6 +297,12 @@ func New(opts Options) (*Server, error) {
 		return nil, err
 	}
 	s.metrics = m
+	prices := bench.DefaultPrices()
+	if opts.Prices != nil {
+		prices = *opts.Prices
+	}
+	s.stats = newStats(s, prices, time.Now())
+	go s.stats.run(s.closing)
 	s.handler = s.routes(promhttp.HandlerFor(gat, promhttp.HandlerOpts{}))
 	return s, nil
 }
@@ -302,7 +315,8 @@ func (s *Server) Handler() http.Handler { return s.handler }
 // refuses new ones (503 unavailable); it cancels a running verification (POST /admin/verify) and
 // waits until it has stopped, so that http.Server.Shutdown, which waits for running
 // requests, can finish (a stream whose client has stopped reading ends within
-// Options.LiveWriteTimeout). Other requests are served as before. Close does not close the store.
+// Options.LiveWriteTimeout). It stops the sampling of GET /admin/stats too. Other requests are
+// served as before. Close does not close the store.
 func (s *Server) Close() {
 	s.closeOnce.Do(func() { close(s.closing) })
 	s.verify.close()
@@ -339,6 +353,7 @@ const (
 	routeLogout    = "DELETE /auth/session"
 	routeTicket    = "POST /auth/ticket"
 	routeMetrics   = "GET /metrics"
+	routeConsole   = "GET /ui/"
 	routeUnmatched = "unmatched"
 )
 
@@ -393,6 +408,11 @@ func (s *Server) routes(metricsHandler http.Handler) http.Handler {
 	handle(routeLogout, true, s.handleDeleteSession)
 	handle(routeTicket, false, s.handleTicket)
 	handle(routeMetrics, false, metricsHandler.ServeHTTP)
+	handle(routeStats, false, s.handleStats)
+	handle(routeSubscriptions, false, s.handleSubscriptions)
+	// The console's static files hold no data: they need no token (their API calls do).
+	handle(routeConsole, true, s.handleConsole)
+	handle("GET /ui", true, s.handleConsoleRedirect)
 	// The same paths without a method answer 405; any other path 404. Both after authentication,
 	// so that a client without the token learns nothing about the routes.
 	allowed := map[string]string{
@@ -417,16 +437,21 @@ func (s *Server) routes(metricsHandler http.Handler) http.Handler {
 		"/auth/session":                  "GET, HEAD, POST, DELETE",
 		"/auth/ticket":                   "POST",
 		"/metrics":                       "GET, HEAD",
+		"/admin/stats":                   "GET, HEAD",
+		"/subscriptions":                 "GET, HEAD",
+		"/ui/":                           "GET, HEAD",
+		"/ui":                            "GET, HEAD",
 	}
 	for p, methods := range allowed {
 		mux.HandleFunc(p, func(w http.ResponseWriter, r *http.Request) {
-			if p != "/healthz" && p != "/auth/session" && !s.authorized(w, r) {
+			open := p == "/healthz" || p == "/auth/session" || p == "/ui/" || p == "/ui"
+			if !open && !s.authorized(w, r) {
 				return
 			}
 			w.Header().Set("Allow", methods)
 			s.writeError(w, r, &apiError{Status: http.StatusMethodNotAllowed, Code: codeMethodNotAllowed,
 				Message: "method " + r.Method + " is not allowed here; allowed: " + methods + slashHint(r.URL.EscapedPath()),
-				quiet:   p == "/healthz"}) // anyone may cause it: not worth a line at Info
+				quiet:   open}) // anyone may cause it: not worth a line at Info
 		})
 	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {

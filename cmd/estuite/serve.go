@@ -19,6 +19,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/estuite/estuite"
+	"github.com/estuite/estuite/bench"
 	"github.com/estuite/estuite/server"
 	"github.com/google/uuid"
 )
@@ -79,6 +80,8 @@ func init() {
 				"it must stay well above the storage latency, or leases flap between servers")
 			fs.DurationVar(&o.scavengeInterval, "scavenge-interval", estuite.DefaultScavengeInterval, "how often the server holding the dispatcher lease removes what deletes and retention hid\n"+
 				"(a scavenge pass; POST /admin/scavenge runs one at once); negative: never in the background")
+			fs.StringVar(&o.pricesFile, "prices", "", "price table (JSON, shaped like `estuite bench --print-prices`) for the web console's cost page;\n"+
+				"default: the shipped one")
 			fs.DurationVar(&o.linger, "dispatch-linger", estuite.DefaultLinger, "how long the dispatcher, woken by an append to this server, waits for more appends before it\n"+
 				"writes them into the feed: longer, fewer and fuller feed writes; shorter, less commit-to-feed lag")
 			return func(ctx context.Context, e *env, args []string) error {
@@ -134,6 +137,13 @@ func init() {
 					logger.Warn("INSECURE: serving without a token on a non-loopback address (--insecure): anyone who can reach " + *addr +
 						" can read and append to every stream. Set --token-file or ESTUITE_TOKEN.")
 				}
+				if o.pricesFile != "" {
+					p, err := bench.LoadPrices(o.pricesFile)
+					if err != nil {
+						return err
+					}
+					o.prices = &p
+				}
 				o.addr, o.shutdownTimeout = *addr, *shutdownTimeout
 				return serve(ctx, logger, &b, o)
 			}
@@ -173,6 +183,8 @@ type serveOptions struct {
 	maxConnections                         int
 	maxLiveStreams                         int
 	liveWriteTimeout                       time.Duration
+	pricesFile                             string
+	prices                                 *bench.Prices // loaded from pricesFile; nil: the shipped table
 }
 
 // resolveToken returns the token the server requires: --token when given, else the contents of
@@ -317,6 +329,8 @@ func serve(ctx context.Context, logger *slog.Logger, b *backendFlags, o serveOpt
 		OnStep: func(st estuite.DispatchStats, err error) {
 			if st.Shard == 0 {
 				srv.ObserveDispatch(st, err) // /metrics and /healthz report shard 0's dispatcher
+			} else {
+				srv.ObserveShardStep(st, err) // GET /admin/stats counts every shard's
 			}
 			if err != nil && ctx.Err() == nil {
 				logger.Warn("dispatch step failed", "shard", st.Shard, "error", err)
@@ -341,7 +355,7 @@ func serve(ctx context.Context, logger *slog.Logger, b *backendFlags, o serveOpt
 	srv, err = server.New(server.Options{Store: store, Version: versionLine(), Backend: backendName,
 		Token: o.token, SessionKey: o.sessionKey, Logger: logger, Dispatcher: dispatcher, ShardDispatchers: dispatchers,
 		AllowedHosts: append(addrHost(o.addr), o.allowedHosts...), CORSOrigins: o.corsOrigins,
-		MaxLiveStreams: o.maxLiveStreams, LiveWriteTimeout: o.liveWriteTimeout})
+		MaxLiveStreams: o.maxLiveStreams, LiveWriteTimeout: o.liveWriteTimeout, Prices: o.prices})
 	if err != nil {
 		return err
 	}
