@@ -69,9 +69,14 @@ func TestReview2AppendWithLostAnswerIsUnknownOutcome(t *testing.T) {
 		t.Errorf("an append whose answer was lost (committed on the server) returns %q (%T), which is not estuite.ErrUnavailable: "+
 			"a caller following Store.Append's contract takes it as a definite failure", err, err)
 	}
-	// The caller retries: there is no commit ID to retry with, so the event is appended twice.
-	if _, err := c.Append(ctx, "order-1", ev, nil); err != nil {
-		t.Fatal(err)
+	// The caller retries with the commit ID the client generated (the error holds it; a retry
+	// with opts nil is a new append, as it is on the store), and learns it was committed.
+	var unknown *client.UnknownOutcomeError
+	if !errors.As(err, &unknown) || unknown.CommitID == "" || !strings.Contains(err.Error(), unknown.CommitID) {
+		t.Fatalf("the error %q holds no commit ID to retry with", err)
+	}
+	if res, err := c.Append(ctx, "order-1", ev, &estuite.AppendOptions{CommitID: unknown.CommitID}); err != nil || !res.Duplicate {
+		t.Fatalf("the retry = %+v, %v; want a duplicate", res, err)
 	}
 	if v, _ := store.Version(ctx, "order-1"); v != 1 {
 		t.Errorf("after a retry of the append the stream's version is %d: the event was appended twice "+
