@@ -62,15 +62,22 @@ var ErrResponseTooLarge = errors.New("client: the server's answer is larger than
 // New returns a client of the server at baseURL (http or https, e.g. "http://127.0.0.1:2113";
 // a path, if any, is the prefix of every route). opts may be nil.
 func New(baseURL string, opts *Options) (*Client, error) {
+	// The messages never show the URL's user, password, query or fragment: they may be secrets.
 	u, err := url.Parse(baseURL)
 	if err != nil {
-		return nil, fmt.Errorf("client: the server URL %q: %w", baseURL, err)
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err // without the URL
+		}
+		return nil, fmt.Errorf("client: the server URL is not a URL: %w", err)
 	}
+	shown := *u
+	shown.User, shown.RawQuery, shown.ForceQuery, shown.Fragment, shown.RawFragment = nil, "", false, "", ""
 	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, fmt.Errorf("client: the server URL %q must be http://HOST[:PORT] or https://HOST[:PORT]", baseURL)
+		return nil, fmt.Errorf("client: the server URL %q must be http://HOST[:PORT] or https://HOST[:PORT]", shown.String())
 	}
-	if u.RawQuery != "" || u.Fragment != "" || u.User != nil {
-		return nil, fmt.Errorf("client: the server URL %q must have no query, fragment or user", baseURL)
+	if u.RawQuery != "" || u.ForceQuery || u.Fragment != "" || u.User != nil {
+		return nil, fmt.Errorf("client: the server URL %q must have no query, fragment, user or password", shown.String())
 	}
 	u.Path = strings.TrimSuffix(u.Path, "/")
 	u.RawPath = ""
