@@ -69,3 +69,20 @@ func TestNewHidesURLSecrets(t *testing.T) {
 		}
 	}
 }
+
+// TestAppendThatCannotConnect: a connection refused means the request was never sent: a plain
+// failure, not an unknown outcome.
+func TestAppendThatCannotConnect(t *testing.T) {
+	ts := httptest.NewServer(http.NotFoundHandler())
+	url := ts.URL
+	ts.Close()
+	c, err := client.New(url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = c.Append(context.Background(), "s", []estuite.EventData{{Type: "T"}}, nil)
+	var u *client.UnknownOutcomeError
+	if err == nil || errors.As(err, &u) || errors.Is(err, estuite.ErrUnavailable) {
+		t.Errorf("Append to a closed port = %v", err)
+	}
+}

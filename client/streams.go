@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"iter"
+	"net"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -167,17 +168,21 @@ func (c *Client) Append(ctx context.Context, stream string, events []estuite.Eve
 }
 
 // outcomeUnknown reports whether a write that failed with err may have been made: every error
-// but a refusal (an invalid input, an answer of 4xx, a redirect) is one — a transport error after
-// the request was sent, a timeout, an answer of 5xx, an answer that could not be read.
+// but a refusal (an invalid input, an answer of 4xx, a redirect) or a failure to connect (the
+// request was never sent) is one — a transport error after the request was sent, a timeout, an
+// answer of 5xx, an answer that could not be read.
 func outcomeUnknown(err error) bool {
 	var e *Error
 	var r *RedirectError
 	var in *estuite.InvalidInputError
+	var op *net.OpError
 	switch {
 	case errors.As(err, &e):
 		return e.Status >= 500
 	case errors.As(err, &r), errors.As(err, &in):
 		return false
+	case errors.As(err, &op):
+		return op.Op != "dial" && op.Op != "proxyconnect"
 	}
 	return true
 }

@@ -59,8 +59,8 @@ func init() {
 				}
 				res, err := t.api().Append(ctx, args[0], []estuite.EventData{ev}, &estuite.AppendOptions{Expected: exp, CommitID: id})
 				if errors.Is(err, estuite.ErrUnavailable) {
-					return fmt.Errorf("%w\nthe append may or may not have been committed: its commit ID is %s; run the same command again with "+
-						"--commit-id %s to learn which (a commit that was made answers \"duplicate\": true)", err, id, id)
+					return fmt.Errorf("%w\nits commit ID is %s: run the same command again with --commit-id %s to learn whether it was "+
+						"committed (a commit that was made answers \"duplicate\": true)", err, id, id)
 				}
 				if err != nil {
 					return err
