@@ -9,7 +9,11 @@
 // in package estuite match its sentinel errors with errors.Is (a wrong expected version is
 // estuite.ErrWrongExpectedVersion, an unknown stream estuite.ErrStreamNotFound, …). Every answer
 // is read to at most Options.MaxResponseBytes, so a misbehaving server cannot make the client
-// hold more than that.
+// hold more than that. Redirects are never followed (a 3xx answer is a *RedirectError), and an
+// append whose outcome is unknown is an *UnknownOutcomeError (estuite.ErrUnavailable) holding
+// the commit ID to retry with. Inputs the store refuses before any storage request — an empty
+// name, JSON null or non-object metadata — the client refuses before sending, with the same
+// *estuite.InvalidInputError.
 package client
 
 import (
