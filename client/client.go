@@ -9,7 +9,11 @@
 // in package estuite match its sentinel errors with errors.Is (a wrong expected version is
 // estuite.ErrWrongExpectedVersion, an unknown stream estuite.ErrStreamNotFound, …). Every answer
 // is read to at most Options.MaxResponseBytes, so a misbehaving server cannot make the client
-// hold more than that.
+// hold more than that. Redirects are never followed (a 3xx answer is a *RedirectError), and an
+// append whose outcome is unknown is an *UnknownOutcomeError (estuite.ErrUnavailable) holding
+// the commit ID to retry with. Inputs the store refuses before any storage request — an empty
+// name, JSON null or non-object metadata — the client refuses before sending, with the same
+// *estuite.InvalidInputError.
 package client
 
 import (
@@ -24,6 +28,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/estuite/estuite"
 )
 
 // DefaultMaxResponseBytes bounds an answer's body by default (Options.MaxResponseBytes): above
@@ -36,6 +42,7 @@ type Options struct {
 	// Token is sent as "Authorization: Bearer <token>" when set.
 	Token string
 	// HTTPClient makes the requests; nil means a client with a 60 s timeout per request.
+	// Redirects are never followed, whatever its CheckRedirect: a 3xx answer is a *RedirectError.
 	HTTPClient *http.Client
 	// MaxResponseBytes bounds the body of every answer; a larger one fails the call with
 	// ErrResponseTooLarge. 0 means DefaultMaxResponseBytes.
@@ -59,23 +66,31 @@ var ErrResponseTooLarge = errors.New("client: the server's answer is larger than
 // New returns a client of the server at baseURL (http or https, e.g. "http://127.0.0.1:2113";
 // a path, if any, is the prefix of every route). opts may be nil.
 func New(baseURL string, opts *Options) (*Client, error) {
+	// The messages never show the URL's user, password, query or fragment: they may be secrets.
 	u, err := url.Parse(baseURL)
 	if err != nil {
-		return nil, fmt.Errorf("client: the server URL %q: %w", baseURL, err)
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err // without the URL
+		}
+		return nil, fmt.Errorf("client: the server URL is not a URL: %w", err)
 	}
+	shown := *u
+	shown.User, shown.RawQuery, shown.ForceQuery, shown.Fragment, shown.RawFragment = nil, "", false, "", ""
 	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, fmt.Errorf("client: the server URL %q must be http://HOST[:PORT] or https://HOST[:PORT]", baseURL)
+		return nil, fmt.Errorf("client: the server URL %q must be http://HOST[:PORT] or https://HOST[:PORT]", shown.String())
 	}
-	if u.RawQuery != "" || u.Fragment != "" || u.User != nil {
-		return nil, fmt.Errorf("client: the server URL %q must have no query, fragment or user", baseURL)
+	if u.RawQuery != "" || u.ForceQuery || u.Fragment != "" || u.User != nil {
+		return nil, fmt.Errorf("client: the server URL %q must have no query, fragment, user or password", shown.String())
 	}
 	u.Path = strings.TrimSuffix(u.Path, "/")
 	u.RawPath = ""
-	c := &Client{base: u, hc: &http.Client{Timeout: 60 * time.Second}, maxBytes: DefaultMaxResponseBytes}
+	hc := http.Client{Timeout: 60 * time.Second}
+	c := &Client{base: u, maxBytes: DefaultMaxResponseBytes}
 	if opts != nil {
 		c.token, c.userAgent = opts.Token, opts.UserAgent
 		if opts.HTTPClient != nil {
-			c.hc = opts.HTTPClient
+			hc = *opts.HTTPClient // a copy: the caller's client is left as it is
 		}
 		if opts.MaxResponseBytes < 0 {
 			return nil, errors.New("client: Options.MaxResponseBytes is negative")
@@ -84,6 +99,10 @@ func New(baseURL string, opts *Options) (*Client, error) {
 			c.maxBytes = opts.MaxResponseBytes
 		}
 	}
+	// A redirect is never followed: Go's client would turn a POST or a DELETE into a GET, whose
+	// answer reads as a success. do refuses a 3xx answer instead (a *RedirectError).
+	hc.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	c.hc = &hc
 	return c, nil
 }
 
@@ -107,12 +126,24 @@ type request struct {
 	method string
 	path   string // escaped, from the route's root: "/streams/" + PathSegment(name)
 	query  url.Values
-	body   any // encoded as JSON when not nil
+	body   any // encoded as JSON when not nil (see encodeJSON)
+	// field and name are the name the path holds ("stream", "group", "subject") and its value,
+	// which must not be empty.
+	field, name string
+}
+
+// named returns req for the name (of kind field) that its path holds.
+func (req request) named(field, name string) request {
+	req.field, req.name = field, name
+	return req
 }
 
 // do sends req and returns the answer's status, headers and body (at most c.maxBytes), or the
 // server's error body as an *Error for a status of 400 and above.
 func (c *Client) do(ctx context.Context, req request) (int, http.Header, []byte, error) {
+	if req.field != "" && req.name == "" {
+		return 0, nil, nil, &estuite.InvalidInputError{Field: req.field, Reason: "must not be empty"}
+	}
 	u := *c.base
 	u.RawPath = c.base.EscapedPath() + req.path
 	p, err := url.PathUnescape(u.RawPath)
@@ -125,7 +156,7 @@ func (c *Client) do(ctx context.Context, req request) (int, http.Header, []byte,
 	}
 	var body io.Reader
 	if req.body != nil {
-		b, err := json.Marshal(req.body)
+		b, err := encodeJSON(req.body)
 		if err != nil {
 			return 0, nil, nil, err
 		}
@@ -158,6 +189,10 @@ func (c *Client) do(ctx context.Context, req request) (int, http.Header, []byte,
 	if int64(len(data)) > c.maxBytes {
 		return resp.StatusCode, resp.Header, nil, fmt.Errorf("%w (%s %s)", ErrResponseTooLarge, req.method, req.path)
 	}
+	if resp.StatusCode >= 300 && resp.StatusCode < 400 {
+		return resp.StatusCode, resp.Header, data, &RedirectError{Status: resp.StatusCode, Method: req.method, Path: req.path,
+			Location: resp.Header.Get("Location")}
+	}
 	if resp.StatusCode >= 400 {
 		return resp.StatusCode, resp.Header, data, errorFrom(resp, data)
 	}
@@ -183,4 +218,64 @@ func streamPath(stream, suffix string) string { return "/streams/" + PathSegment
 func parseInt(s string) (int64, bool) {
 	v, err := strconv.ParseInt(s, 10, 64)
 	return v, err == nil
+}
+
+// object is a JSON object whose members encodeJSON writes in order.
+type object []member
+
+// member is one member of an object.
+type member struct {
+	key   string
+	value any
+}
+
+// encodeJSON encodes v as JSON without HTML escapes (<, > and & as they are), and writes every
+// json.RawMessage in an object or a []object — a caller's data, metadata or custom object — byte
+// for byte, where encoding/json would compact it: the server gets, and stores, the caller's bytes
+// (a commit retried through the client is then the same commit as one sent by any other means).
+func encodeJSON(v any) ([]byte, error) {
+	var b bytes.Buffer
+	err := writeJSON(&b, v)
+	return b.Bytes(), err
+}
+
+func writeJSON(b *bytes.Buffer, v any) error {
+	switch v := v.(type) {
+	case json.RawMessage:
+		b.Write(v)
+	case object:
+		b.WriteByte('{')
+		for i, m := range v {
+			if i > 0 {
+				b.WriteByte(',')
+			}
+			if err := writeJSON(b, m.key); err != nil {
+				return err
+			}
+			b.WriteByte(':')
+			if err := writeJSON(b, m.value); err != nil {
+				return err
+			}
+		}
+		b.WriteByte('}')
+	case []object:
+		b.WriteByte('[')
+		for i, o := range v {
+			if i > 0 {
+				b.WriteByte(',')
+			}
+			if err := writeJSON(b, o); err != nil {
+				return err
+			}
+		}
+		b.WriteByte(']')
+	default:
+		enc := json.NewEncoder(b)
+		enc.SetEscapeHTML(false)
+		if err := enc.Encode(v); err != nil {
+			return err
+		}
+		b.Truncate(b.Len() - 1) // Encode's newline
+	}
+	return nil
 }

@@ -2,6 +2,7 @@ package client
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"strconv"
 	"strings"
@@ -125,3 +126,50 @@ func (e *Error) As(target any) bool {
 	}
 	return false
 }
+
+// RedirectError is a 3xx answer. The client never follows a redirect (Go's client would resend a
+// POST or a DELETE as a GET, whose answer reads as a success): give New the URL the server
+// redirects to instead.
+type RedirectError struct {
+	// Status is the HTTP status, e.g. 301.
+	Status int
+	// Method and Path are the request's (the path from the server URL's root, escaped).
+	Method, Path string
+	// Location is the Location header: where the server redirects to ("" when it sent none).
+	Location string
+}
+
+func (e *RedirectError) Error() string {
+	to := "without a Location"
+	if e.Location != "" {
+		to = "to " + strconv.Quote(e.Location)
+	}
+	return "client: the server answered " + e.Method + " " + e.Path + " with a redirect (" + strconv.Itoa(e.Status) + ") " + to +
+		": redirects are not followed; give the client the URL the server redirects to"
+}
+
+// UnknownOutcomeError is an append whose outcome is unknown: the request was sent, and no answer
+// says whether it was committed (the connection was lost, the client's timeout or ctx ran out,
+// or the server or a proxy answered 5xx). It matches estuite.ErrUnavailable, as such an append of
+// Store.Append does: retry it with the same commit ID, CommitID, to learn which — a retry of a
+// commit that was made answers Duplicate true.
+type UnknownOutcomeError struct {
+	// Stream and CommitID are the append's (CommitID the one the client generated, if the
+	// caller gave none).
+	Stream, CommitID string
+	// Err is what went wrong: a transport error, or the server's *Error.
+	Err error
+}
+
+func (e *UnknownOutcomeError) Error() string {
+	return fmt.Sprintf("estuite: stream %q: the append may or may not have been committed (%v): retry it with the same commit ID, %q",
+		e.Stream, trimPrefix(e.Err), e.CommitID)
+}
+
+// Is makes errors.Is(err, estuite.ErrUnavailable) true.
+func (e *UnknownOutcomeError) Is(target error) bool { return target == estuite.ErrUnavailable }
+
+func (e *UnknownOutcomeError) Unwrap() error { return e.Err }
+
+// trimPrefix is err's message without a leading "estuite: ", for a message that has one already.
+func trimPrefix(err error) string { return strings.TrimPrefix(err.Error(), "estuite: ") }

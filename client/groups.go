@@ -41,7 +41,7 @@ func (c *Client) Groups(ctx context.Context) ([]estuite.GroupInfo, error) {
 // estuite.ErrGroupNotFound for a group never created.
 func (c *Client) GroupState(ctx context.Context, group string) (estuite.GroupState, error) {
 	var out wire.GroupState
-	if _, _, err := c.call(ctx, request{method: http.MethodGet, path: groupPath(group, "")}, &out); err != nil {
+	if _, _, err := c.call(ctx, request{method: http.MethodGet, path: groupPath(group, "")}.named("group", group), &out); err != nil {
 		return estuite.GroupState{}, err
 	}
 	st := estuite.GroupState{GroupInfo: estuite.GroupInfo{Name: out.Group, Shards: out.Shards, Ranges: out.Ranges}, Parked: out.Parked,
@@ -77,7 +77,7 @@ func (c *Client) ParkedEvents(ctx context.Context, group string, limit int) ([]e
 	var out struct {
 		Parked []wire.Parked `json:"parked"`
 	}
-	if _, _, err := c.call(ctx, request{method: http.MethodGet, path: groupPath(group, "/parked"), query: q}, &out); err != nil {
+	if _, _, err := c.call(ctx, request{method: http.MethodGet, path: groupPath(group, "/parked"), query: q}.named("group", group), &out); err != nil {
 		return nil, err
 	}
 	parked := make([]estuite.ParkedEvent, len(out.Parked))
@@ -114,7 +114,7 @@ func (c *Client) changeParked(ctx context.Context, group, action, member string,
 		body = map[string]any{"events": list}
 	}
 	var out map[string]int
-	if _, _, err := c.call(ctx, request{method: http.MethodPost, path: groupPath(group, "/parked/"+action), body: body}, &out); err != nil {
+	if _, _, err := c.call(ctx, request{method: http.MethodPost, path: groupPath(group, "/parked/"+action), body: body}.named("group", group), &out); err != nil {
 		return 0, err
 	}
 	return out[member], nil

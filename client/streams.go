@@ -1,11 +1,14 @@
 package client
 
 import (
+	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"iter"
+	"net"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -98,45 +101,54 @@ func expectedJSON(e estuite.ExpectedVersion) any {
 
 // Append appends events to a stream atomically (POST /streams/{stream}). opts may be nil; of it,
 // Expected and CommitID are sent (a snapshot cannot be sent over HTTP: a Snapshot is refused).
-// A retried commit answers with Duplicate true, as Store.Append does.
+// Each event's data, metadata and custom JSON are sent as the caller's bytes, unchanged.
+//
+// Without a CommitID, Append generates one (a random UUID), as Store.Append does, and sends it. An
+// append whose outcome is unknown — the request was sent, and the connection was lost, the
+// timeout or ctx ran out, or the server (or a proxy) answered 5xx — fails with an
+// *UnknownOutcomeError, which matches estuite.ErrUnavailable and holds the commit ID: retry the
+// append with that commit ID (AppendOptions.CommitID) to learn whether it was committed; a retry
+// of a commit that was made answers with Duplicate true, as Store.Append does.
 func (c *Client) Append(ctx context.Context, stream string, events []estuite.EventData, opts *estuite.AppendOptions) (estuite.AppendResult, error) {
-	body := map[string]any{}
+	var o estuite.AppendOptions
 	if opts != nil {
-		if opts.Snapshot != nil {
-			return estuite.AppendResult{}, fmt.Errorf("client: %w: AppendOptions.Snapshot cannot be sent over HTTP", estuite.ErrInvalidInput)
-		}
-		body["expectedVersion"] = expectedJSON(opts.Expected)
-		if opts.CommitID != "" {
-			body["commitId"] = opts.CommitID
-		}
+		o = *opts
 	}
-	list := make([]map[string]any, len(events))
+	if o.Snapshot != nil {
+		return estuite.AppendResult{}, &estuite.InvalidInputError{Field: "snapshot", Reason: "cannot be sent over HTTP"}
+	}
+	if o.CommitID == "" {
+		o.CommitID = uuid.NewString()
+	}
+	list := make([]object, len(events))
 	for i, ev := range events {
-		e := map[string]any{"type": ev.Type}
+		field := func(name string) string { return fmt.Sprintf("events[%d].%s", i, name) }
+		e := object{{"type", ev.Type}}
 		if ev.ID != uuid.Nil {
-			e["id"] = ev.ID.String()
+			e = append(e, member{"id", ev.ID.String()})
 		}
 		switch {
 		case ev.Format == estuite.Binary:
-			e["dataBase64"] = base64.StdEncoding.EncodeToString(ev.Data)
+			e = append(e, member{"dataBase64", base64.StdEncoding.EncodeToString(ev.Data)})
 		case len(ev.Data) > 0:
 			if !json.Valid(ev.Data) {
-				return estuite.AppendResult{}, fmt.Errorf("client: %w: event %d: its data is not JSON", estuite.ErrInvalidInput, i)
+				return estuite.AppendResult{}, &estuite.InvalidInputError{Field: field("data"), Reason: "is not valid JSON (mark binary data as Binary)"}
 			}
-			e["data"] = json.RawMessage(ev.Data)
+			e = append(e, member{"data", json.RawMessage(ev.Data)})
 		}
 		if len(ev.Metadata) > 0 {
-			if !json.Valid(ev.Metadata) {
-				return estuite.AppendResult{}, fmt.Errorf("client: %w: event %d: its metadata is not JSON", estuite.ErrInvalidInput, i)
+			// As the store: JSON null is not an object (the API would take it as no metadata).
+			if !isJSONObject(ev.Metadata) {
+				return estuite.AppendResult{}, &estuite.InvalidInputError{Field: field("metadata"), Reason: "must be a JSON object"}
 			}
-			e["metadata"] = ev.Metadata
+			e = append(e, member{"metadata", json.RawMessage(ev.Metadata)})
 		}
 		if ev.Subject != "" {
-			e["subject"] = ev.Subject
+			e = append(e, member{"subject", ev.Subject})
 		}
 		list[i] = e
 	}
-	body["events"] = list
+	body := object{{"expectedVersion", expectedJSON(o.Expected)}, {"commitId", o.CommitID}, {"events", list}}
 	var out struct {
 		Stream       string `json:"stream"`
 		FirstVersion int64  `json:"firstVersion"`
@@ -144,11 +156,41 @@ func (c *Client) Append(ctx context.Context, stream string, events []estuite.Eve
 		CommitID     string `json:"commitId"`
 		Duplicate    bool   `json:"duplicate"`
 	}
-	if _, _, err := c.call(ctx, request{method: http.MethodPost, path: streamPath(stream, ""), body: body}, &out); err != nil {
+	req := request{method: http.MethodPost, path: streamPath(stream, ""), body: body}.named("stream", stream)
+	if _, _, err := c.call(ctx, req, &out); err != nil {
+		if outcomeUnknown(err) {
+			return estuite.AppendResult{}, &UnknownOutcomeError{Stream: stream, CommitID: o.CommitID, Err: err}
+		}
 		return estuite.AppendResult{}, err
 	}
 	return estuite.AppendResult{Stream: out.Stream, FirstVersion: out.FirstVersion, LastVersion: out.LastVersion,
 		CommitID: out.CommitID, Duplicate: out.Duplicate}, nil
+}
+
+// outcomeUnknown reports whether a write that failed with err may have been made: every error
+// but a refusal (an invalid input, an answer of 4xx, a redirect) or a failure to connect (the
+// request was never sent) is one — a transport error after the request was sent, a timeout, an
+// answer of 5xx, an answer that could not be read.
+func outcomeUnknown(err error) bool {
+	var e *Error
+	var r *RedirectError
+	var in *estuite.InvalidInputError
+	var op *net.OpError
+	switch {
+	case errors.As(err, &e):
+		return e.Status >= 500
+	case errors.As(err, &r), errors.As(err, &in):
+		return false
+	case errors.As(err, &op):
+		return op.Op != "dial" && op.Op != "proxyconnect"
+	}
+	return true
+}
+
+// isJSONObject reports whether b is a JSON object, as the store checks metadata and custom JSON.
+func isJSONObject(b []byte) bool {
+	trimmed := bytes.TrimLeft(b, " \t\r\n")
+	return len(trimmed) > 0 && trimmed[0] == '{' && json.Valid(b)
 }
 
 // Version returns a stream's version (GET /streams/{stream}): estuite.ErrStreamNotFound for a
@@ -157,7 +199,7 @@ func (c *Client) Version(ctx context.Context, stream string) (int64, error) {
 	var out struct {
 		Version int64 `json:"version"`
 	}
-	_, _, err := c.call(ctx, request{method: http.MethodGet, path: streamPath(stream, "")}, &out)
+	_, _, err := c.call(ctx, request{method: http.MethodGet, path: streamPath(stream, "")}.named("stream", stream), &out)
 	return out.Version, err
 }
 
@@ -197,7 +239,7 @@ func (c *Client) ReadPage(ctx context.Context, stream string, opts ReadOptions) 
 		Version int64        `json:"version"`
 		Events  []wire.Event `json:"events"`
 	}
-	if _, _, err := c.call(ctx, request{method: http.MethodGet, path: streamPath(stream, "/events"), query: q}, &out); err != nil {
+	if _, _, err := c.call(ctx, request{method: http.MethodGet, path: streamPath(stream, "/events"), query: q}.named("stream", stream), &out); err != nil {
 		return StreamPage{}, err
 	}
 	page := StreamPage{Version: out.Version, Events: make([]estuite.RecordedEvent, 0, len(out.Events))}
@@ -211,18 +253,28 @@ func (c *Client) ReadPage(ctx context.Context, stream string, opts ReadOptions) 
 	return page, nil
 }
 
-// Read reads a stream's events page by page, MaxPageLimit events a request, and yields them in
-// order until opts.Limit events (0: all) or the end. Unlike Store.Read, it is not one snapshot:
-// events appended while it pages forward may be part of it. The first error ends it.
+// ReadPageLimit is the most events Read asks for a page.
+const ReadPageLimit = 100
+
+// Read reads a stream's events page by page, ReadPageLimit events a request, and yields them in
+// order until opts.Limit events (0: all) or the end. A page whose answer is larger than
+// Options.MaxResponseBytes (large events) is asked again for fewer events, down to one, before
+// Read fails with ErrResponseTooLarge. Unlike Store.Read, it is not one snapshot: events appended
+// while it pages forward may be part of it. The first error ends it.
 func (c *Client) Read(ctx context.Context, stream string, opts ReadOptions) iter.Seq2[estuite.RecordedEvent, error] {
 	return func(yield func(estuite.RecordedEvent, error) bool) {
 		from, left := opts.From, opts.Limit
+		pageLimit := ReadPageLimit
 		for {
-			limit := MaxPageLimit
+			limit := pageLimit
 			if opts.Limit > 0 {
 				limit = min(limit, left)
 			}
 			page, err := c.ReadPage(ctx, stream, ReadOptions{From: from, Limit: limit, Backward: opts.Backward})
+			if errors.Is(err, ErrResponseTooLarge) && limit > 1 {
+				pageLimit = max(1, limit/4) // the events are large: fewer a page from here on
+				continue
+			}
 			if err != nil {
 				yield(estuite.RecordedEvent{}, err)
 				return
@@ -258,7 +310,7 @@ func (c *Client) Delete(ctx context.Context, stream string, opts *estuite.Delete
 			q.Set("hard", "true")
 		}
 	}
-	_, h, err := c.call(ctx, request{method: http.MethodDelete, path: streamPath(stream, ""), query: q}, nil)
+	_, h, err := c.call(ctx, request{method: http.MethodDelete, path: streamPath(stream, ""), query: q}.named("stream", stream), nil)
 	if err != nil {
 		return estuite.DeleteResult{}, err
 	}
@@ -282,7 +334,7 @@ func metadataOf(m wire.Metadata) estuite.StreamMetadata {
 // Metadata returns a stream's metadata (GET /streams/{stream}/metadata).
 func (c *Client) Metadata(ctx context.Context, stream string) (estuite.StreamMetadata, error) {
 	var out wire.Metadata
-	if _, _, err := c.call(ctx, request{method: http.MethodGet, path: streamPath(stream, "/metadata")}, &out); err != nil {
+	if _, _, err := c.call(ctx, request{method: http.MethodGet, path: streamPath(stream, "/metadata")}.named("stream", stream), &out); err != nil {
 		return estuite.StreamMetadata{}, err
 	}
 	return metadataOf(out), nil
@@ -292,30 +344,31 @@ func (c *Client) Metadata(ctx context.Context, stream string) (estuite.StreamMet
 // version is expected (or whatever it is, with estuite.AnyMetadataVersion), and returns it as
 // stored. MaxAge is sent in whole seconds.
 func (c *Client) SetMetadata(ctx context.Context, stream string, md estuite.StreamMetadata, expected estuite.MetadataExpected) (estuite.StreamMetadata, error) {
-	body := map[string]any{"expectedMetadataVersion": "any"}
+	body := object{{"expectedMetadataVersion", "any"}}
 	if expected != estuite.AnyMetadataVersion {
-		body["expectedMetadataVersion"] = int64(expected)
+		body[0].value = int64(expected)
 	}
 	if md.MaxAge != nil {
 		if *md.MaxAge%time.Second != 0 || *md.MaxAge < 0 {
-			return estuite.StreamMetadata{}, fmt.Errorf("client: %w: MaxAge %v is not a whole number of seconds", estuite.ErrInvalidInput, *md.MaxAge)
+			return estuite.StreamMetadata{}, &estuite.InvalidInputError{Field: "maxAge", Reason: fmt.Sprintf("%v is not a whole number of seconds from 0", *md.MaxAge)}
 		}
-		body["maxAge"] = int64(*md.MaxAge / time.Second)
+		body = append(body, member{"maxAge", int64(*md.MaxAge / time.Second)})
 	}
 	if md.MaxCount != nil {
-		body["maxCount"] = *md.MaxCount
+		body = append(body, member{"maxCount", *md.MaxCount})
 	}
 	if md.TruncateBefore != nil {
-		body["truncateBefore"] = *md.TruncateBefore
+		body = append(body, member{"truncateBefore", *md.TruncateBefore})
 	}
 	if md.Custom != nil {
-		if !json.Valid(md.Custom) {
-			return estuite.StreamMetadata{}, fmt.Errorf("client: %w: Custom is not JSON", estuite.ErrInvalidInput)
+		// As the store: JSON null is not an object (the API would take it as no custom object).
+		if !isJSONObject(md.Custom) {
+			return estuite.StreamMetadata{}, &estuite.InvalidInputError{Field: "custom", Reason: "must be a JSON object"}
 		}
-		body["custom"] = md.Custom
+		body = append(body, member{"custom", json.RawMessage(md.Custom)})
 	}
 	var out wire.Metadata
-	if _, _, err := c.call(ctx, request{method: http.MethodPut, path: streamPath(stream, "/metadata"), body: body}, &out); err != nil {
+	if _, _, err := c.call(ctx, request{method: http.MethodPut, path: streamPath(stream, "/metadata"), body: body}.named("stream", stream), &out); err != nil {
 		return estuite.StreamMetadata{}, err
 	}
 	return metadataOf(out), nil
@@ -335,7 +388,7 @@ func (c *Client) Scavenge(ctx context.Context) (estuite.ScavengeStats, error) {
 
 // Forget erases a data subject (DELETE /subjects/{subject}). Idempotent.
 func (c *Client) Forget(ctx context.Context, subject string) error {
-	_, _, err := c.call(ctx, request{method: http.MethodDelete, path: "/subjects/" + PathSegment(subject)}, nil)
+	_, _, err := c.call(ctx, request{method: http.MethodDelete, path: "/subjects/" + PathSegment(subject)}.named("subject", subject), nil)
 	return err
 }
 
@@ -344,7 +397,7 @@ func (c *Client) Forgotten(ctx context.Context, subject string) (bool, error) {
 	var out struct {
 		Forgotten bool `json:"forgotten"`
 	}
-	_, _, err := c.call(ctx, request{method: http.MethodGet, path: "/subjects/" + PathSegment(subject)}, &out)
+	_, _, err := c.call(ctx, request{method: http.MethodGet, path: "/subjects/" + PathSegment(subject)}.named("subject", subject), &out)
 	return out.Forgotten, err
 }
 

@@ -423,7 +423,8 @@ func (s *Server) routes(metricsHandler http.Handler) http.Handler {
 	handle(routeConsole, true, s.handleConsole)
 	handle("GET /ui", true, s.handleConsoleRedirect)
 	// The same paths without a method answer 405; any other path 404. Both after authentication,
-	// so that a client without the token learns nothing about the routes.
+	// so that a client without the token learns nothing about the routes. Only a 404 (a path no
+	// route matches, whatever the method) gets the %2F hint: a 405's path is a route.
 	allowed := map[string]string{
 		"/streams":                       "GET, HEAD",
 		"/streams/{stream}":              "GET, HEAD, POST, DELETE",
@@ -459,7 +460,7 @@ func (s *Server) routes(metricsHandler http.Handler) http.Handler {
 			}
 			w.Header().Set("Allow", methods)
 			s.writeError(w, r, &apiError{Status: http.StatusMethodNotAllowed, Code: codeMethodNotAllowed,
-				Message: "method " + r.Method + " is not allowed here; allowed: " + methods + slashHint(r.URL.EscapedPath()),
+				Message: "method " + r.Method + " is not allowed here; allowed: " + methods,
 				quiet:   open}) // anyone may cause it: not worth a line at Info
 		})
 	}

@@ -5,8 +5,8 @@ import (
 	"strings"
 )
 
-// slashHint explains, for the escaped path p of a request that found no route (or not with its
-// method), that a name with a "/" must be sent with the slash percent-encoded: a client that
+// slashHint explains, for the escaped path p of a request that matched no route for any method
+// (never a 405: its path is a route), that a name with a "/" must be sent with the slash percent-encoded: a client that
 // writes /streams/a/b/events means the stream a/b, which is /streams/a%2Fb/events. It returns ""
 // for paths where no name can have been split so.
 func slashHint(p string) string {

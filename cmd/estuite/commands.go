@@ -6,7 +6,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"regexp"
 	"runtime"
 	"runtime/debug"
 	"sort"
@@ -18,6 +17,9 @@ type command struct {
 	name    string
 	summary string
 	usage   string // arguments after the command name
+	// dataAt is the argument (1-based; 0: none) that is data, which may start with "-" (see
+	// interspersed).
+	dataAt int
 	// setup declares the command's flags on fs and returns the function that runs it.
 	setup func(fs *flag.FlagSet) func(ctx context.Context, env *env, args []string) error
 }
@@ -68,13 +70,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		printFlags(stderr, fs)
 	}
 	fs.Usage = func() {}
-	rest, err := interspersed(fs, args[1:])
+	rest, err := interspersed(fs, args[1:], c.dataAt)
 	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			usage()
 			return 0
 		}
-		fmt.Fprintf(stderr, "estuite %s: %s\n", c.name, dashDash(err.Error()))
+		fmt.Fprintf(stderr, "estuite %s: %v\n", c.name, err)
 		usage()
 		return 2
 	}
@@ -141,12 +143,6 @@ func versionLine() string {
 	}
 	return line + " " + info.GoVersion
 }
-
-// flagInMessage is a flag's name as the flag package writes it in its errors: one dash.
-var flagInMessage = regexp.MustCompile(`(^|[\s:])-([A-Za-z][A-Za-z0-9-]*)`)
-
-// dashDash rewrites the flag package's "-limit" in msg as "--limit", as the help writes it.
-func dashDash(msg string) string { return flagInMessage.ReplaceAllString(msg, "$1--$2") }
 
 // printFlags lists fs's flags as --name, with their help and default.
 func printFlags(w io.Writer, fs *flag.FlagSet) {

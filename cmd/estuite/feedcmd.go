@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"flag"
+	"slices"
 	"strings"
 	"time"
 
@@ -33,6 +34,9 @@ func init() {
 				var typeList []string
 				if *types != "" {
 					typeList = strings.Split(*types, ",")
+					if slices.Contains(typeList, "") {
+						return usagef("--types %q names an empty type: want comma-separated event types, e.g. OrderPlaced,OrderPaid", *types)
+					}
 				}
 				if err := checkPosition("after", *after); err != nil {
 					return err

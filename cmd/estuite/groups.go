@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -10,6 +11,7 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode"
 
 	"github.com/estuite/estuite"
 	"github.com/estuite/estuite/client"
@@ -168,6 +170,9 @@ func init() {
 					if err != nil {
 						return err
 					}
+					if *limit == 0 && t.remote != nil && len(parked) == n {
+						noteParkedCut(ctx, e, t.remote, group, n)
+					}
 					if *asJSON {
 						return writeJSONLine(e.stdout)(server.MarshalParkedEvents(parked))
 					}
@@ -194,31 +199,72 @@ func init() {
 	})
 }
 
+// noteParkedCut says on stderr that a list of n parked events through a server may be cut: the
+// API lists at most n (client.MaxPageLimit), and the group's state counts them all.
+func noteParkedCut(ctx context.Context, e *env, c *client.Client, group string, n int) {
+	st, err := c.GroupState(ctx, group)
+	switch {
+	case err != nil:
+		fmt.Fprintf(e.stderr, "parked: the server lists at most %d parked events: there may be more (the group's count: %v)\n", n, err)
+	case st.Parked > n:
+		fmt.Fprintf(e.stderr, "parked: the server lists at most %d parked events: these are the first %d of %d (replay --all and discard --all take every one)\n",
+			n, n, st.Parked)
+	}
+}
+
 // interspersed parses the flags among args and returns the other arguments, so that flags may
 // follow them: `estuite read order-1 --limit 5`, `estuite parked replay orders --all`. "--" ends
-// the flags. It returns fs.Parse's error (flag.ErrHelp for --help).
-func interspersed(fs *flag.FlagSet, args []string) ([]string, error) {
+// the flags. An argument that starts with "-" but names no flag of fs is an argument, not a
+// flag, when it cannot be one — a "-" and a digit (`estuite append s T -1`), or the dataAt-th
+// argument (1-based; 0: none), which is data (`estuite append --binary s T -AAA`) — and
+// otherwise an error that points to "--". Messages show the flags as they were typed. The error
+// is flag.ErrHelp for --help.
+func interspersed(fs *flag.FlagSet, args []string, dataAt int) ([]string, error) {
 	rest := []string{}
 	for len(args) > 0 {
 		a := args[0]
-		switch {
-		case a == "--":
+		if a == "--" {
 			return append(rest, args[1:]...), nil
-		case len(a) > 1 && a[0] == '-':
-			if err := fs.Parse(args); err != nil {
+		}
+		typed, _, hasValue := strings.Cut(a, "=")
+		name := strings.TrimPrefix(strings.TrimPrefix(typed, "-"), "-")
+		if len(a) < 2 || a[0] != '-' {
+			rest, args = append(rest, a), args[1:]
+			continue
+		}
+		f := fs.Lookup(name)
+		if f == nil && name != "h" && name != "help" {
+			if len(rest)+1 == dataAt || name == "" || !unicode.IsLetter(rune(name[0])) {
+				rest, args = append(rest, a), args[1:]
+				continue
+			}
+			return nil, fmt.Errorf("flag provided but not defined: %s (an argument that starts with \"-\" goes after \"--\", "+
+				"which ends the flags: estuite %s [flags] -- ARGUMENTS)", typed, strings.TrimPrefix(fs.Name(), "estuite "))
+		}
+		n := 1 // the flag, and its value when it takes one and has no "=VALUE"
+		if f != nil && !hasValue && !isBoolFlag(f) && len(args) > 1 {
+			n = 2
+		}
+		if err := fs.Parse(args[:n]); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
 				return nil, err
 			}
-			consumed := len(args) - len(fs.Args())
-			if consumed > 0 && args[consumed-1] == "--" {
-				return append(rest, fs.Args()...), nil // fs.Parse ended at a "--"
+			// The flag package names the flag with one dash: name it as typed.
+			msg := err.Error()
+			if i := strings.LastIndex(msg, " -"+name); i >= 0 {
+				msg = msg[:i+1] + typed + msg[i+2+len(name):]
 			}
-			args = fs.Args()
-		default:
-			rest = append(rest, a)
-			args = args[1:]
+			return nil, errors.New(msg)
 		}
+		args = args[n:]
 	}
 	return rest, nil
+}
+
+// isBoolFlag reports whether f takes no value (--binary, not --binary=true).
+func isBoolFlag(f *flag.Flag) bool {
+	b, ok := f.Value.(interface{ IsBoolFlag() bool })
+	return ok && b.IsBoolFlag()
 }
 
 // parseParkedRefs parses SHARD:POSITION references to parked events.

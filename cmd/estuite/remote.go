@@ -4,6 +4,8 @@ import (
 	"context"
 	"flag"
 	"net/url"
+	"strconv"
+	"strings"
 
 	"github.com/estuite/estuite"
 	"github.com/estuite/estuite/client"
@@ -16,14 +18,18 @@ import (
 // remoteFlags are --server, --token and --token-file.
 type remoteFlags struct {
 	server    string
+	serverSet bool // --server was given, even as ""
 	token     string
 	tokenSet  bool
 	tokenFile string
 }
 
 func (r *remoteFlags) register(fs *flag.FlagSet) {
-	fs.StringVar(&r.server, "server", "", "go through the estuite serve at this `URL` (e.g. http://"+DefaultAddr+") instead of opening\n"+
-		"the store: for an embedded store that a running server holds open, or a store only a server may reach")
+	fs.Func("server", "go through the estuite serve at this `URL` (e.g. http://"+DefaultAddr+") instead of opening\n"+
+		"the store: for an embedded store that a running server holds open, or a store only a server may reach", func(v string) error {
+		r.server, r.serverSet = v, true
+		return nil
+	})
 	fs.Func("token", "with --server: the server's bearer token (default $ESTUITE_TOKEN); prefer --token-file or\n"+
 		"$ESTUITE_TOKEN: a flag shows in the process list", func(v string) error {
 		r.token, r.tokenSet = v, true
@@ -49,8 +55,15 @@ func (r *remoteFlags) client(fs *flag.FlagSet) (*client.Client, error) {
 		return nil, usagef("--%s says how to open a store; with --server the command goes through the server, which has its own: drop one", bad)
 	}
 	u, err := url.Parse(r.server)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, usagef("--server %q: want the server's URL, http://HOST:PORT or https://HOST:PORT (e.g. http://%s)", r.server, DefaultAddr)
+	switch {
+	case r.server == "":
+		return nil, usagef("--server is empty: want the server's URL, http://HOST:PORT or https://HOST:PORT (e.g. http://%s)", DefaultAddr)
+	case err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "":
+		return nil, usagef("--server %s: want the server's URL, http://HOST:PORT or https://HOST:PORT (e.g. http://%s)", shownURL(r.server), DefaultAddr)
+	case u.User != nil:
+		return nil, usagef("--server %s: the URL has a user or password, which the server does not take: give the token with --token-file or $ESTUITE_TOKEN", shownURL(r.server))
+	case u.RawQuery != "" || u.Fragment != "":
+		return nil, usagef("--server %s: the URL has a query or fragment, which the server does not take (the token goes in --token-file or $ESTUITE_TOKEN)", shownURL(r.server))
 	}
 	token, err := resolveToken(r.token, r.tokenSet, r.tokenFile)
 	if err != nil {
@@ -63,9 +76,23 @@ func (r *remoteFlags) client(fs *flag.FlagSet) (*client.Client, error) {
 	return c, nil
 }
 
+// shownURL is a --server URL as a message shows it: quoted, without the user, password, query
+// and fragment, which may hold a secret (a URL that does not parse is not shown when it may).
+func shownURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		if strings.ContainsAny(raw, "@?#") {
+			return "(not shown: it may hold a secret)"
+		}
+		return strconv.Quote(raw)
+	}
+	u.User, u.RawQuery, u.ForceQuery, u.Fragment, u.RawFragment = nil, "", false, "", ""
+	return strconv.Quote(u.String())
+}
+
 // tokenWithoutServer refuses --token and --token-file without --server.
 func (r *remoteFlags) tokenWithoutServer() error {
-	if r.server == "" && (r.tokenSet || r.tokenFile != "") {
+	if !r.serverSet && (r.tokenSet || r.tokenFile != "") {
 		return usagef("--token and --token-file are for --server")
 	}
 	return nil
@@ -73,7 +100,7 @@ func (r *remoteFlags) tokenWithoutServer() error {
 
 // localOnly is the usage error of a command that works on the store itself when given --server.
 func (r *remoteFlags) localOnly(command, why string) error {
-	if r.server == "" && !r.tokenSet && r.tokenFile == "" {
+	if !r.serverSet && !r.tokenSet && r.tokenFile == "" {
 		return nil
 	}
 	return usagef("%s works on the store itself, never through a server (--server, --token): %s", command, why)
@@ -123,7 +150,7 @@ func (t target) close() {
 // openTarget opens what the flags select: the server of --server, else the store (an existing
 // one when existing is true, see backendFlags.openExisting).
 func openTarget(ctx context.Context, fs *flag.FlagSet, b *backendFlags, r *remoteFlags, existing bool) (target, error) {
-	if r.server != "" {
+	if r.serverSet {
 		c, err := r.client(fs)
 		return target{remote: c}, err
 	}

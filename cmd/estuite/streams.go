@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -11,6 +12,7 @@ import (
 	"github.com/estuite/estuite"
 	"github.com/estuite/estuite/client"
 	"github.com/estuite/estuite/server"
+	"github.com/google/uuid"
 )
 
 func init() {
@@ -18,6 +20,7 @@ func init() {
 		name:    "append",
 		summary: "Append one event to a stream and print the result as JSON.\nJSON is the event's data (default {}); with --binary it is taken as raw bytes.",
 		usage:   "STREAM TYPE [JSON]",
+		dataAt:  3,
 		setup: func(fs *flag.FlagSet) func(context.Context, *env, []string) error {
 			var b backendFlags
 			b.register(fs)
@@ -48,7 +51,17 @@ func init() {
 					return err
 				}
 				defer t.close()
-				res, err := t.api().Append(ctx, args[0], []estuite.EventData{ev}, &estuite.AppendOptions{Expected: exp, CommitID: *commitID})
+				// The commit ID is made here when none is given (on the store and through a server
+				// alike), so that an append whose outcome is unknown can say which one to retry with.
+				id := *commitID
+				if id == "" {
+					id = uuid.NewString()
+				}
+				res, err := t.api().Append(ctx, args[0], []estuite.EventData{ev}, &estuite.AppendOptions{Expected: exp, CommitID: id})
+				if errors.Is(err, estuite.ErrUnavailable) {
+					return fmt.Errorf("%w\nits commit ID is %s: run the same command again with --commit-id %s to learn whether it was "+
+						"committed (a commit that was made answers \"duplicate\": true)", err, id, id)
+				}
 				if err != nil {
 					return err
 				}

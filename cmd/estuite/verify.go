@@ -34,7 +34,7 @@ func init() {
 				if len(args) != 0 {
 					return usagef("verify takes no arguments")
 				}
-				if r.server != "" && *repair {
+				if r.serverSet && *repair {
 					return usagef("--repair works on the store itself, not through --server: the server verifies only")
 				}
 				t, err := openTarget(ctx, fs, &b, &r, true)
