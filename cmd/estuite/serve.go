@@ -408,7 +408,12 @@ func serve(ctx context.Context, logger *slog.Logger, b *backendFlags, o serveOpt
 			served <- httpServer.Serve(ln)
 		}
 	}()
-	logger.Info("estuite serving", "addr", ln.Addr().String(), "tls", tlsConfig != nil, "backend", b.describe(), "auth", o.token != "",
+	scheme := "http"
+	if tlsConfig != nil {
+		scheme = "https"
+	}
+	logger.Info("estuite serving", "addr", ln.Addr().String(), "console", scheme+"://"+ln.Addr().String()+"/ui/",
+		"tls", tlsConfig != nil, "backend", b.describe(), "auth", o.token != "",
 		"instance", instance, "lease_duration", o.leaseDuration, "max_connections", o.maxConnections,
 		"master_key", b.wrapped, "key_cache", b.keyCache, "tracing", tracingEndpoint)
 
