@@ -19,6 +19,18 @@ type Write struct {
 // writes, all of them, inside one atomic step. Validation is left to the caller so that it can
 // happen outside the backend's critical section.
 func PlanBatch(partitionKey string, ops []Op, lookup func(rowKey string) (Entity, bool), newETag func() string) ([]Write, []string, error) {
+	return planBatch(partitionKey, ops, lookup, newETag, true)
+}
+
+// PlanBatchShared is PlanBatch for a backend that encodes each write's properties before the
+// caller's next call and keeps no reference to them (bbolt): the written entities share the ops'
+// property maps and values instead of copies (a merge still gets a map of its own), and times
+// keep the caller's precision and zone — the encoder must convert them as CloneProperties does.
+func PlanBatchShared(partitionKey string, ops []Op, lookup func(rowKey string) (Entity, bool), newETag func() string) ([]Write, []string, error) {
+	return planBatch(partitionKey, ops, lookup, newETag, false)
+}
+
+func planBatch(partitionKey string, ops []Op, lookup func(rowKey string) (Entity, bool), newETag func() string, clone bool) ([]Write, []string, error) {
 	writes := make([]Write, len(ops))
 	etags := make([]string, len(ops))
 	for i, op := range ops {
@@ -45,7 +57,10 @@ func PlanBatch(partitionKey string, ops []Op, lookup func(rowKey string) (Entity
 			writes[i] = Write{RowKey: rk}
 			continue
 		}
-		props := CloneProperties(op.Entity.Properties)
+		props := op.Entity.Properties
+		if clone {
+			props = CloneProperties(props)
+		}
 		if op.Kind == Merge {
 			merged := CloneProperties(cur.Properties)
 			maps.Copy(merged, props)

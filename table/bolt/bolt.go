@@ -432,7 +432,8 @@ func planPart(tx *bbolt.Tx, p part, newETag func() string) (*plannedPart, error)
 		}
 		return e, true
 	}
-	writes, etags, err := table.PlanBatch(p.pk, p.ops, lookup, newETag)
+	// The writes are encoded below, before the request ends: no copy of their properties.
+	writes, etags, err := table.PlanBatchShared(p.pk, p.ops, lookup, newETag)
 	if readErr != nil {
 		return nil, fmt.Errorf("bolt: submit %s %q: %w", p.table.name, p.pk, readErr)
 	}
@@ -442,7 +443,7 @@ func planPart(tx *bbolt.Tx, p part, newETag func() string) (*plannedPart, error)
 	values := make([][]byte, len(writes))
 	for i, w := range writes {
 		if w.Entity != nil {
-			if values[i], err = encodeRow(w.Entity.ETag, w.Entity.Properties); err != nil {
+			if values[i], err = encodeRowTimes(w.Entity.ETag, w.Entity.Properties, true); err != nil {
 				return nil, &table.BatchError{Index: i, Code: "InvalidInput", Err: table.Invalidf("%v", err)}
 			}
 		}

@@ -60,9 +60,15 @@ const (
 // errCorrupt is wrapped by every decoding error.
 var errCorrupt = errors.New("bolt: corrupt row value")
 
-// encodeRow returns the encoding of a row's ETag and properties. It fails only on a property of
-// a type the contract does not allow.
+// encodeRow returns the encoding of a row's ETag and properties, times to the nanosecond. It
+// fails only on a property of a type the contract does not allow.
 func encodeRow(etag string, props map[string]any) ([]byte, error) {
+	return encodeRowTimes(etag, props, false)
+}
+
+// encodeRowTimes is encodeRow with times truncated to the microsecond when micro is set: what a
+// write stores (table.CloneProperties truncates so for the other backends).
+func encodeRowTimes(etag string, props map[string]any, micro bool) ([]byte, error) {
 	n := 1 + binary.MaxVarintLen64 + len(etag) + binary.MaxVarintLen64
 	for name, v := range props {
 		n += binary.MaxVarintLen64 + len(name) + 1 + 2*binary.MaxVarintLen64
@@ -103,6 +109,9 @@ func encodeRow(etag string, props map[string]any) ([]byte, error) {
 				buf = append(buf, tagFalse)
 			}
 		case time.Time:
+			if micro {
+				v = v.Truncate(time.Microsecond) // as table.CloneProperties would have
+			}
 			buf = append(buf, tagTime)
 			buf = binary.AppendVarint(buf, v.Unix())
 			buf = binary.AppendUvarint(buf, uint64(v.Nanosecond()))
