@@ -137,7 +137,6 @@ func (g *DispatchGroup) refresh(ctx context.Context) {
 	}
 	now = g.clock.Now()
 	g.mu.Lock()
-	defer g.mu.Unlock()
 	old := g.view.members
 	view := groupView{members: make(map[string]memberSeen), holders: make(map[string]string)}
 	var stale []table.Entity
@@ -163,6 +162,10 @@ func (g *DispatchGroup) refresh(ctx context.Context) {
 		}
 	}
 	g.view, g.refreshed = view, now
+	// The deletes go without the lock: a storage call under it would hold up the group's other
+	// dispatchers for as long as the call takes (in the simulation, for good: a goroutine waiting
+	// on a mutex is not durably blocked, so virtual time stood still — seed 977).
+	g.mu.Unlock()
 	for _, r := range stale {
 		op := table.Op{Kind: table.Delete, Entity: table.Entity{PartitionKey: leasePartition, RowKey: r.RowKey}, IfMatch: r.ETag}
 		_, _ = ev.submitOnce(ctx, leasePartition, []table.Op{op})

@@ -226,6 +226,11 @@ var simRegressionSeeds = []struct {
 	// watching the orphaned lease anew). Such a crash now allows takeover + restartDelay, as a
 	// pause does.
 	{seed: 356, covers: "liveness allowance for crashes while the lease is orphaned"},
+	// A dispatch group's refresh deleted stale member rows while it held the group's lock: another
+	// dispatcher of the group waited on the mutex — not a durable block — so virtual time stood
+	// still and the schedule hung (found on 2026-12-02 in a 2,000-seed run after the stream
+	// catalog's extra call moved the schedule). Fixed: the deletes go after the lock is released.
+	{seed: 977, covers: "a storage call made under the dispatch group's lock (the schedule hung)"},
 }
 
 // TestSimulationRegressions replays the seeds that once failed.
