@@ -231,6 +231,11 @@ var simRegressionSeeds = []struct {
 	// still and the schedule hung (found on 2026-12-02 in a 2,000-seed run after the stream
 	// catalog's extra call moved the schedule). Fixed: the deletes go after the lock is released.
 	{seed: 977, covers: "a storage call made under the dispatch group's lock (the schedule hung)"},
+	// Found on 2026-12-02 in a 2,000-seed run; passes at f64a786, fails from 6d5039a (the stream
+	// catalog's extra dispatcher call moved the schedule). Not yet looked into: a store bug or the
+	// check's allowance.
+	{seed: 1303, covers: "consumer group: every feed event handled by the final member",
+		known: "group: 2 events in the feed never handled, -16.9952ms after the final member joined: [sim-2@41 (shard 0, position 58) sim-2@42 (shard 0, position 59)]"},
 }
 
 // TestSimulationRegressions replays the seeds that once failed.
