@@ -327,19 +327,25 @@ func (a *appendPlan) snapshotOp(version int64) table.Op {
 
 // readHead reads the head row from storage and caches it.
 func (s *Store) readHead(ctx context.Context, pk string) (head, error) {
+	h, found, err := s.fetchHead(ctx, pk)
+	if found {
+		s.heads.put(pk, h)
+	}
+	return h, err
+}
+
+// fetchHead reads a stream's head with one point read, past the head cache: the zero head when
+// there is none.
+func (s *Store) fetchHead(ctx context.Context, pk string) (h head, found bool, err error) {
 	row, err := s.streams.get(ctx, pk, headRowKey)
 	if errors.Is(err, table.ErrNotFound) {
-		return head{}, nil
+		return head{}, false, nil
 	}
 	if err != nil {
-		return head{}, err
+		return head{}, false, err
 	}
-	h, err := decodeHead(row)
-	if err != nil {
-		return head{}, err
-	}
-	s.heads.put(pk, h)
-	return h, nil
+	h, err = decodeHead(row)
+	return h, err == nil, err
 }
 
 // findCommit looks for the append's commit row. found is false when the commit is not stored.

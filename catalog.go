@@ -243,15 +243,7 @@ func (v *verifier) walkCatalog(ctx context.Context) error {
 
 // uncachedVersion is Version without the head cache: a point read of the head, not kept.
 func (s *Store) uncachedVersion(ctx context.Context, stream string) (int64, error) {
-	pk := streamKey(stream)
-	row, err := s.streams.get(ctx, pk, headRowKey)
-	if errors.Is(err, table.ErrNotFound) {
-		return 0, ErrStreamNotFound
-	}
-	if err != nil {
-		return 0, err
-	}
-	h, err := decodeHead(row)
+	h, _, err := s.fetchHead(ctx, streamKey(stream))
 	if err != nil {
 		return 0, err
 	}

@@ -418,22 +418,10 @@ func (c *Client) ListStreams(ctx context.Context, opts *estuite.ListStreamsOptio
 	if o.Limit != 0 {
 		q.Set("limit", strconv.Itoa(o.Limit))
 	}
-	var out struct {
-		Streams []struct {
-			Stream  string `json:"stream"`
-			Version int64  `json:"version"`
-		} `json:"streams"`
-		Next *string `json:"next"`
-	}
+	var out wire.StreamList
 	if _, _, err := c.call(ctx, request{method: http.MethodGet, path: "/streams", query: q}, &out); err != nil {
 		return estuite.StreamList{}, err
 	}
-	list := estuite.StreamList{Streams: make([]estuite.StreamInfo, len(out.Streams))}
-	for i, s := range out.Streams {
-		list.Streams[i] = estuite.StreamInfo{Name: s.Stream, Version: s.Version}
-	}
-	if out.Next != nil {
-		list.Next = *out.Next
-	}
+	list := out.ToStreamList()
 	return list, nil
 }

@@ -4,18 +4,8 @@ import (
 	"net/http"
 
 	"github.com/estuite/estuite"
+	"github.com/estuite/estuite/internal/wire"
 )
-
-// streamListJSON is the body of GET /streams.
-type streamListJSON struct {
-	Streams []streamInfoJSON `json:"streams"`
-	Next    *string          `json:"next"` // null on the last page
-}
-
-type streamInfoJSON struct {
-	Stream  string `json:"stream"`
-	Version int64  `json:"version"`
-}
 
 // handleListStreams serves GET /streams?prefix=&after=&limit=: a page of the stream catalog
 // (Store.ListStreams). An empty prefix or after is the same as none.
@@ -35,12 +25,6 @@ func (s *Server) handleListStreams(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	out := streamListJSON{Streams: make([]streamInfoJSON, len(list.Streams))}
-	for i, st := range list.Streams {
-		out.Streams[i] = streamInfoJSON{Stream: st.Name, Version: st.Version}
-	}
-	if list.Next != "" {
-		out.Next = &list.Next
-	}
+	out := wire.FromStreamList(list)
 	writeJSON(w, http.StatusOK, out)
 }

@@ -8,6 +8,7 @@ import (
 	"text/tabwriter"
 
 	"github.com/estuite/estuite"
+	"github.com/estuite/estuite/internal/wire"
 )
 
 func init() {
@@ -41,20 +42,7 @@ func init() {
 					return err
 				}
 				if *asJSON {
-					type info struct {
-						Stream  string `json:"stream"`
-						Version int64  `json:"version"`
-					}
-					out := struct {
-						Streams []info  `json:"streams"`
-						Next    *string `json:"next"`
-					}{Streams: []info{}}
-					for _, s := range list.Streams {
-						out.Streams = append(out.Streams, info{s.Name, s.Version})
-					}
-					if list.Next != "" {
-						out.Next = &list.Next
-					}
+					out := wire.FromStreamList(list)
 					enc := json.NewEncoder(e.stdout)
 					enc.SetEscapeHTML(false) // the bytes the server sends
 					return enc.Encode(out)
